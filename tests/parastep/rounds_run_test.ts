@@ -1,0 +1,306 @@
+import {
+  InMemoryHub,
+  type LoggedMessage,
+  runInProcess,
+  runRank,
+  type Sampler,
+} from "../../src/parastep/mod.ts";
+import { assert, assertEquals, assertNotEquals } from "./_assert.ts";
+import { literalParaStep, type RefMessage, sequential } from "./_reference.ts";
+import {
+  assertSameBits,
+  maxAbsDiff,
+  SCALAR_X0,
+  scalarToy,
+  syncModel,
+  vectorToy,
+  vectorX0,
+} from "./_toy.ts";
+
+function reference<X, E>(sampler: Sampler<X, E>) {
+  return { model: syncModel(sampler), guide: sampler.guide, step: sampler.step };
+}
+
+/** Per-rank calls the spec implies when rank 0 alone warms up. */
+function expectedCalls(T: number, W: number, N: number): number[] {
+  const full = Math.floor((T - W) / N);
+  const m = (T - W) % N;
+  return Array.from(
+    { length: N },
+    (_, r) => r === 0 ? W + full + (m > 0 ? 1 : 0) : full + (r < m ? 1 : 0),
+  );
+}
+
+/**
+ * The log split at broadcasts: eps within one round may be sent in any order, but never across a
+ * broadcast (a rank cannot predict before it has the round's latents, and rank 0 cannot broadcast
+ * before it has every eps of the round).
+ */
+function segments(messages: readonly { kind: string; step: number; from: number }[]): string[][] {
+  const out: string[][] = [[]];
+  for (const m of messages) {
+    const key = `${m.kind}@${m.step}<-${m.from}`;
+    if (m.kind === "eps") (out[out.length - 1] as string[]).push(key);
+    else out.push([key], []);
+  }
+  return out.map((segment) => segment.sort());
+}
+
+function checkAgainstLiteral<X extends number | Float64Array, E>(
+  T: number,
+  W: number,
+  N: number,
+  sampler: Sampler<X, E>,
+  x0: X,
+  result: Awaited<ReturnType<typeof runInProcess<X, E>>>,
+): void {
+  const where = `T=${T} W=${W} N=${N}`;
+  const ref = literalParaStep(T, W, N, reference(sampler), x0);
+  assertSameBits(result.output, ref.output);
+  // Rank 0 warms up alone; after warm-up every rank makes the calls the literal loop makes.
+  const calls = ref.laterCalls.map((c, r) => r === 0 ? c + (ref.warmupCalls[0] as number) : c);
+  assertEquals(result.modelCalls, calls, `${where} calls`);
+  assertEquals(result.modelCalls, expectedCalls(T, W, N), `${where} closed-form calls`);
+  assertEquals(result.criticalPathCalls, W + Math.ceil((T - W) / N), `${where} critical path`);
+  assertEquals(result.depths[0], result.criticalPathCalls, `${where} rank 0 clock`);
+  assertEquals(segments(result.messages), segments(ref.messages), `${where} messages`);
+}
+
+Deno.test("runInProcess() with N = 1 equals the sequential sampler bit for bit", async () => {
+  for (const [T, W] of [[1, 1], [2, 1], [10, 1], [10, 3], [25, 25], [30, 7]] as const) {
+    const toy = scalarToy(T);
+    const scalar = await runInProcess({ steps: T, warmup: W, devices: 1 }, () => toy, SCALAR_X0);
+    assertSameBits(scalar.output, sequential(T, reference(toy), SCALAR_X0));
+    assertEquals(scalar.modelCalls, [T]);
+    assertEquals(scalar.criticalPathCalls, T);
+    assertEquals(scalar.messages, []);
+
+    const vector = vectorToy(T);
+    const x0 = vectorX0(5);
+    const result = await runInProcess({ steps: T, warmup: W, devices: 1 }, () => vector, x0);
+    assertSameBits(result.output, sequential(T, reference(vector), x0));
+  }
+});
+
+Deno.test("runInProcess() matches the literal simulation for all T <= 30, W <= T, N <= 6 (scalar)", async () => {
+  for (let T = 1; T <= 30; T++) {
+    const toy = scalarToy(T);
+    for (let W = 1; W <= T; W++) {
+      for (let N = 1; N <= 6; N++) {
+        const result = await runInProcess(
+          { steps: T, warmup: W, devices: N },
+          () => toy,
+          SCALAR_X0,
+        );
+        checkAgainstLiteral(T, W, N, toy, SCALAR_X0, result);
+      }
+    }
+  }
+});
+
+Deno.test("runInProcess() matches the literal simulation on Float64Array latents (T <= 14)", async () => {
+  const x0 = vectorX0(4);
+  for (let T = 1; T <= 14; T++) {
+    const toy = vectorToy(T);
+    for (let W = 1; W <= T; W++) {
+      for (let N = 1; N <= 6; N++) {
+        const result = await runInProcess({ steps: T, warmup: W, devices: N }, () => toy, x0);
+        checkAgainstLiteral(T, W, N, toy, x0, result);
+      }
+    }
+  }
+});
+
+Deno.test("the toy is sensitive: ParaStep N > 1 differs from sequential and between N", async () => {
+  // Guards the tests above: if stale eps made no difference, they could not catch a wrong schedule.
+  const T = 20;
+  const toy = scalarToy(T);
+  const seq = sequential(T, reference(toy), SCALAR_X0);
+  const outputs: number[] = [];
+  for (const N of [2, 3, 4]) {
+    const { output } = await runInProcess(
+      { steps: T, warmup: 3, devices: N },
+      () => toy,
+      SCALAR_X0,
+    );
+    assert(maxAbsDiff(output, seq) > 1e-6, `N=${N} should differ from sequential`);
+    assert(maxAbsDiff(output, seq) < 0.5, `N=${N} should stay near sequential`);
+    outputs.push(output);
+  }
+  assertEquals(new Set(outputs).size, 3);
+});
+
+Deno.test("message log: one warmup broadcast, then N - 1 eps into rank 0 and one latents broadcast per full round", async () => {
+  const [T, W, N] = [17, 3, 4]; // T - W = 14: 3 full rounds, then m = 2
+  const toy = vectorToy(T);
+  const result = await runInProcess({ steps: T, warmup: W, devices: N }, () => toy, vectorX0(4), {
+    gen: "gen-42",
+  });
+  const { messages } = result;
+  assertEquals(messages.filter((m) => m.kind === "warmup").length, 1);
+  assertEquals(messages[0]?.kind, "warmup");
+  assertEquals(messages.filter((m) => m.kind === "latents").length, 3);
+  // 3 full rounds x 3 eps, plus position 1 of the partial round.
+  assertEquals(messages.filter((m) => m.kind === "eps").length, 3 * (N - 1) + 1);
+  for (const m of messages) {
+    assertEquals(m.gen, "gen-42");
+    if (m.kind === "eps") {
+      assertEquals(m.to, 0);
+      assertEquals(m.from, (m.step - W) % N, `eps at step ${m.step} comes from rank pos`);
+      assertEquals(m.bytes, 2 * 4 * 8); // [2 * n] float64
+    } else {
+      assertEquals(m.to, "all");
+      assertEquals(m.from, 0);
+    }
+  }
+  const warm = messages[0] as LoggedMessage;
+  assertEquals([warm.step, warm.depth, warm.bytes], [W - 1, W, 4 * 8 + 2 * 4 * 8]);
+  const latents = messages.filter((m) => m.kind === "latents");
+  assertEquals(latents.map((m) => m.step), [6, 10, 14]);
+  // Each broadcast carries rank 0's clock: W plus the rounds done.
+  assertEquals(latents.map((m) => m.depth), [W + 1, W + 2, W + 3]);
+  assertEquals(latents.map((m) => m.bytes), [32, 32, 32]);
+  assertEquals(segments(messages), [
+    [],
+    ["warmup@2<-0"],
+    ["eps@4<-1", "eps@5<-2", "eps@6<-3"],
+    ["latents@6<-0"],
+    ["eps@10<-3", "eps@8<-1", "eps@9<-2"],
+    ["latents@10<-0"],
+    ["eps@12<-1", "eps@13<-2", "eps@14<-3"],
+    ["latents@14<-0"],
+    ["eps@16<-1"],
+  ]);
+});
+
+Deno.test("counters: bytes and messages per rank agree with the log", async () => {
+  const [T, W, N] = [11, 2, 3]; // T - W = 9: 3 full rounds
+  const toy = scalarToy(T);
+  const { counters, messages } = await runInProcess(
+    { steps: T, warmup: W, devices: N },
+    () => toy,
+    SCALAR_X0,
+  );
+  // Rank 0 sends 1 warmup (8 + 16 bytes) and 3 latents (8); rank r sends 3 eps pairs (16).
+  assertEquals(counters.map((c) => [c.messagesSent, c.bytesSent]), [[4, 48], [3, 48], [3, 48]]);
+  // Rank 0 receives 6 eps; every other rank receives the warmup and 3 latents broadcasts.
+  assertEquals(counters.map((c) => [c.messagesReceived, c.bytesReceived]), [[6, 96], [4, 48], [
+    4,
+    48,
+  ]]);
+  assertEquals(messages.length, 4 + 3 + 3);
+  for (const c of counters) assert(c.waitMs >= 0 && Number.isFinite(c.waitMs));
+});
+
+Deno.test("the last partial round uses positions 0..m-1 only and ends without a broadcast", async () => {
+  for (const [T, W, N] of [[12, 3, 4], [13, 3, 4], [14, 3, 4], [6, 1, 4]] as const) {
+    const m = (T - W) % N;
+    const full = Math.floor((T - W) / N);
+    const toy = scalarToy(T);
+    const result = await runInProcess({ steps: T, warmup: W, devices: N }, () => toy, SCALAR_X0);
+    const where = `T=${T} W=${W} N=${N}`;
+    const lastRoundStart = W + full * N;
+    const lastRound = result.messages.filter((msg) => msg.step >= lastRoundStart);
+    assertEquals(
+      lastRound.map((msg) => `${msg.kind}<-${msg.from}`).sort(),
+      Array.from({ length: m - 1 }, (_, p) => `eps<-${p + 1}`),
+      where,
+    );
+    // The last broadcast closes the last full round; none follows the partial one.
+    const broadcasts = result.messages.filter((msg) => msg.kind === "latents");
+    assertEquals(broadcasts.at(-1)?.step, lastRoundStart - 1, where);
+    assertEquals(broadcasts.length, full, where);
+    // Ranks m..N-1 sit the partial round out.
+    for (let r = 1; r < N; r++) {
+      assertEquals(result.modelCalls[r], full + (r < m ? 1 : 0), `${where} rank ${r}`);
+    }
+    assertSameBits(
+      result.output,
+      literalParaStep(T, W, N, reference(toy), SCALAR_X0).output,
+    );
+  }
+});
+
+Deno.test("T = W: rank 0 warms up alone, nothing is exchanged", async () => {
+  const toy = scalarToy(5);
+  const result = await runInProcess({ steps: 5, warmup: 5, devices: 3 }, () => toy, SCALAR_X0);
+  assertSameBits(result.output, sequential(5, reference(toy), SCALAR_X0));
+  assertEquals(result.modelCalls, [5, 0, 0]);
+  assertEquals(result.criticalPathCalls, 5);
+  assertEquals(result.messages, []);
+});
+
+Deno.test("one shared, serialised async session serves every rank with identical output", async () => {
+  // Mimics the in-process engine: one ONNX session, runs queued one at a time, each resolving later.
+  const T = 23;
+  const toy = vectorToy(T);
+  let active = 0;
+  let maxActive = 0;
+  let tail: Promise<unknown> = Promise.resolve();
+  const shared: Sampler<Float64Array, Float64Array> = {
+    model(x, i) {
+      const run = tail.then(async () => {
+        active += 1;
+        maxActive = Math.max(maxActive, active);
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        active -= 1;
+        return toy.model(x, i) as Float64Array;
+      });
+      tail = run;
+      return run;
+    },
+    guide: toy.guide,
+    step: toy.step,
+  };
+  const x0 = vectorX0(3);
+  for (const N of [2, 3, 5]) {
+    const result = await runInProcess({ steps: T, warmup: 4, devices: N }, () => shared, x0);
+    assertSameBits(result.output, literalParaStep(T, 4, N, reference(toy), x0).output);
+    assertEquals(result.criticalPathCalls, 4 + Math.ceil((T - 4) / N));
+  }
+  assertEquals(maxActive, 1);
+});
+
+Deno.test("onStep() reports every step of rank 0 once, in order", async () => {
+  const toy = scalarToy(12);
+  const seen: number[] = [];
+  await runInProcess({ steps: 12, warmup: 2, devices: 3 }, () => toy, SCALAR_X0, {
+    onStep: (i) => seen.push(i),
+  });
+  assertEquals(seen, Array.from({ length: 12 }, (_, i) => i));
+});
+
+Deno.test("two generations run at once keep their state apart", async () => {
+  const T = 19;
+  const toy = scalarToy(T);
+  const plans = [{ steps: T, warmup: 2, devices: 3 }, { steps: T, warmup: 5, devices: 2 }];
+  const [a, b] = await Promise.all(plans.map((plan) => runInProcess(plan, () => toy, SCALAR_X0)));
+  assert(a !== undefined && b !== undefined);
+  assertSameBits(a.output, literalParaStep(T, 2, 3, reference(toy), SCALAR_X0).output);
+  assertSameBits(b.output, literalParaStep(T, 5, 2, reference(toy), SCALAR_X0).output);
+  assertNotEquals(a.messages[0]?.gen, b.messages[0]?.gen);
+  // Running the first plan again gives the same bits: nothing leaks from one call to the next.
+  const again = await runInProcess(plans[0] as (typeof plans)[0], () => toy, SCALAR_X0);
+  assertSameBits(again.output, a.output);
+});
+
+Deno.test("runRank() over hand-wired endpoints: output on rank 0 only, Lamport clocks per rank", async () => {
+  const [T, W, N] = [9, 2, 3]; // T - W = 7: 2 full rounds, then m = 1
+  const toy = scalarToy(T);
+  const hub = new InMemoryHub<number, readonly [number, number]>(N);
+  const plan = { steps: T, warmup: W, devices: N };
+  const results = await Promise.all(
+    [0, 1, 2].map((r) => runRank(r, plan, toy, SCALAR_X0, hub.endpoint(r), { gen: "g" })),
+  );
+  assertSameBits(
+    results[0]?.output as number,
+    literalParaStep(T, W, N, reference(toy), SCALAR_X0).output,
+  );
+  assertEquals(results.map((r) => r.output === undefined), [false, true, true]);
+  assertEquals(results.map((r) => r.modelCalls), [5, 2, 2]);
+  // Rank 0: W + 3 rounds. Ranks 1, 2 last heard the broadcast after round 2 (clock W + 2).
+  assertEquals(results.map((r) => r.depth), [5, 4, 4]);
+  assertEquals(hub.undelivered(), []);
+  const expected: RefMessage[] = literalParaStep(T, W, N, reference(toy), SCALAR_X0).messages;
+  assertEquals(segments(hub.log()), segments(expected));
+});
