@@ -1,0 +1,54 @@
+/**
+ * ONNX Runtime's C API through `Deno.dlopen`: environments, sessions, tensors
+ * and execution providers.
+ *
+ * Needs `--allow-ffi` (unscoped: the binding walks ORT's function table) and
+ * `--allow-env` (for `PARASTEP_ORT_LIB`), plus `--allow-read` to read models
+ * as bytes.
+ *
+ * @example
+ * ```ts ignore
+ * import { Env, Session, Tensor } from "./mod.ts";
+ * using env = Env.create();
+ * using session = Session.create(env, "model.onnx", { executionProvider: "auto" });
+ * console.log(session.executionProvider, session.inputs);
+ * ```
+ *
+ * @module
+ */
+
+export { Env, type EnvOptions, type LogLevel } from "./env.ts";
+export { ClosedError, OrtError, type OrtErrorCodeName, OrtLoadError } from "./errors.ts";
+export {
+  libraryCandidates,
+  libraryFileName,
+  ORT_LIBRARY_ENV,
+  type OrtLibrary,
+  ortLibrary,
+} from "./library.ts";
+export {
+  AUTO_ORDER,
+  compiledProviders,
+  type ExecutionProvider,
+  ORT_PROVIDER_NAME,
+  precheck,
+  type ProviderAttempt,
+} from "./providers.ts";
+export {
+  type AsyncRunOptions,
+  type Feeds,
+  type RunOptions,
+  Session,
+  type SessionOptions,
+  type TensorInfo,
+} from "./session.ts";
+export {
+  allocate,
+  BYTES_PER_ELEMENT,
+  DATA_TYPES,
+  type DataType,
+  type DataTypeMap,
+  elementCount,
+  Tensor,
+} from "./tensor.ts";
+export { Value } from "./value.ts";

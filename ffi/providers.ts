@@ -1,0 +1,196 @@
+/**
+ * Execution providers: which are compiled into the library, which can run
+ * here, and appending one to session options.
+ *
+ * @module
+ */
+
+import { OrtError } from "./errors.ts";
+import { check, cString, cStringArray, ortLibrary, pointerOut, readPointer } from "./library.ts";
+
+/** An execution provider parastep can ask for. */
+export type ExecutionProvider = "cpu" | "cuda" | "webgpu";
+
+/** What `auto` tries, best first. */
+export const AUTO_ORDER: readonly ExecutionProvider[] = ["cuda", "webgpu", "cpu"];
+
+/** ORT's name for each provider, as `GetAvailableProviders` lists them. */
+export const ORT_PROVIDER_NAME: Readonly<Record<ExecutionProvider, string>> = {
+  cpu: "CPUExecutionProvider",
+  cuda: "CUDAExecutionProvider",
+  webgpu: "WebGpuExecutionProvider",
+};
+
+/** One provider tried while building session options. */
+export interface ProviderAttempt {
+  /** The provider tried. */
+  readonly ep: ExecutionProvider;
+  /** Whether it was appended. */
+  readonly ok: boolean;
+  /** Why it was skipped or failed (ORT's message where ORT gave one). */
+  readonly reason?: string;
+}
+
+/** The providers compiled into the loaded library (ORT's names). */
+export function compiledProviders(): string[] {
+  const { api } = ortLibrary();
+  const list = pointerOut();
+  const count = new Int32Array(1);
+  check(api.GetAvailableProviders.call(list, count), "GetAvailableProviders");
+  const arr = readPointer(list, "GetAvailableProviders");
+  const n = count[0] ?? 0;
+  const view = new Deno.UnsafePointerView(arr);
+  const names: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const p = view.getPointer(i * 8);
+    if (p) names.push(Deno.UnsafePointerView.getCString(p));
+  }
+  check(api.ReleaseAvailableProviders.call(arr, n), "ReleaseAvailableProviders");
+  return names;
+}
+
+function fileExists(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Why `ep` cannot work on this machine, checked without touching ORT, or
+ * undefined when nothing rules it out. These checks keep `auto` from printing
+ * native noise (Dawn warns on stderr when Vulkan is missing) and give exact
+ * reasons.
+ */
+export function precheck(ep: ExecutionProvider): string | undefined {
+  if (ep === "cpu") return undefined;
+  const { path } = ortLibrary();
+  const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : ".";
+  if (!compiledProviders().includes(ORT_PROVIDER_NAME[ep])) {
+    return `${ORT_PROVIDER_NAME[ep]} is not compiled into ${path}`;
+  }
+  if (ep === "cuda" && Deno.build.os === "linux") {
+    for (const lib of ["libonnxruntime_providers_shared.so", "libonnxruntime_providers_cuda.so"]) {
+      if (!fileExists(`${dir}/${lib}`)) {
+        return `${lib} is not beside ${path} (install the ONNX Runtime CUDA provider libraries there)`;
+      }
+    }
+  }
+  if (ep === "webgpu" && Deno.build.os === "linux") {
+    try {
+      Deno.dlopen("libvulkan.so.1", {}).close();
+    } catch {
+      return "libvulkan.so.1 (the Vulkan loader WebGPU needs) cannot be loaded";
+    }
+  }
+  return undefined;
+}
+
+/** Options for appending a provider. */
+export interface AppendOptions {
+  /** CUDA device ordinal. @default {0} */
+  deviceId?: number;
+}
+
+/**
+ * Appends `ep` to native session options.
+ *
+ * @throws {OrtError} naming the provider and quoting ORT when ORT refuses it
+ */
+export function appendProvider(
+  options: Deno.PointerObject,
+  ep: ExecutionProvider,
+  { deviceId = 0 }: AppendOptions = {},
+): void {
+  const { api } = ortLibrary();
+  const context = `Appending the ${ep} execution provider`;
+  switch (ep) {
+    case "cpu":
+      return; // always present; nothing to append
+    case "cuda": {
+      if (!Number.isInteger(deviceId) || deviceId < 0) {
+        throw new RangeError(
+          `Cannot use CUDA as 'deviceId' must be a non-negative integer: current value is ${deviceId}`,
+        );
+      }
+      const out = pointerOut();
+      check(api.CreateCUDAProviderOptions.call(out), "CreateCUDAProviderOptions", context);
+      const cuda = readPointer(out, "CreateCUDAProviderOptions");
+      try {
+        const keys = cStringArray(["device_id"]);
+        const values = cStringArray([String(deviceId)]);
+        check(
+          api.UpdateCUDAProviderOptions.call(cuda, keys.array, values.array, 1n),
+          "UpdateCUDAProviderOptions",
+          context,
+        );
+        check(
+          api.SessionOptionsAppendExecutionProvider_CUDA_V2.call(options, cuda),
+          "SessionOptionsAppendExecutionProvider_CUDA_V2",
+          context,
+        );
+      } finally {
+        api.ReleaseCUDAProviderOptions.call(cuda);
+      }
+      return;
+    }
+    case "webgpu": {
+      const none = new BigUint64Array(1);
+      check(
+        api.SessionOptionsAppendExecutionProvider.call(options, cString("WebGPU"), none, none, 0n),
+        "SessionOptionsAppendExecutionProvider",
+        context,
+      );
+      return;
+    }
+  }
+}
+
+/**
+ * Appends the requested provider, or for `auto` the first of
+ * {@linkcode AUTO_ORDER} that registers, and says what happened.
+ *
+ * @returns the provider used and every attempt, in order
+ * @throws {OrtError} when an explicitly requested provider fails
+ */
+export function selectProvider(
+  options: Deno.PointerObject,
+  requested: ExecutionProvider | "auto",
+  append: AppendOptions = {},
+): { ep: ExecutionProvider; attempts: ProviderAttempt[] } {
+  if (requested !== "auto") {
+    try {
+      appendProvider(options, requested, append);
+    } catch (e) {
+      if (!(e instanceof OrtError)) throw e;
+      // Quote ORT, and add what the local checks know about the cause.
+      const hint = precheck(requested);
+      throw new OrtError(
+        e.call,
+        e.code,
+        hint === undefined ? e.ortMessage : `${e.ortMessage} (${hint})`,
+        `Appending the ${requested} execution provider`,
+      );
+    }
+    return { ep: requested, attempts: [{ ep: requested, ok: true }] };
+  }
+  const attempts: ProviderAttempt[] = [];
+  for (const ep of AUTO_ORDER) {
+    const reason = precheck(ep);
+    if (reason !== undefined) {
+      attempts.push({ ep, ok: false, reason });
+      continue;
+    }
+    try {
+      appendProvider(options, ep, append);
+      attempts.push({ ep, ok: true });
+      return { ep, attempts };
+    } catch (e) {
+      if (!(e instanceof OrtError)) throw e;
+      attempts.push({ ep, ok: false, reason: e.ortMessage });
+    }
+  }
+  // Unreachable in practice: the CPU provider always appends.
+  throw new OrtError("SessionOptionsAppendExecutionProvider", 1, "no provider could be appended");
+}
