@@ -304,3 +304,65 @@ Deno.test("runRank() over hand-wired endpoints: output on rank 0 only, Lamport c
   const expected: RefMessage[] = literalParaStep(T, W, N, reference(toy), SCALAR_X0).messages;
   assertEquals(segments(hub.log()), segments(expected));
 });
+
+Deno.test("runRank() on rank 0 advances its clock to the depth carried by a received eps", async () => {
+  // A peer whose eps sits behind a longer chain (say it ran 3 extra calls first) must lengthen
+  // the measured critical path: the count is measured from messages, not from the formula.
+  const [T, W, N] = [6, 2, 2];
+  const toy = scalarToy(T);
+  const hub = new InMemoryHub<number, readonly [number, number]>(N);
+  const rank0 = runRank(0, { steps: T, warmup: W, devices: N }, toy, SCALAR_X0, hub.endpoint(0), {
+    gen: "g",
+  });
+  const peer = hub.endpoint(1);
+  let x = 0;
+  for (const step of [1, 3]) {
+    const tag = { gen: "g", step, kind: step === 1 ? "warmup" : "latents", from: 0 } as const;
+    const got = await peer.receive(tag);
+    assert(got.kind !== "eps");
+    x = got.x;
+    const eps = toy.model(x, step + 2) as readonly [number, number];
+    await peer.send(0, {
+      gen: "g",
+      step: step + 2,
+      kind: "eps",
+      from: 1,
+      depth: got.depth + 4,
+      eps,
+    });
+  }
+  const result = await rank0;
+  // Warm-up ends at 2. Round 0: rank 0 computes (3), eps carries 2 + 4 = 6 -> 6, broadcast at 6.
+  // Round 1: rank 0 computes (7), eps carries 6 + 4 = 10 -> 10.
+  assertEquals(result.depth, 10);
+  assertEquals(result.modelCalls, 4);
+});
+
+Deno.test("runRank() on rank r > 0 advances its clock to the depth carried by a broadcast", async () => {
+  const [T, W, N] = [6, 2, 2];
+  const toy = scalarToy(T);
+  const hub = new InMemoryHub<number, readonly [number, number]>(N);
+  const rank1 = runRank(1, { steps: T, warmup: W, devices: N }, toy, SCALAR_X0, hub.endpoint(1), {
+    gen: "g",
+  });
+  const root = hub.endpoint(0);
+  await root.broadcast({
+    gen: "g",
+    step: 1,
+    kind: "warmup",
+    from: 0,
+    depth: 2,
+    x: 0.5,
+    cache: [0, 1],
+  });
+  const first = await root.receive({ gen: "g", step: 3, kind: "eps", from: 1 });
+  assertEquals(first.depth, 3);
+  // Say rank 0 had a long chain behind this round's latents.
+  await root.broadcast({ gen: "g", step: 3, kind: "latents", from: 0, depth: 20, x: 0.25 });
+  const second = await root.receive({ gen: "g", step: 5, kind: "eps", from: 1 });
+  assertEquals(second.depth, 21);
+  // The last round is full (T - W = 4), so it too ends with a broadcast.
+  await root.broadcast({ gen: "g", step: 5, kind: "latents", from: 0, depth: 21, x: 0.125 });
+  const result = await rank1;
+  assertEquals([result.depth, result.modelCalls, result.output], [21, 2, undefined]);
+});
