@@ -1,0 +1,14 @@
+/**
+ * Diffusion schedulers as plain tables plus a pure `step(eps, i, x)`.
+ *
+ * @module
+ */
+
+export { ddim, parseDdimConfig } from "./ddim.ts";
+export type {
+  BetaSchedule,
+  DdimConfig,
+  DdimTable,
+  PredictionType,
+  TimestepSpacing,
+} from "./ddim.ts";
