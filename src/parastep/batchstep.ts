@@ -13,7 +13,8 @@
 import { SamplerError } from "./rounds.ts";
 
 /**
- * A sampler whose model takes a batch of latents, each at its own step index.
+ * A sampler whose model takes a batch of latents, each at its own step index. As for `Sampler`,
+ * returned values must not alias buffers that a later call overwrites.
  *
  * @typeParam X Latents.
  * @typeParam E Pre-guidance noise.

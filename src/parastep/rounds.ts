@@ -30,6 +30,11 @@ import {
 /**
  * The three model-specific pieces of a sampler. ParaStep only ever combines them.
  *
+ * Values returned by all three are kept (as the cache, as latents, in messages) across later
+ * calls, so they must not alias a buffer that a later call overwrites: copy a reused ONNX output
+ * buffer out before returning it. With one session shared by all ranks, calls of different ranks
+ * interleave in any order.
+ *
  * @typeParam X Latents (e.g. `Float32Array`, or `number` for a scalar toy).
  * @typeParam E Pre-guidance noise (e.g. the CFG-doubled output).
  */
