@@ -1,0 +1,346 @@
+"""Golden outputs from diffusers' own `AudioLDM2Pipeline.__call__`, for the TypeScript parity tests.
+
+Nothing here re-implements the pipeline: the pipeline runs as diffusers wrote it, on the very
+modules that were exported, and hooks record what flows between its components. Initial latents are
+injected through `latents=` (drawn from a seeded torch generator and stored), so the TypeScript side
+needs no port of torch's random number generator.
+
+Layout of `reference/<case>/` (all `.npy`, float32 or int64; batch-2 arrays are in the pipeline's
+classifier-free-guidance order, `[negative, prompt]`):
+- clap_input_ids, clap_attention_mask            [2, clap_len]  (clap_len = CLAP model_max_length)
+- t5_input_ids, t5_attention_mask                [2, L]         (L = the prompt's T5 length)
+- clap_text_embeds                               [2, clap_dim]
+- t5_last_hidden_state                           [2, L, t5_dim]
+- projection_hidden_states, projection_attention_mask   [2, L + 5, lm_dim], [2, L + 5]
+- gpt2_generated                                 [2, max_new_tokens, lm_dim]
+- latents_initial                                [1, C, frames, W]
+- timesteps (int64) [steps]; alphas_cumprod [num_train_timesteps]; final_alpha_cumprod [1]
+- unet_timestep_step0 (int64) [1]; unet_out_step0 [2, C, frames, W] (pre-guidance)
+- latents_steps                                  [steps, 1, C, frames, W] (after each scheduler step)
+- latents_final                                  [1, C, frames, W] (last step, before 1/scaling_factor)
+- mel                                            [1, 1, mel_frames, mel_bins]
+- waveform                                       [1, samples] (cropped, as the pipeline returns it)
+plus `case.json` (inputs and every file's shape). `reference/tokens.json` holds tokenizer parity cases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+STEPS = 20
+GUIDANCE = 3.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+    duration: float | None  # None: the pipeline's default (unet.sample_size * vae_scale_factor * 0.01 s)
+    description: str
+
+
+CASES = (
+    Case(
+        "case1",
+        "A hammer hitting a wooden surface",
+        "Low quality, noisy.",
+        seed=0,
+        duration=None,
+        description="default duration; latent frames = unet.sample_size (a multiple of 8)",
+    ),
+    Case(
+        "case2",
+        "café ☕ rain on a tin roof, soft thunder",
+        "music",
+        seed=1234,
+        duration=1.0,
+        description="non-ASCII prompt; 1.0 s gives 100 mel frames and 25 latent frames (not a multiple of 8)",
+    ),
+)
+
+# Tokenizer parity strings: empty, short, long enough to be truncated by both tokenizers,
+# accents/emoji/CJK, runs of whitespace, punctuation.
+TOKEN_TEXTS = (
+    "",
+    "dog",
+    "A hammer hitting a wooden surface",
+    " ".join(
+        ["A long recording of a busy train station at rush hour, with announcements echoing,"]
+        + ["people talking, footsteps on tiles, trains braking and doors beeping"] * 6
+        + ["while a street musician plays a violin near the exit."]
+    ),
+    "café ☕ rain",
+    "Crème brûlée, naïve façade, piñata — über 😀🎵!",
+    "日本語の音声、雨の音",
+    "  multiple   spaces\tand\ttabs\n newline  ",
+    "Punctuation: hello, world! (yes?) [no]; 'single' \"double\" ... --- 3.14 #1 @home 50% a/b",
+    "UPPER lower MiXeD 1234567890",
+)
+# (prompt, negative prompt) pairs for the negative-prompt rule: the negative's T5 ids are padded, or
+# truncated, to the prompt's T5 length.
+TOKEN_PAIRS = (
+    ("A hammer hitting a wooden surface", ""),
+    ("dog", "Low quality, noisy, distorted audio with static and hum"),
+    ("café ☕ rain", "café"),
+    (TOKEN_TEXTS[3], "Low quality"),
+    ("", "music"),
+)
+
+
+class Recorder:
+    """Forward hooks and method wrappers that record each component's inputs and outputs in call order."""
+
+    def __init__(self):
+        self.calls: dict[str, list] = defaultdict(list)
+
+    @contextlib.contextmanager
+    def attached(self, pipe):
+        handles = []
+        patched = []
+
+        def patch(owner, attr, make):
+            original = getattr(owner, attr)
+            setattr(owner, attr, make(original))
+            patched.append((owner, attr))
+
+        def wrap_method(key, pick):
+            def make(original):
+                def wrapper(*args, **kwargs):
+                    out = original(*args, **kwargs)
+                    self.calls[key].append(pick(args, kwargs, out))
+                    return out
+
+                return wrapper
+
+            return make
+
+        # CLAP: the pipeline calls get_text_features (not forward); its text tower sees the token ids.
+        handles.append(
+            pipe.text_encoder.text_model.register_forward_pre_hook(
+                lambda m, a, kw: self.calls["clap_in"].append((_arg(a, kw, 0, "input_ids"), kw["attention_mask"])),
+                with_kwargs=True,
+            )
+        )
+        patch(pipe.text_encoder, "get_text_features", wrap_method("clap_out", lambda a, kw, out: _pooled(out)))
+        handles.append(
+            pipe.text_encoder_2.register_forward_hook(
+                lambda m, a, kw, out: self.calls["t5"].append((_arg(a, kw, 0, "input_ids"), kw["attention_mask"], out[0])),
+                with_kwargs=True,
+            )
+        )
+        handles.append(
+            pipe.projection_model.register_forward_hook(
+                lambda m, a, out: self.calls["projection"].append((out.hidden_states, out.attention_mask))
+            )
+        )
+        patch(pipe, "generate_language_model", wrap_method("gpt2", lambda a, kw, out: out))
+        handles.append(
+            pipe.unet.register_forward_hook(
+                lambda m, a, kw, out: self.calls["unet"].append((a[0], a[1], out[0])), with_kwargs=True
+            )
+        )
+        patch(pipe.scheduler, "step", wrap_method("step", lambda a, kw, out: out.prev_sample))
+        patch(pipe.vae, "decode", wrap_method("vae", lambda a, kw, out: (a[0], out.sample)))
+        try:
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+            for owner, attr in patched:
+                delattr(owner, attr)  # drops the instance attribute, exposing the class method again
+
+
+def _arg(args, kwargs, index, name):
+    return kwargs[name] if name in kwargs else args[index]
+
+
+def _pooled(out):
+    # transformers v5 returns BaseModelOutputWithPooling, v4 a tensor; diffusers handles both the same way.
+    return out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    return t.numpy().astype(np.int64 if not t.is_floating_point() else np.float32)
+
+
+def _expect(recorder: Recorder, key: str, count: int) -> list:
+    got = recorder.calls[key]
+    if len(got) != count:
+        raise RuntimeError(f"reference: expected {count} '{key}' calls from the pipeline, saw {len(got)}")
+    return got
+
+
+def default_duration(pipe) -> float:
+    """diffusers' default `audio_length_in_s`, computed as in `AudioLDM2Pipeline.__call__`."""
+    factor = np.prod(pipe.vocoder.config.upsample_rates) / pipe.vocoder.config.sampling_rate
+    return float(pipe.unet.config.sample_size * pipe.vae_scale_factor * factor)
+
+
+def run_case(pipe, case: Case, out_dir: Path) -> dict:
+    """Run the pipeline on `case`, write its arrays and case.json, and return the case.json dict."""
+    shape = (
+        1,
+        pipe.unet.config.in_channels,
+        _latent_frames(pipe, case.duration),
+        pipe.vocoder.config.model_in_dim // pipe.vae_scale_factor,
+    )
+    latents = torch.randn(shape, generator=torch.Generator().manual_seed(case.seed), dtype=torch.float32)
+    recorder = Recorder()
+    with recorder.attached(pipe), torch.no_grad():
+        audio = pipe(
+            case.prompt,
+            negative_prompt=case.negative_prompt,
+            audio_length_in_s=case.duration,
+            num_inference_steps=STEPS,
+            guidance_scale=GUIDANCE,
+            latents=latents.clone(),
+            output_type="np",
+        ).audios
+
+    (clap_p, clap_n) = _expect(recorder, "clap_in", 2)
+    (emb_p, emb_n) = _expect(recorder, "clap_out", 2)
+    (t5_p, t5_n) = _expect(recorder, "t5", 2)
+    (proj_p, proj_n) = _expect(recorder, "projection", 2)
+    (gen_p, gen_n) = _expect(recorder, "gpt2", 2)
+    unet_calls = _expect(recorder, "unet", STEPS)
+    steps = _expect(recorder, "step", STEPS)
+    ((vae_in, mel),) = _expect(recorder, "vae", 1)
+    sample0, t0, noise0 = unet_calls[0]
+    if not torch.equal(sample0, torch.cat([latents, latents])):
+        raise RuntimeError("reference: the UNet's first input is not the injected latents")
+
+    sched = pipe.scheduler
+    arrays = {
+        "clap_input_ids": torch.cat([clap_n[0], clap_p[0]]),
+        "clap_attention_mask": torch.cat([clap_n[1], clap_p[1]]),
+        "t5_input_ids": torch.cat([t5_n[0], t5_p[0]]),
+        "t5_attention_mask": torch.cat([t5_n[1], t5_p[1]]),
+        "clap_text_embeds": torch.cat([emb_n, emb_p]),
+        "t5_last_hidden_state": torch.cat([t5_n[2], t5_p[2]]),
+        "projection_hidden_states": torch.cat([proj_n[0], proj_p[0]]),
+        "projection_attention_mask": torch.cat([proj_n[1], proj_p[1]]),
+        "gpt2_generated": torch.cat([gen_n, gen_p]),
+        "latents_initial": latents,
+        "timesteps": sched.timesteps.to(torch.int64),
+        "alphas_cumprod": sched.alphas_cumprod.to(torch.float32),
+        "final_alpha_cumprod": torch.as_tensor(sched.final_alpha_cumprod, dtype=torch.float32).reshape(1),
+        "unet_timestep_step0": torch.as_tensor(t0).to(torch.int64).reshape(1),
+        "unet_out_step0": noise0,
+        "latents_steps": torch.stack(steps),
+        "latents_final": steps[-1],
+        "mel": mel,
+        "waveform": torch.from_numpy(audio),
+    }
+    if not torch.allclose(vae_in * pipe.vae.config.scaling_factor, steps[-1], rtol=1e-6, atol=0):
+        raise RuntimeError("reference: the VAE input is not the last step's latents / scaling_factor")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, value in arrays.items():
+        arr = _np(value)
+        np.save(out_dir / f"{name}.npy", arr)
+        files[name] = {"dtype": str(arr.dtype), "shape": list(arr.shape)}
+    duration = case.duration if case.duration is not None else default_duration(pipe)
+    info = {
+        "name": case.name,
+        "description": case.description,
+        "prompt": case.prompt,
+        "negativePrompt": case.negative_prompt,
+        "steps": STEPS,
+        "guidance": GUIDANCE,
+        "eta": 0.0,
+        "duration": duration,
+        "durationArgument": case.duration,
+        "seed": case.seed,
+        "latentsFrom": "torch.randn(shape, generator=torch.Generator().manual_seed(seed)) == latents_initial",
+        "batchOrder": ["negative", "prompt"],
+        "melFrames": int(mel.shape[2]),
+        "latentFrames": shape[2],
+        "originalWaveformLength": int(duration * pipe.vocoder.config.sampling_rate),
+        "files": files,
+    }
+    (out_dir / "case.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return info
+
+
+def _latent_frames(pipe, duration: float | None) -> int:
+    """Latent frames for `duration`, following `__call__`: mel height rounded up to the VAE factor."""
+    factor = np.prod(pipe.vocoder.config.upsample_rates) / pipe.vocoder.config.sampling_rate
+    seconds = duration if duration is not None else default_duration(pipe)
+    height = int(seconds / factor)
+    if height % pipe.vae_scale_factor != 0:
+        height = int(np.ceil(height / pipe.vae_scale_factor)) * pipe.vae_scale_factor
+    return height // pipe.vae_scale_factor
+
+
+def token_fixtures(pipe) -> dict:
+    """Token ids and masks exactly as `encode_prompt` feeds them to CLAP and T5, for TOKEN_TEXTS and TOKEN_PAIRS.
+
+    Each text is encoded by the pipeline's own `encode_prompt` (with guidance, so the negative rule
+    applies too); the ids are recorded on their way into the text encoders.
+    """
+    def ids(pair):
+        return {"inputIds": pair[0][0].tolist(), "attentionMask": pair[1][0].tolist()}
+
+    entries = []
+    pairs = [(text, "") for text in TOKEN_TEXTS] + [p for p in TOKEN_PAIRS if p[1] != ""]
+    for prompt, negative in pairs:
+        recorder = Recorder()
+        with recorder.attached(pipe), torch.no_grad():
+            pipe.encode_prompt(
+                prompt, device=torch.device("cpu"), num_waveforms_per_prompt=1, do_classifier_free_guidance=True,
+                negative_prompt=negative,
+            )
+        clap = _expect(recorder, "clap_in", 2)
+        t5 = _expect(recorder, "t5", 2)
+        entries.append(
+            {
+                "prompt": prompt,
+                "negativePrompt": negative,
+                "clap": ids(clap[0]),
+                "t5": ids(t5[0]),
+                "negativeClap": ids(clap[1]),
+                "negativeT5": ids(t5[1]),
+            }
+        )
+    return {
+        "about": (
+            "Token ids and attention masks as diffusers' AudioLDM2Pipeline.encode_prompt passes them to the text "
+            "encoders. CLAP: padding='max_length', max_length=model_max_length, truncation=True. T5 prompt: "
+            "padding=True (longest), truncation at model_max_length. Negative prompt: CLAP as above; T5 "
+            "padding='max_length' with max_length = the prompt's T5 length, truncation=True."
+        ),
+        "tokenizers": {
+            "clap": {"dir": "tokenizer", "modelMaxLength": pipe.tokenizer.model_max_length, "padTokenId": pipe.tokenizer.pad_token_id},
+            "t5": {"dir": "tokenizer_2", "modelMaxLength": pipe.tokenizer_2.model_max_length, "padTokenId": pipe.tokenizer_2.pad_token_id},
+        },
+        "cases": entries,
+    }
+
+
+def write(pipe, ref_dir: Path) -> list[dict]:
+    """All reference cases plus tokens.json under `ref_dir`."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    # The truncation warnings for the long prompt are expected.
+    saved = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    try:
+        infos = [run_case(pipe, case, ref_dir / case.name) for case in CASES]
+        tokens = token_fixtures(pipe)
+    finally:
+        diffusers_logging.set_verbosity(saved[0])
+        transformers_logging.set_verbosity(saved[1])
+    (ref_dir / "tokens.json").write_text(json.dumps(tokens, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return infos
