@@ -37,10 +37,11 @@ const TWO_PI = 2 * Math.PI;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Sfc64 } from "./random.ts";
  * const rng = new Sfc64(42);
  * const u = rng.nextFloat64();
- * console.assert(u >= 0 && u < 1);
+ * assert.ok(u >= 0 && u < 1);
  * ```
  */
 export class Sfc64 {
@@ -129,12 +130,13 @@ export class Sfc64 {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { GaussianStream, randn } from "./random.ts";
  * const stream = new GaussianStream(7);
  * const a = stream.next(3);
  * const b = stream.next(5);
  * const whole = randn(7, 8);
- * console.assert(a[0] === whole[0] && b[4] === whole[7]);
+ * assert.ok(a[0] === whole[0] && b[4] === whole[7]);
  * ```
  */
 export class GaussianStream {
@@ -203,9 +205,10 @@ export class GaussianStream {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { randn } from "./random.ts";
  * const latents = randn(0, 1 * 8 * 256 * 16); // [batch, channels, frames, bins]
- * console.assert(latents.length === 32768);
+ * assert.ok(latents.length === 32768);
  * ```
  */
 export function randn(seed: Seed, length: number): Float32Array {

@@ -45,10 +45,11 @@ export class WriteFileError extends Error {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { writeFileAtomic } from "./atomic.ts";
  * const dir = await Deno.makeTempDir();
  * await writeFileAtomic(`${dir}/out.txt`, new TextEncoder().encode("hello"));
- * console.assert((await Deno.readTextFile(`${dir}/out.txt`)) === "hello");
+ * assert.ok((await Deno.readTextFile(`${dir}/out.txt`)) === "hello");
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

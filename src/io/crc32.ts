@@ -26,10 +26,11 @@ const TABLE: Uint32Array = (() => {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { crc32 } from "./crc32.ts";
  * const all = crc32(new TextEncoder().encode("IEND"));
  * const split = crc32(new TextEncoder().encode("ND"), crc32(new TextEncoder().encode("IE")));
- * console.assert(all === split);
+ * assert.ok(all === split);
  * ```
  */
 export function crc32(bytes: Uint8Array, previous = 0): number {

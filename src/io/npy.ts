@@ -86,10 +86,11 @@ const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] ===
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeNpy, encodeNpy } from "./npy.ts";
  * const bytes = encodeNpy({ dtype: "float32", shape: [2], data: new Float32Array([1, 2]) });
  * const arr = decodeNpy(bytes);
- * console.assert(arr.dtype === "float32" && arr.shape[0] === 2);
+ * assert.ok(arr.dtype === "float32" && arr.shape[0] === 2);
  * ```
  */
 export function decodeNpy(bytes: Uint8Array): NpyArray {
@@ -165,9 +166,10 @@ export function decodeNpy(bytes: Uint8Array): NpyArray {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { encodeNpy } from "./npy.ts";
  * const bytes = encodeNpy({ dtype: "int32", shape: [3], data: new Int32Array([1, 2, 3]) });
- * console.assert(bytes.length === 128 + 12);
+ * assert.ok(bytes.length === 128 + 12);
  * ```
  */
 export function encodeNpy(array: NpyArray): Uint8Array {
@@ -273,10 +275,11 @@ export async function writeNpy(path: string, array: NpyArray): Promise<void> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeNpy, encodeNpy, expectDtype } from "./npy.ts";
  * const a = decodeNpy(encodeNpy({ dtype: "float32", shape: [1], data: new Float32Array([3]) }));
  * const f: Float32Array = expectDtype(a, "float32").data;
- * console.assert(f[0] === 3);
+ * assert.ok(f[0] === 3);
  * ```
  */
 export function expectDtype<D extends NpyDtype>(array: NpyArray, dtype: D): NpyArray<D> {

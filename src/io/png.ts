@@ -59,9 +59,10 @@ const HEATMAP_LUT: Uint8Array = buildLut();
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { heatmapColour } from "./png.ts";
  * const [r, g, b] = heatmapColour(255);
- * console.assert(r === 0xfd && g === 0xe7 && b === 0x25);
+ * assert.ok(r === 0xfd && g === 0xe7 && b === 0x25);
  * ```
  */
 export function heatmapColour(k: number): [number, number, number] {
@@ -109,10 +110,11 @@ const ACTION = "Cannot encode the PNG heat map";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { encodeHeatmapPng } from "./png.ts";
  * const mel = new Float32Array(4 * 3).map((_, k) => k); // [frames 4, bins 3]
  * const png = await encodeHeatmapPng(mel, [4, 3]);
- * console.assert(png[1] === 0x50 && png[2] === 0x4e && png[3] === 0x47); // "PNG"
+ * assert.ok(png[1] === 0x50 && png[2] === 0x4e && png[3] === 0x47); // "PNG"
  * ```
  */
 export async function encodeHeatmapPng(

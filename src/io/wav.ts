@@ -60,10 +60,11 @@ const ACTION_DECODE = "Cannot decode WAV";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeWav, encodeWav } from "./wav.ts";
  * const bytes = encodeWav(new Float32Array([0, 0.5, -1]), 16000);
  * const { samples } = decodeWav(bytes);
- * console.assert(bytes.length === 44 + 6 && samples[1] === 0.5);
+ * assert.ok(bytes.length === 44 + 6 && samples[1] === 0.5);
  * ```
  */
 export function encodeWav(
@@ -180,9 +181,10 @@ function roundHalfEven(x: number): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeWav, encodeWav } from "./wav.ts";
  * const audio = decodeWav(encodeWav(new Float32Array([0.25]), 8000, { format: "float32" }));
- * console.assert(audio.format === "float32" && audio.sampleRate === 8000);
+ * assert.ok(audio.format === "float32" && audio.sampleRate === 8000);
  * ```
  */
 export function decodeWav(bytes: Uint8Array): WavAudio {

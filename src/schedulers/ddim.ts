@@ -114,9 +114,10 @@ const STEP_ACTION = "Cannot take a DDIM step";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseDdimConfig } from "./ddim.ts";
  * const c = parseDdimConfig({ beta_schedule: "scaled_linear", steps_offset: 1 });
- * console.assert(c.num_train_timesteps === 1000 && c.prediction_type === "epsilon");
+ * assert.ok(c.num_train_timesteps === 1000 && c.prediction_type === "epsilon");
  * ```
  */
 export function parseDdimConfig(raw: unknown): DdimConfig {
@@ -175,15 +176,16 @@ export function parseDdimConfig(raw: unknown): DdimConfig {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ddim } from "./ddim.ts";
  * const table = ddim({
  *   beta_schedule: "scaled_linear", beta_start: 0.0015, beta_end: 0.0195,
  *   set_alpha_to_one: false, steps_offset: 1, clip_sample: false,
  * }, 200);
- * console.assert(table.timesteps[0] === 996 && table.timesteps[199] === 1);
+ * assert.ok(table.timesteps[0] === 996 && table.timesteps[199] === 1);
  * const x = new Float32Array(4).fill(1);
  * const next = table.step(new Float32Array(4), 0, x);
- * console.assert(next.length === 4);
+ * assert.ok(next.length === 4);
  * ```
  */
 export function ddim(config: unknown, T: number): DdimTable {
