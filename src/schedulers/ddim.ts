@@ -250,9 +250,9 @@ export function ddim(config: unknown, T: number): DdimTable {
     const sqrtA = f(Math.sqrt(a));
     const sqrtB = f(Math.sqrt(f(1 - a))); // √β_prod_t = √(1 − α_t)
     const sqrtAPrev = f(Math.sqrt(aPrev));
-    // 5. compute variance σ_t(η) (eq. 16): η = 0, so σ_t = 0
+    // 5. compute variance σ_t(η) (eq. 16): η = 0, so σ_t = 0 (hoisted: it does not depend on x)
     const sigma = 0;
-    // 6. coefficient of the direction pointing to x_t (eq. 12)
+    // 6. coefficient of the "direction pointing to x_t" (eq. 12), hoisted likewise
     const dir = f(Math.sqrt(f(f(1 - aPrev) - sigma * sigma)));
 
     for (let k = 0; k < dst.length; k++) {
