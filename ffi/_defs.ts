@@ -86,6 +86,12 @@ export const ORT_FUNCTIONS = {
     result: status,
   },
   CreateRunOptions: { slot: 39, since: 1, parameters: ["buffer"], result: status },
+  RunOptionsSetRunLogSeverityLevel: {
+    slot: 41,
+    since: 1,
+    parameters: ["pointer", "i32"],
+    result: status,
+  },
   RunOptionsSetTerminate: { slot: 46, since: 1, parameters: ["pointer"], result: status },
   RunOptionsUnsetTerminate: { slot: 47, since: 1, parameters: ["pointer"], result: status },
   // CreateTensorWithDataAsOrtValue(info, data, data_bytes, shape, shape_len, type, out)
@@ -143,30 +149,6 @@ export const ORT_FUNCTIONS = {
     parameters: ["pointer", "buffer", "buffer"],
     result: status,
   },
-  RunWithBinding: {
-    slot: 133,
-    since: 5,
-    parameters: ["pointer", "pointer", "pointer"],
-    result: status,
-  },
-  CreateIoBinding: { slot: 134, since: 5, parameters: ["pointer", "buffer"], result: status },
-  ReleaseIoBinding: { slot: 135, since: 5, parameters: ["pointer"], result: "void" },
-  BindInput: { slot: 136, since: 5, parameters: ["pointer", "buffer", "pointer"], result: status },
-  BindOutput: { slot: 137, since: 5, parameters: ["pointer", "buffer", "pointer"], result: status },
-  BindOutputToDevice: {
-    slot: 138,
-    since: 5,
-    parameters: ["pointer", "buffer", "pointer"],
-    result: status,
-  },
-  GetBoundOutputValues: {
-    slot: 140,
-    since: 5,
-    parameters: ["pointer", "pointer", "buffer", "buffer"],
-    result: status,
-  },
-  ClearBoundInputs: { slot: 141, since: 5, parameters: ["pointer"], result: "void" },
-  ClearBoundOutputs: { slot: 142, since: 5, parameters: ["pointer"], result: "void" },
   SessionOptionsAppendExecutionProvider_CUDA_V2: {
     slot: 204,
     since: 11,
@@ -188,7 +170,22 @@ export const ORT_FUNCTIONS = {
     parameters: ["pointer", "buffer", "buffer", "buffer", "usize"],
     result: status,
   },
-  GetBuildInfoString: { slot: 254, since: 15, parameters: ["buffer"], result: status },
+  // Returns the string itself (not a status); ORT owns it.
+  GetBuildInfoString: { slot: 254, since: 15, parameters: [], result: "pointer" },
+} as const;
+
+/**
+ * Functions used when the library is new enough, with a fallback otherwise;
+ * they do not raise {@linkcode REQUIRED_API_VERSION}.
+ */
+export const OPTIONAL_ORT_FUNCTIONS = {
+  // Element type and shape of a value in one call instead of five (per Run output).
+  GetTensorElementTypeAndShapeDataReference: {
+    slot: 414,
+    since: 24,
+    parameters: ["pointer", "buffer", "buffer", "buffer"],
+    result: status,
+  },
 } as const;
 
 /** The name of a function in {@linkcode ORT_FUNCTIONS}. */

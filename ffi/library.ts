@@ -9,7 +9,12 @@
  * @module
  */
 
-import { ORT_FUNCTIONS, type OrtFunctionName, REQUIRED_API_VERSION } from "./_defs.ts";
+import {
+  OPTIONAL_ORT_FUNCTIONS,
+  ORT_FUNCTIONS,
+  type OrtFunctionName,
+  REQUIRED_API_VERSION,
+} from "./_defs.ts";
 import { OrtError, OrtLoadError } from "./errors.ts";
 
 /** The environment variable that names the ONNX Runtime library to load. */
@@ -33,8 +38,21 @@ export interface OrtLibrary {
   readonly version: string;
   /** The OrtApi version requested from `GetApi`. */
   readonly apiVersion: number;
+  /** ORT's build description (`GetBuildInfoString`), e.g. its git commit. */
+  readonly buildInfo: string;
   /** Typed callers of the OrtApi functions. */
   readonly api: OrtApi;
+  /** `GetTensorElementTypeAndShapeDataReference`, when the library has it (ORT >= 1.24). */
+  readonly typeAndShape:
+    | Deno.UnsafeFnPointer<
+      {
+        parameters: (typeof OPTIONAL_ORT_FUNCTIONS)["GetTensorElementTypeAndShapeDataReference"][
+          "parameters"
+        ];
+        result: "pointer";
+      }
+    >
+    | null;
   /** Nonblocking variant of `Run` (executes on a Deno worker thread). */
   readonly runNonblocking: Deno.UnsafeFnPointer<
     { parameters: Defs["Run"]["parameters"]; result: "pointer"; nonblocking: true }
@@ -167,6 +185,18 @@ function open(path: string, foundBy: OrtLibrary["foundBy"]): OrtLibrary {
   for (const [name, def] of Object.entries(ORT_FUNCTIONS)) {
     api[name] = fnAt(view, def.slot * 8, { parameters: def.parameters, result: def.result });
   }
+  // deno-lint-ignore no-explicit-any -- built by iterating ORT_FUNCTIONS, whose keys and defs make up OrtApi
+  const typed = api as any as OrtApi;
+  const buildPtr = typed.GetBuildInfoString.call();
+  const buildInfo = buildPtr ? Deno.UnsafePointerView.getCString(buildPtr) : "unknown";
+  const shapeDef = OPTIONAL_ORT_FUNCTIONS.GetTensorElementTypeAndShapeDataReference;
+  // Ask for the newer table only when the library serves it (no stderr noise otherwise).
+  const newer = minor >= shapeDef.since ? getApi.call(shapeDef.since) : null;
+  const typeAndShape = newer === null ? null : fnAt(
+    new Deno.UnsafePointerView(newer),
+    shapeDef.slot * 8,
+    { parameters: shapeDef.parameters, result: shapeDef.result },
+  );
   const run = ORT_FUNCTIONS.Run;
   const runNonblocking = fnAt(
     view,
@@ -182,8 +212,9 @@ function open(path: string, foundBy: OrtLibrary["foundBy"]): OrtLibrary {
     foundBy,
     version,
     apiVersion: REQUIRED_API_VERSION,
-    // deno-lint-ignore no-explicit-any -- built by iterating ORT_FUNCTIONS, whose keys and defs make up OrtApi
-    api: api as any as OrtApi,
+    buildInfo,
+    api: typed,
+    typeAndShape,
     runNonblocking,
   };
 }
@@ -206,7 +237,7 @@ function fnAt<D extends Deno.ForeignFunction>(
 export function statusError(
   status: Deno.PointerValue,
   call: string,
-  context?: string,
+  context?: string | (() => string),
 ): OrtError | undefined {
   if (status === null) return undefined;
   const { api } = ortLibrary();
@@ -214,11 +245,18 @@ export function statusError(
   const msgPtr = api.GetErrorMessage.call(status);
   const message = msgPtr ? Deno.UnsafePointerView.getCString(msgPtr) : "(no message)";
   api.ReleaseStatus.call(status);
-  return new OrtError(call, code, message, context);
+  return new OrtError(call, code, message, typeof context === "function" ? context() : context);
 }
 
-/** Throws {@linkcode statusError}'s error for a non-NULL status. */
-export function check(status: Deno.PointerValue, call: string, context?: string): void {
+/**
+ * Throws {@linkcode statusError}'s error for a non-NULL status. A context that
+ * costs something to build can be passed as a function: it runs only on error.
+ */
+export function check(
+  status: Deno.PointerValue,
+  call: string,
+  context?: string | (() => string),
+): void {
   const error = statusError(status, call, context);
   if (error !== undefined) throw error;
 }

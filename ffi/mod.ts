@@ -32,6 +32,7 @@ export {
   type ExecutionProvider,
   ORT_PROVIDER_NAME,
   precheck,
+  probeProvider,
   type ProviderAttempt,
 } from "./providers.ts";
 export {

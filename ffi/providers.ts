@@ -194,3 +194,26 @@ export function selectProvider(
   // Unreachable in practice: the CPU provider always appends.
   throw new OrtError("SessionOptionsAppendExecutionProvider", 1, "no provider could be appended");
 }
+
+/**
+ * Whether `ep` can be appended here: the local checks, then a real append to
+ * throwaway session options (which loads the provider and, for WebGPU, asks
+ * for an adapter). Needs an open {@linkcode Env} (ORT's default logger).
+ */
+export function probeProvider(ep: ExecutionProvider): ProviderAttempt {
+  const reason = precheck(ep);
+  if (reason !== undefined) return { ep, ok: false, reason };
+  const { api } = ortLibrary();
+  const out = pointerOut();
+  check(api.CreateSessionOptions.call(out), "CreateSessionOptions");
+  const so = readPointer(out, "CreateSessionOptions");
+  try {
+    appendProvider(so, ep);
+    return { ep, ok: true };
+  } catch (e) {
+    if (!(e instanceof OrtError)) throw e;
+    return { ep, ok: false, reason: e.ortMessage };
+  } finally {
+    api.ReleaseSessionOptions.call(so);
+  }
+}

@@ -9,8 +9,8 @@ import type { Env, LogLevel } from "./env.ts";
 import { ClosedError, OrtError } from "./errors.ts";
 import { check, cString, ortLibrary, pointerOut, readPointer, statusError } from "./library.ts";
 import { type ExecutionProvider, type ProviderAttempt, selectProvider } from "./providers.ts";
-import type { DataType, Tensor } from "./tensor.ts";
-import { describeTensorInfo, Value } from "./value.ts";
+import { allocate, type DataType, elementCount, Tensor } from "./tensor.ts";
+import { copyOut, createTensorValue, describeTensorInfo, Value } from "./value.ts";
 
 /** Options for {@linkcode Session.create}. Every field is optional. */
 export interface SessionOptions {
@@ -75,19 +75,66 @@ export interface AsyncRunOptions extends RunOptions {
   signal?: AbortSignal;
 }
 
+/** One run's arguments in the form ORT takes them. */
 interface PreparedRun {
   inNames: BigUint64Array<ArrayBuffer>;
   inValues: BigUint64Array<ArrayBuffer>;
-  nIn: bigint;
   outNames: BigUint64Array<ArrayBuffer>;
+  /** ORT writes the outputs it allocates here; preallocated ones are filled in. */
   outValues: BigUint64Array<ArrayBuffer>;
   outputNames: readonly string[];
-  /** Values created for this call only, released after it. */
-  temporary: Value[];
-  /** Preallocated outputs by name. */
-  preallocated: Map<string, Value>;
-  /** Everything ORT reads during the call, kept referenced until it returns. */
-  keepAlive: unknown[];
+  /** Input values created for this call only, released after it. */
+  owned: Deno.PointerObject[];
+  /** Per output: the caller's preallocated tensor or value, or one allocated from a guess. */
+  preallocated: (Tensor | Value | undefined)[] | null;
+  /** Whether some output was allocated from a guessed shape. */
+  guessed: boolean;
+  /** Per output: whether it lands in a staging tensor and is copied out after the run. */
+  staged: boolean[] | null;
+  /** Everything ORT reads during the call, referenced until it returns. */
+  keep: unknown[];
+}
+
+/**
+ * Inputs and outputs of at most this many bytes go through staging tensors
+ * on synchronous runs (see {@linkcode Staging}).
+ */
+const STAGING_MAX_BYTES = 16 * 1024;
+
+/**
+ * Small host tensors with native values kept across synchronous runs, one per
+ * input or output name. A fresh small input is copied into its slot and a
+ * small output copied out of its slot, instead of creating and releasing a
+ * native value on every run: each of those calls costs about 0.8 µs through
+ * Deno's FFI, more than copying a few kilobytes.
+ */
+class Staging {
+  #slots = new Map<string, { key: string; tensor: Tensor; ptr: Deno.PointerObject }>();
+
+  /** The slot for `name` holding a tensor of `type` and `dims`, made on first use. */
+  slot(
+    memoryInfo: Deno.PointerObject,
+    name: string,
+    type: DataType,
+    dims: readonly number[],
+  ): { tensor: Tensor; ptr: Deno.PointerObject } {
+    const key = `${type}:${dims.join(",")}`;
+    let slot = this.#slots.get(name);
+    if (slot?.key !== key) {
+      if (slot) ortLibrary().api.ReleaseValue.call(slot.ptr);
+      this.#slots.delete(name);
+      const tensor = new Tensor(type, allocate(type, elementCount(dims)), dims);
+      slot = { key, tensor, ptr: createTensorValue(memoryInfo, tensor) };
+      this.#slots.set(name, slot);
+    }
+    return slot;
+  }
+
+  /** Releases every slot's native value. */
+  release(): void {
+    for (const { ptr } of this.#slots.values()) ortLibrary().api.ReleaseValue.call(ptr);
+    this.#slots.clear();
+  }
 }
 
 /**
@@ -111,6 +158,16 @@ export class Session implements Disposable {
   #inflight = new Set<Deno.PointerObject>();
   #idle: PromiseWithResolvers<void> | null = null;
   #names = new Map<string, { c: Uint8Array; address: bigint }>();
+  #nameArrays = new Map<string, BigUint64Array<ArrayBuffer>>();
+  #allOutputNames: readonly string[] = [];
+  #inputDims = new Map<string, readonly (number | string)[]>();
+  #outputDims = new Map<string, { type: DataType; dims: readonly (number | string)[] }>();
+  /** Whether outputs whose dims follow from the inputs' are allocated here (see run). */
+  #guessOutputs = true;
+  /** Run options for guessed-output runs: a wrong guess is retried, so ORT need not log it. */
+  #quiet: Deno.PointerObject | null = null;
+  #inputStaging = new Staging();
+  #outputStaging = new Staging();
   /** The graph's inputs, in graph order. */
   readonly inputs: readonly TensorInfo[];
   /** The graph's outputs, in graph order. */
@@ -144,6 +201,11 @@ export class Session implements Disposable {
         c,
         address: BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(c))),
       });
+    }
+    this.#allOutputNames = this.outputs.map((o) => o.name);
+    for (const i of this.inputs) this.#inputDims.set(i.name, i.dims);
+    for (const o of this.outputs) {
+      if (o.type) this.#outputDims.set(o.name, { type: o.type, dims: o.dims });
     }
   }
 
@@ -192,45 +254,85 @@ export class Session implements Disposable {
     return this.#env;
   }
 
-  /** Runs on the calling thread and returns the outputs copied into host tensors. */
+  /**
+   * Runs on the calling thread and returns the outputs as host tensors.
+   *
+   * Outputs whose every dimension is fixed or named by a symbolic dimension
+   * that an input of this run binds (e.g. `batch`) are allocated here and
+   * written by ORT directly: no copy and fewer native calls. Should ORT compute
+   * another shape, the run is repeated with ORT allocating, and the session
+   * stops guessing.
+   */
   run(feeds: Feeds, options: RunOptions = {}): Record<string, Tensor> {
     const session = this.pointer;
-    const call = this.#prepare(feeds, options);
-    try {
-      check(
-        ortLibrary().api.Run.call(
-          session,
-          null,
-          call.inNames,
-          call.inValues,
-          call.nIn,
-          call.outNames,
-          BigInt(call.outputNames.length),
-          call.outValues,
-        ),
-        "Run",
-      );
-      return this.#collect(call);
-    } finally {
-      this.#cleanup(call);
+    const { api } = ortLibrary();
+    for (let guess = this.#guessOutputs, retry = false;; guess = false, retry = true) {
+      const call = this.#prepare(feeds, options, guess, true);
+      let error: OrtError | undefined;
+      try {
+        error = statusError(
+          api.Run.call(
+            session,
+            call.guessed ? this.#quietRunOptions() : null,
+            call.inNames,
+            call.inValues,
+            BigInt(call.inValues.length),
+            call.outNames,
+            BigInt(call.outputNames.length),
+            call.outValues,
+          ),
+          "Run",
+        );
+        if (error === undefined) {
+          // The guess was what failed: ORT computed other shapes than the graph's names say.
+          if (retry) this.#guessOutputs = false;
+          return this.#collect(call);
+        }
+      } finally {
+        this.#cleanup(call);
+      }
+      if (!call.guessed) throw error;
     }
   }
 
   /**
    * Runs on a Deno worker thread, leaving the event loop free (messages,
    * timers, cancellation). Aborting `signal` sets ORT's terminate flag, which
-   * ORT checks between operators.
+   * ORT checks between operators. Outputs are allocated as in
+   * {@linkcode Session.run}.
    */
   async runAsync(feeds: Feeds, options: AsyncRunOptions = {}): Promise<Record<string, Tensor>> {
+    for (let guess = this.#guessOutputs, retry = false;; guess = false, retry = true) {
+      const result = await this.#runAsyncOnce(feeds, options, guess);
+      if (result.outputs) {
+        if (retry) this.#guessOutputs = false; // see run()
+        return result.outputs;
+      }
+      if (!result.guessed || options.signal?.aborted || this.#closing) throw result.error;
+    }
+  }
+
+  async #runAsyncOnce(
+    feeds: Feeds,
+    options: AsyncRunOptions,
+    guess: boolean,
+  ): Promise<{ outputs?: Record<string, Tensor>; error?: unknown; guessed: boolean }> {
     const { api, runNonblocking } = ortLibrary();
     const session = this.pointer;
     options.signal?.throwIfAborted();
-    const call = this.#prepare(feeds, options);
+    // No staging: another run may start while this one is in flight.
+    const call = this.#prepare(feeds, options, guess, false);
     let runOptions: Deno.PointerObject;
     try {
       const out = pointerOut();
       check(api.CreateRunOptions.call(out), "CreateRunOptions");
       runOptions = readPointer(out, "CreateRunOptions");
+      if (call.guessed) {
+        check(
+          api.RunOptionsSetRunLogSeverityLevel.call(runOptions, LOGGING_LEVEL.fatal),
+          "RunOptionsSetRunLogSeverityLevel",
+        );
+      }
     } catch (e) {
       this.#cleanup(call);
       throw e;
@@ -245,19 +347,22 @@ export class Session implements Disposable {
           runOptions,
           call.inNames,
           call.inValues,
-          call.nIn,
+          BigInt(call.inValues.length),
           call.outNames,
           BigInt(call.outputNames.length),
           call.outValues,
         ),
         "Run",
       );
-      if (error !== undefined) {
-        if (options.signal?.aborted) throw options.signal.reason;
-        if (this.#closing) throw new ClosedError("session", `finish a run (${error.ortMessage})`);
-        throw error;
+      if (error === undefined) return { outputs: this.#collect(call), guessed: call.guessed };
+      if (options.signal?.aborted) return { error: options.signal.reason, guessed: call.guessed };
+      if (this.#closing) {
+        return {
+          error: new ClosedError("session", `finish a run (${error.ortMessage})`),
+          guessed: call.guessed,
+        };
       }
-      return this.#collect(call);
+      return { error, guessed: call.guessed };
     } finally {
       options.signal?.removeEventListener("abort", terminate);
       this.#inflight.delete(runOptions);
@@ -267,6 +372,19 @@ export class Session implements Disposable {
       if (this.#inflight.size === 0) this.#idle?.resolve();
       this.#releaseIfDone();
     }
+  }
+
+  #quietRunOptions(): Deno.PointerObject {
+    if (this.#quiet) return this.#quiet;
+    const { api } = ortLibrary();
+    const out = pointerOut();
+    check(api.CreateRunOptions.call(out), "CreateRunOptions");
+    const ro = readPointer(out, "CreateRunOptions");
+    check(
+      api.RunOptionsSetRunLogSeverityLevel.call(ro, LOGGING_LEVEL.fatal),
+      "RunOptionsSetRunLogSeverityLevel",
+    );
+    return this.#quiet = ro;
   }
 
   /** Number of runs in flight. */
@@ -305,7 +423,12 @@ export class Session implements Disposable {
 
   #releaseIfDone(): void {
     if (!this.#closing || this.#inflight.size > 0 || this.#ptr === null) return;
-    ortLibrary().api.ReleaseSession.call(this.#ptr);
+    const { api } = ortLibrary();
+    if (this.#quiet) api.ReleaseRunOptions.call(this.#quiet);
+    this.#quiet = null;
+    this.#inputStaging.release();
+    this.#outputStaging.release();
+    api.ReleaseSession.call(this.#ptr);
     this.#ptr = null;
     this.#env.release();
   }
@@ -360,114 +483,192 @@ export class Session implements Disposable {
     return infos;
   }
 
-  /** The address of `name` as a C string; names not in the graph live in `keep` for one call. */
-  #address(name: string, keep: unknown[]): bigint {
-    const known = this.#names.get(name);
-    if (known) return known.address;
-    // Unknown names still go to ORT, which names the problem in its own words.
-    const c = cString(name);
-    keep.push(c);
-    return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(c)));
+  /**
+   * The C array of `names` (`const char* const*`). Arrays of graph names are
+   * cached (ORT only reads them); a name not in the graph still goes to ORT,
+   * which names the problem in its own words.
+   */
+  #nameArray(names: readonly string[], keep: unknown[]): BigUint64Array<ArrayBuffer> {
+    const key = names.join("\n");
+    const cached = this.#nameArrays.get(key);
+    if (cached) return cached;
+    const array = new BigUint64Array(names.length);
+    let known = true;
+    names.forEach((name, k) => {
+      let entry = this.#names.get(name);
+      if (!entry) {
+        known = false;
+        const c = cString(name);
+        keep.push(c);
+        entry = { c, address: BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(c))) };
+      }
+      array[k] = entry.address;
+    });
+    if (known && this.#nameArrays.size < 64) this.#nameArrays.set(key, array);
+    keep.push(array);
+    return array;
   }
 
-  #prepare(feeds: Feeds, options: RunOptions): PreparedRun {
-    const env = this.#env;
-    const inputNames = Object.keys(feeds);
-    const temporary: Value[] = [];
-    const keep: unknown[] = [];
-    const inNames = new BigUint64Array(inputNames.length);
-    const inValues = new BigUint64Array(inputNames.length);
-    const preallocated = new Map<string, Value>();
+  #prepare(feeds: Feeds, options: RunOptions, guess: boolean, stage: boolean): PreparedRun {
+    const memoryInfo = this.#env.cpuMemoryInfo;
+    const keep: unknown[] = [feeds];
+    const owned: Deno.PointerObject[] = [];
     try {
-      inputNames.forEach((name, k) => {
-        const feed = feeds[name]!;
-        let value: Value;
+      const inputNames = Object.keys(feeds);
+      const inValues = new BigUint64Array(inputNames.length);
+      for (let k = 0; k < inputNames.length; k++) {
+        const feed = feeds[inputNames[k]!]!;
+        let ptr: Deno.PointerObject;
         if (feed instanceof Value) {
-          value = feed;
+          ptr = feed.pointer;
+        } else if (stage && feed.data.byteLength <= STAGING_MAX_BYTES) {
+          const slot = this.#inputStaging.slot(memoryInfo, inputNames[k]!, feed.type, feed.dims);
+          // deno-lint-ignore no-explicit-any -- same element type by the slot's key
+          (slot.tensor.data as any).set(feed.data);
+          ptr = slot.ptr;
         } else {
-          value = Value.fromTensor(env, feed);
-          temporary.push(value);
+          ptr = createTensorValue(memoryInfo, feed);
+          owned.push(ptr);
         }
-        keep.push(feed);
-        inNames[k] = this.#address(name, keep);
-        inValues[k] = BigInt(Deno.UnsafePointer.value(value.pointer));
-      });
+        inValues[k] = BigInt(Deno.UnsafePointer.value(ptr));
+      }
       const requested = options.outputs;
-      let outputNames: readonly string[];
-      if (requested === undefined) {
-        outputNames = this.outputs.map((o) => o.name);
-      } else if (Array.isArray(requested)) {
+      let outputNames: readonly string[] = this.#allOutputNames;
+      let preallocated: (Tensor | Value | undefined)[] | null = null;
+      if (Array.isArray(requested)) {
         outputNames = requested as readonly string[];
-      } else {
+      } else if (requested !== undefined) {
         const byName = requested as Readonly<Record<string, Tensor | Value>>;
         outputNames = Object.keys(byName);
-        for (const name of outputNames) {
-          const t = byName[name]!;
-          let value: Value;
-          if (t instanceof Value) {
-            value = t;
-          } else {
-            value = Value.fromTensor(env, t);
-            temporary.push(value);
-          }
-          keep.push(t);
-          preallocated.set(name, value);
-        }
+        preallocated = outputNames.map((name) => byName[name]);
+        keep.push(byName);
       }
-      const outNames = new BigUint64Array(outputNames.length);
+      let guessed = false;
+      let staged: boolean[] | null = null;
+      if (preallocated === null && guess) {
+        const tensors = this.#guessOutputTensors(feeds, inputNames, outputNames);
+        guessed = tensors !== null;
+        if (tensors !== null && stage) {
+          staged = tensors.map((t) => t !== undefined && t.data.byteLength <= STAGING_MAX_BYTES);
+        }
+        preallocated = tensors;
+      }
       const outValues = new BigUint64Array(outputNames.length);
-      outputNames.forEach((name, k) => {
-        outNames[k] = this.#address(name, keep);
-        const pre = preallocated.get(name);
-        if (pre) outValues[k] = BigInt(Deno.UnsafePointer.value(pre.pointer));
+      preallocated?.forEach((target, k) => {
+        if (target === undefined) return;
+        let ptr: Deno.PointerObject;
+        if (staged?.[k]) {
+          const t = target as Tensor;
+          const slot = this.#outputStaging.slot(memoryInfo, outputNames[k]!, t.type, t.dims);
+          preallocated![k] = slot.tensor;
+          ptr = slot.ptr;
+        } else if (target instanceof Value) {
+          ptr = target.pointer;
+        } else {
+          ptr = createTensorValue(memoryInfo, target);
+          owned.push(ptr);
+        }
+        outValues[k] = BigInt(Deno.UnsafePointer.value(ptr));
       });
-      keep.push(inNames, inValues, outNames, outValues);
       return {
-        inNames,
+        inNames: this.#nameArray(inputNames, keep),
         inValues,
-        nIn: BigInt(inputNames.length),
-        outNames,
+        outNames: this.#nameArray(outputNames, keep),
         outValues,
         outputNames,
-        temporary,
+        owned,
         preallocated,
-        keepAlive: keep,
+        guessed,
+        staged,
+        keep,
       };
     } catch (e) {
-      for (const v of temporary) v.close();
+      const { api } = ortLibrary();
+      for (const ptr of owned) api.ReleaseValue.call(ptr);
       throw e;
     }
   }
 
-  #collect(call: PreparedRun): Record<string, Tensor> {
-    const result: Record<string, Tensor> = {};
-    call.outputNames.forEach((name, k) => {
-      const pre = call.preallocated.get(name);
-      if (pre) {
-        const t = pre.tensor;
-        result[name] = t ?? pre.toTensor();
-        return;
+  /**
+   * Host tensors for the outputs whose dims follow from this run's inputs:
+   * each dim fixed in the graph, or a symbolic dim some input binds. Null when
+   * no output can be allocated that way.
+   */
+  #guessOutputTensors(
+    feeds: Feeds,
+    inputNames: readonly string[],
+    outputNames: readonly string[],
+  ): (Tensor | undefined)[] | null {
+    const bound = new Map<string, number>();
+    for (const name of inputNames) {
+      const graphDims = this.#inputDims.get(name);
+      const feed = feeds[name]!;
+      const dims = feed instanceof Value ? feed.tensor?.dims : feed.dims;
+      // Anything odd goes to ORT unguessed, so ORT reports it in its own words.
+      if (graphDims === undefined || dims === undefined || dims.length !== graphDims.length) {
+        return null;
       }
-      const ptr = Deno.UnsafePointer.create(call.outValues[k] ?? 0n);
-      if (ptr === null) throw new OrtError("Run", 1, `output '${name}' was not produced`);
-      using value = Value.adopt(ptr);
-      call.outValues[k] = 0n;
-      result[name] = value.toTensor();
+      for (let d = 0; d < dims.length; d++) {
+        const g = graphDims[d]!;
+        if (typeof g !== "string" || g === "?") continue;
+        const prev = bound.get(g);
+        if (prev !== undefined && prev !== dims[d]) return null;
+        bound.set(g, dims[d]!);
+      }
+    }
+    let any = false;
+    const tensors = outputNames.map((name) => {
+      const plan = this.#outputDims.get(name);
+      if (plan === undefined) return undefined;
+      const dims: number[] = [];
+      for (const g of plan.dims) {
+        const d = typeof g === "number" ? g : bound.get(g);
+        if (d === undefined || d < 0) return undefined;
+        dims.push(d);
+      }
+      any = true;
+      return new Tensor(plan.type, allocate(plan.type, elementCount(dims)), dims);
     });
+    return any ? tensors : null;
+  }
+
+  #collect(call: PreparedRun): Record<string, Tensor> {
+    const { api } = ortLibrary();
+    const result: Record<string, Tensor> = {};
+    for (let k = 0; k < call.outputNames.length; k++) {
+      const name = call.outputNames[k]!;
+      const target = call.preallocated?.[k];
+      if (target !== undefined) {
+        if (call.staged?.[k]) {
+          const t = target as Tensor;
+          result[name] = new Tensor(t.type, t.data.slice() as typeof t.data, t.dims);
+        } else {
+          result[name] = target instanceof Value ? (target.tensor ?? target.toTensor()) : target;
+        }
+        continue;
+      }
+      const ptr = Deno.UnsafePointer.create(call.outValues[k]!);
+      if (ptr === null) throw new OrtError("Run", 1, `output '${name}' was not produced`);
+      try {
+        result[name] = copyOut(ptr);
+      } finally {
+        api.ReleaseValue.call(ptr);
+        call.outValues[k] = 0n;
+      }
+    }
     return result;
   }
 
+  /** Releases this call's own input values and any output ORT made that was not collected. */
   #cleanup(call: PreparedRun): void {
     const { api } = ortLibrary();
-    // Outputs ORT allocated but that were not collected (a failed run or a
-    // failure while copying) are released here.
-    call.outputNames.forEach((name, k) => {
-      if (call.preallocated.has(name)) return;
-      const ptr = Deno.UnsafePointer.create(call.outValues[k] ?? 0n);
+    for (let k = 0; k < call.outputNames.length; k++) {
+      if (call.preallocated?.[k] !== undefined) continue;
+      const ptr = Deno.UnsafePointer.create(call.outValues[k]!);
       if (ptr !== null) api.ReleaseValue.call(ptr);
       call.outValues[k] = 0n;
-    });
-    for (const v of call.temporary) v.close();
+    }
+    for (const ptr of call.owned) api.ReleaseValue.call(ptr);
   }
 }
 

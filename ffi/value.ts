@@ -7,8 +7,8 @@
 import { ELEMENT_TYPE } from "./_defs.ts";
 import type { Env } from "./env.ts";
 import { ClosedError } from "./errors.ts";
-import { check, ortLibrary, pointerOut, readPointer } from "./library.ts";
-import { allocate, BYTES_PER_ELEMENT, type DataType, Tensor } from "./tensor.ts";
+import { check, ortLibrary, readPointer } from "./library.ts";
+import { allocate, type DataType, elementCount, Tensor } from "./tensor.ts";
 
 const TYPE_OF_ELEMENT = new Map<number, DataType>(
   Object.entries(ELEMENT_TYPE).map(([k, v]) => [v, k as DataType]),
@@ -17,6 +17,99 @@ const TYPE_OF_ELEMENT = new Map<number, DataType>(
 /** The {@linkcode DataType} of an ONNX element type number, or undefined if unsupported. */
 export function dataTypeOf(elementType: number): DataType | undefined {
   return TYPE_OF_ELEMENT.get(elementType);
+}
+
+// Out-parameters for synchronous calls: JS runs one call at a time and none of
+// these is read after an await, so one set per realm serves every call.
+const OUT_PTR = new BigUint64Array(1);
+const OUT_I32 = new Int32Array(1);
+const OUT_COUNT = new BigUint64Array(1);
+const ONE_BYTE = new Uint8Array(1);
+
+/**
+ * Creates a native `OrtValue` over `tensor`'s memory (no copy) and returns the
+ * raw handle; the caller releases it and keeps `tensor` referenced meanwhile.
+ */
+export function createTensorValue(
+  memoryInfo: Deno.PointerObject,
+  tensor: Tensor,
+): Deno.PointerObject {
+  const { api } = ortLibrary();
+  const rank = tensor.dims.length;
+  const shape = new BigInt64Array(rank);
+  for (let d = 0; d < rank; d++) shape[d] = BigInt(tensor.dims[d]!);
+  const bytes = tensor.data.byteLength;
+  OUT_PTR[0] = 0n;
+  check(
+    api.CreateTensorWithDataAsOrtValue.call(
+      memoryInfo,
+      // ORT wants a non-NULL data pointer even for an empty tensor.
+      bytes === 0 ? ONE_BYTE : tensor.data,
+      BigInt(bytes),
+      shape,
+      BigInt(rank),
+      ELEMENT_TYPE[tensor.type],
+      OUT_PTR,
+    ),
+    "CreateTensorWithDataAsOrtValue",
+    () => `Creating a ${tensor.type} tensor of dims [${tensor.dims}]`,
+  );
+  return readPointer(OUT_PTR, "CreateTensorWithDataAsOrtValue");
+}
+
+/** The element type and dimensions of a native tensor value. */
+export function valueTypeAndDims(value: Deno.PointerObject): { type: DataType; dims: number[] } {
+  const lib = ortLibrary();
+  let elementType: number;
+  let dims: number[];
+  if (lib.typeAndShape !== null) {
+    // One call; the shape array belongs to the value.
+    check(
+      lib.typeAndShape.call(value, OUT_I32, OUT_PTR, OUT_COUNT),
+      "GetTensorElementTypeAndShapeDataReference",
+    );
+    elementType = OUT_I32[0]!;
+    const rank = Number(OUT_COUNT[0]);
+    dims = new Array<number>(rank);
+    const shape = Deno.UnsafePointer.create(OUT_PTR[0]!);
+    if (rank > 0 && shape !== null) {
+      const view = new Deno.UnsafePointerView(shape);
+      for (let d = 0; d < rank; d++) dims[d] = Number(view.getBigInt64(d * 8));
+    }
+  } else {
+    const { api } = lib;
+    check(api.GetTensorTypeAndShape.call(value, OUT_PTR), "GetTensorTypeAndShape");
+    const info = readPointer(OUT_PTR, "GetTensorTypeAndShape");
+    try {
+      const d = describeTensorInfo(info, false);
+      elementType = d.elementType;
+      dims = d.dims;
+    } finally {
+      api.ReleaseTensorTypeAndShapeInfo.call(info);
+    }
+  }
+  const type = dataTypeOf(elementType);
+  if (type === undefined) {
+    throw new TypeError(
+      `Cannot read an ORT tensor of element type ${elementType}: parastep handles ${
+        Object.keys(ELEMENT_TYPE).join(", ")
+      }`,
+    );
+  }
+  return { type, dims };
+}
+
+/** Copies a native tensor value into a new host tensor. */
+export function copyOut(value: Deno.PointerObject): Tensor {
+  const { api } = ortLibrary();
+  const { type, dims } = valueTypeAndDims(value);
+  const result = new Tensor(type, allocate(type, elementCount(dims)), dims);
+  if (result.size === 0) return result;
+  check(api.GetTensorMutableData.call(value, OUT_PTR), "GetTensorMutableData");
+  const src = readPointer(OUT_PTR, "GetTensorMutableData");
+  const dst = new Uint8Array(result.data.buffer, result.data.byteOffset, result.data.byteLength);
+  new Deno.UnsafePointerView(src).copyInto(dst);
+  return result;
 }
 
 /**
@@ -42,26 +135,7 @@ export class Value implements Disposable {
    * @param tensor the tensor; its array stays referenced until {@linkcode Value.close}
    */
   static fromTensor(env: Env, tensor: Tensor): Value {
-    const { api } = ortLibrary();
-    const shape = new BigInt64Array(tensor.dims.map(BigInt));
-    const bytes = tensor.size * BYTES_PER_ELEMENT[tensor.type];
-    // ORT wants a non-NULL data pointer even for an empty tensor.
-    const data = bytes === 0 ? new Uint8Array(1) : tensor.data;
-    const out = pointerOut();
-    check(
-      api.CreateTensorWithDataAsOrtValue.call(
-        env.cpuMemoryInfo,
-        data,
-        BigInt(bytes),
-        shape,
-        BigInt(shape.length),
-        ELEMENT_TYPE[tensor.type],
-        out,
-      ),
-      "CreateTensorWithDataAsOrtValue",
-      `Creating a ${tensor.type} tensor of dims [${tensor.dims}]`,
-    );
-    return new Value(readPointer(out, "CreateTensorWithDataAsOrtValue"), tensor);
+    return new Value(createTensorValue(env.cpuMemoryInfo, tensor), tensor);
   }
 
   /** Takes ownership of a value ORT allocated (e.g. a `Run` output). */
@@ -82,37 +156,12 @@ export class Value implements Disposable {
 
   /** The element type and dimensions, as ORT reports them. */
   describe(): { type: DataType; dims: number[] } {
-    const { api } = ortLibrary();
-    const out = pointerOut();
-    check(api.GetTensorTypeAndShape.call(this.pointer, out), "GetTensorTypeAndShape");
-    const info = readPointer(out, "GetTensorTypeAndShape");
-    try {
-      const { type, dims, elementType } = describeTensorInfo(info);
-      if (type === null) {
-        throw new TypeError(
-          `Cannot read an ORT tensor of element type ${elementType}: parastep handles ${
-            Object.keys(ELEMENT_TYPE).join(", ")
-          }`,
-        );
-      }
-      return { type, dims };
-    } finally {
-      api.ReleaseTensorTypeAndShapeInfo.call(info);
-    }
+    return valueTypeAndDims(this.pointer);
   }
 
   /** Copies the tensor out of ORT's memory into a new host tensor. */
   toTensor(): Tensor {
-    const { api } = ortLibrary();
-    const { type, dims } = this.describe();
-    const result = new Tensor(type, allocate(type, dims.reduce((a, b) => a * b, 1)), dims);
-    if (result.size === 0) return result;
-    const out = pointerOut();
-    check(api.GetTensorMutableData.call(this.pointer, out), "GetTensorMutableData");
-    const src = readPointer(out, "GetTensorMutableData");
-    const dst = new Uint8Array(result.data.buffer, result.data.byteOffset, result.data.byteLength);
-    new Deno.UnsafePointerView(src).copyInto(dst);
-    return result;
+    return copyOut(this.pointer);
   }
 
   /** Releases the native value and drops the backing array. Idempotent. */
@@ -134,6 +183,7 @@ export class Value implements Disposable {
  */
 export function describeTensorInfo(
   info: Deno.PointerObject,
+  withSymbolic = true,
 ): { type: DataType | null; dims: number[]; symbolic: string[]; elementType: number } {
   const { api } = ortLibrary();
   const i32 = new Int32Array(1);
@@ -145,7 +195,9 @@ export function describeTensorInfo(
   const dims64 = new BigInt64Array(Math.max(rank, 1));
   check(api.GetDimensions.call(info, dims64, BigInt(rank)), "GetDimensions");
   const names = new BigUint64Array(Math.max(rank, 1));
-  check(api.GetSymbolicDimensions.call(info, names, BigInt(rank)), "GetSymbolicDimensions");
+  if (withSymbolic) {
+    check(api.GetSymbolicDimensions.call(info, names, BigInt(rank)), "GetSymbolicDimensions");
+  }
   const dims: number[] = [];
   const symbolic: string[] = [];
   for (let d = 0; d < rank; d++) {

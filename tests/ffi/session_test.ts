@@ -6,6 +6,7 @@ import {
   halfModel,
   int32Model,
   int64Model,
+  misleadingModel,
   slowModel,
   testFloats,
 } from "../support/models.ts";
@@ -117,6 +118,35 @@ Deno.test("values are reused across runs and outputs can be written into caller 
   }
   const onlyZ = session.run({ x: input }, { outputs: ["z"] });
   assert.deepEqual(Object.keys(onlyZ), ["z"]);
+});
+
+Deno.test("outputs of successive runs are separate arrays, also when dims change", () => {
+  using env = Env.create();
+  using session = Session.create(env, AFFINE.bytes());
+  const results = [1, 2, 1, 3].map((batch, k) => {
+    const x = testFloats(batch * 3, 20 + k);
+    return { x, batch, out: session.run({ x: new Tensor("float32", x, [batch, 3]) }) };
+  });
+  for (const { x, batch, out } of results) {
+    const want = AFFINE.expected(x, batch);
+    assert.deepEqual(out.z!.data, want.z);
+    assert.deepEqual(out.y!.dims, [batch, 4]);
+  }
+  assert.notEqual(results[0]!.out.z!.data.buffer, results[2]!.out.z!.data.buffer);
+});
+
+Deno.test("a graph whose output dims are misdeclared still gives ORT's real output", async () => {
+  using env = Env.create();
+  using session = Session.create(env, misleadingModel());
+  assert.deepEqual(session.outputs[0]!.dims, ["n"]);
+  const x = testFloats(6, 3);
+  for (let k = 0; k < 2; k++) {
+    const { y } = session.run({ x: new Tensor("float32", x, [2, 3]) });
+    assert.deepEqual(y!.dims, [6]);
+    assert.deepEqual(y!.data, x);
+  }
+  const { y } = await session.runAsync({ x: new Tensor("float32", x, [2, 3]) });
+  assert.deepEqual(y!.data, x);
 });
 
 Deno.test("bad inputs and models raise OrtError with ORT's code and message", () => {

@@ -136,3 +136,16 @@ export function slowModel(size: number, depth: number): Uint8Array {
     nodes,
   });
 }
+
+/**
+ * A graph whose declared output dims mislead: `y = reshape(x, [-1])` is
+ * declared `["n"]` but holds n * 3 elements for x of dims [n, 3].
+ */
+export function misleadingModel(): Uint8Array {
+  return buildModel({
+    inputs: [{ name: "x", type: "float32", dims: ["n", 3] }],
+    outputs: [{ name: "y", type: "float32", dims: ["n"] }],
+    initializers: [{ name: "flat", type: "int64", dims: [1], data: new BigInt64Array([-1n]) }],
+    nodes: [{ op: "Reshape", inputs: ["x", "flat"], outputs: ["y"] }],
+  });
+}
