@@ -1,0 +1,32 @@
+/**
+ * Turning errors into one line and an exit code: the only place that does.
+ *
+ * @module
+ */
+
+import { OrtError, OrtLoadError } from "../../ffi/mod.ts";
+
+/** Exit code for a failure while running. */
+export const EXIT_FAILURE = 1;
+/** Exit code for a command line or input that cannot be used. */
+export const EXIT_USAGE = 2;
+
+/**
+ * The message and exit code for `e`. Known errors give their message alone;
+ * anything else also gives its stack, since it is a bug worth reporting.
+ */
+export function describeError(e: unknown): { message: string; exitCode: number } {
+  if (e instanceof OrtLoadError || e instanceof OrtError) {
+    return { message: e.message, exitCode: EXIT_FAILURE };
+  }
+  if (e instanceof RangeError || e instanceof TypeError) {
+    return { message: e.message, exitCode: EXIT_USAGE };
+  }
+  if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) {
+    return { message: e.message, exitCode: EXIT_FAILURE };
+  }
+  if (e instanceof Error) {
+    return { message: `${e.message}\n${e.stack ?? ""}`, exitCode: EXIT_FAILURE };
+  }
+  return { message: String(e), exitCode: EXIT_FAILURE };
+}

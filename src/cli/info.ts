@@ -1,0 +1,89 @@
+/**
+ * `parastep info`.
+ *
+ * @module
+ */
+
+import {
+  AUTO_ORDER,
+  compiledProviders,
+  Env,
+  type ExecutionProvider,
+  ortLibrary,
+  probeProvider,
+  type ProviderAttempt,
+} from "../../ffi/mod.ts";
+import { listModels, type ModelEntry, modelsDir } from "../models/registry.ts";
+import type { InfoCommand } from "./args.ts";
+
+/** Everything `info` reports. */
+export interface InfoReport {
+  readonly parastep: string;
+  readonly ort: {
+    readonly version: string;
+    readonly path: string;
+    readonly foundBy: string;
+    readonly apiVersion: number;
+    readonly build: string;
+  };
+  readonly providersCompiledIn: readonly string[];
+  readonly providers: readonly ProviderAttempt[];
+  readonly auto: ExecutionProvider;
+  readonly cpuCores: number;
+  readonly modelsDir: string;
+  readonly models: readonly ModelEntry[];
+}
+
+/** Gathers the report (loads ORT, probes each provider). */
+export function gatherInfo(version: string, verbose: boolean): InfoReport {
+  const lib = ortLibrary();
+  using _env = Env.create({ logLevel: verbose ? "warning" : "error" });
+  const providers = AUTO_ORDER.map(probeProvider);
+  const auto = providers.find((p) => p.ok)?.ep ?? "cpu";
+  return {
+    parastep: version,
+    ort: {
+      version: lib.version,
+      path: lib.path,
+      foundBy: lib.foundBy,
+      apiVersion: lib.apiVersion,
+      build: lib.buildInfo,
+    },
+    providersCompiledIn: compiledProviders(),
+    providers,
+    auto,
+    cpuCores: navigator.hardwareConcurrency,
+    modelsDir: modelsDir(),
+    models: listModels(),
+  };
+}
+
+function mb(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MB`;
+}
+
+/** Renders the report as the text `info` prints. */
+export function formatInfo(r: InfoReport): string {
+  const lines = [
+    `parastep ${r.parastep}`,
+    `ONNX Runtime ${r.ort.version} (OrtApi ${r.ort.apiVersion}) from ${r.ort.path} [${r.ort.foundBy}]`,
+    `  ${r.ort.build}`,
+    `Execution providers compiled in: ${r.providersCompiledIn.join(", ")}`,
+    ...r.providers.map((p) =>
+      `  ${p.ep.padEnd(7)} ${p.ok ? "usable" : `unavailable: ${p.reason}`}`
+    ),
+    `  --ep auto picks: ${r.auto}`,
+    `CPU cores: ${r.cpuCores}`,
+    `Models in ${r.modelsDir}:`,
+    ...(r.models.length === 0
+      ? ["  (none)"]
+      : r.models.map((m) => `  ${m.name.padEnd(20)} ${m.family}, ${m.dtype}, ${mb(m.bytes)}`)),
+  ];
+  return lines.join("\n");
+}
+
+/** Runs `parastep info`, printing to stdout. */
+export function runInfo(command: InfoCommand, version: string): void {
+  const report = gatherInfo(version, command.verbose);
+  console.log(command.json ? JSON.stringify(report, null, 2) : formatInfo(report));
+}

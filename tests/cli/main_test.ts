@@ -1,0 +1,60 @@
+import assert from "node:assert/strict";
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+const PERMISSIONS = ["--allow-ffi", "--allow-read", "--allow-env", "--allow-sys"];
+
+async function parastep(args: string[], env: Record<string, string> = {}) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...PERMISSIONS, MAIN, ...args],
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+}
+
+Deno.test("parastep info reports ORT, the providers, the auto choice and the cores", async () => {
+  const { code, stdout, stderr } = await parastep(["info", "--json"]);
+  assert.equal(code, 0, stderr);
+  const report = JSON.parse(stdout);
+  assert.match(report.ort.version, /^1\.\d+\.\d+$/);
+  assert.ok(report.providersCompiledIn.includes("CPUExecutionProvider"));
+  assert.deepEqual(report.providers.map((p: { ep: string }) => p.ep), ["cuda", "webgpu", "cpu"]);
+  const firstUsable = report.providers.find((p: { ok: boolean }) => p.ok);
+  assert.equal(report.auto, firstUsable.ep);
+  assert.equal(report.cpuCores, navigator.hardwareConcurrency);
+  const text = await parastep(["info"]);
+  assert.equal(text.code, 0);
+  assert.match(text.stdout, new RegExp(`--ep auto picks: ${report.auto}`));
+});
+
+Deno.test("an unknown command or flag gets one error line, the usage and exit code 2", async () => {
+  for (const args of [["frobnicate"], ["info", "--bogus"]]) {
+    const { code, stdout, stderr } = await parastep(args);
+    assert.equal(code, 2);
+    assert.equal(stdout, "");
+    const [first, blank, usage] = stderr.split("\n");
+    assert.match(first!, /^parastep: Unknown (command|option) /);
+    assert.equal(blank, "");
+    assert.match(usage!, /^(parastep: step-parallel|Usage: parastep info)/);
+  }
+});
+
+Deno.test("a missing ORT library named by PARASTEP_ORT_LIB is one clear error, exit code 1", async () => {
+  const { code, stderr } = await parastep(["info"], { PARASTEP_ORT_LIB: "/nonexistent/libort.so" });
+  assert.equal(code, 1);
+  assert.equal(
+    stderr.trim(),
+    "parastep: Cannot load ONNX Runtime as PARASTEP_ORT_LIB names a file that does not exist: /nonexistent/libort.so",
+  );
+});
+
+Deno.test("--version prints the version from deno.json", async () => {
+  const config = JSON.parse(
+    await Deno.readTextFile(new URL("../../deno.json", import.meta.url)),
+  );
+  const { code, stdout } = await parastep(["--version"]);
+  assert.equal(code, 0);
+  assert.equal(stdout.trim(), `parastep ${config.version}`);
+});
