@@ -1,0 +1,117 @@
+/**
+ * Resolving `--model NAME|PATH` to a model folder and opening its components.
+ *
+ * @module
+ */
+
+import { type Env, Session, type SessionOptions } from "../../ffi/mod.ts";
+import { checkComponent, type Manifest, ManifestError, parseManifest } from "./manifest.ts";
+import { modelsDir } from "./registry.ts";
+
+/** A model folder with its validated manifest. */
+export interface ModelFolder {
+  /** The folder. */
+  readonly dir: string;
+  /** Its `manifest.json`. */
+  readonly manifestFile: string;
+  readonly manifest: Manifest;
+}
+
+/** `--model` names nothing that exists. */
+export class ModelNotFoundError extends Error {
+  override name = "ModelNotFoundError";
+  /** What the user asked for. */
+  readonly model: string;
+
+  /** Says where it looked and how to export the model. */
+  constructor(model: string, looked: string[]) {
+    const name = model.replace(/\/+$/, "").split("/").pop()!;
+    const hubId = KNOWN_CHECKPOINTS[name] ?? "<hub id or local diffusers folder>";
+    const family = name.startsWith("audioldm2") ? "audioldm2" : "<family>";
+    super(
+      `Cannot find model '${model}': no manifest.json in ${looked.join(" or ")}. ` +
+        `Export it first: python -m models.export ${family} --from ${hubId} --out models/${name} ` +
+        `(see README, "Exporting models"), or pass the path of an exported folder`,
+    );
+    this.model = model;
+  }
+}
+
+/** Hub ids of the checkpoints a bare model name most likely means. */
+const KNOWN_CHECKPOINTS: Readonly<Record<string, string>> = {
+  "audioldm2": "cvssp/audioldm2",
+  "audioldm2-large": "cvssp/audioldm2-large",
+  "audioldm2-music": "cvssp/audioldm2-music",
+};
+
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Finds the folder `model` names: a path to a folder holding `manifest.json`,
+ * else a folder of that name under {@linkcode modelsDir}; then reads and
+ * validates its manifest.
+ *
+ * @throws {ModelNotFoundError} when neither exists
+ * @throws {ManifestError} when the manifest is unreadable or invalid
+ */
+export function resolveModel(model: string): ModelFolder {
+  const candidates = [model.replace(/\/+$/, ""), `${modelsDir()}/${model}`];
+  const dir = candidates.find((c) => isFile(`${c}/manifest.json`));
+  if (dir === undefined) throw new ModelNotFoundError(model, [...new Set(candidates)]);
+  const manifestFile = `${dir}/manifest.json`;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(Deno.readTextFileSync(manifestFile));
+  } catch (e) {
+    throw new ManifestError(manifestFile, `cannot be read as JSON: ${(e as Error).message}`);
+  }
+  return { dir, manifestFile, manifest: parseManifest(raw, manifestFile) };
+}
+
+/**
+ * Opens one component's ONNX graph and checks it against the manifest.
+ *
+ * Graphs with external data (`<file>.data` beside them) load from their path
+ * so ORT finds the data; others load from bytes, which also works inside a
+ * `deno compile`d executable, whose embedded files ORT cannot open itself.
+ *
+ * @throws {ManifestError} for a component the manifest lacks, a missing file,
+ * or a graph that disagrees with the manifest
+ */
+export function openComponent(
+  env: Env,
+  model: ModelFolder,
+  component: string,
+  options: SessionOptions = {},
+): Session {
+  const spec = model.manifest.components[component];
+  if (spec === undefined) {
+    throw new ManifestError(
+      model.manifestFile,
+      `'components.${component}' is missing: a ${model.manifest.family} model needs it; re-export the model`,
+    );
+  }
+  const path = `${model.dir}/${spec.file}`;
+  if (!isFile(path)) {
+    throw new ManifestError(
+      model.manifestFile,
+      `component '${component}' file ${path} is missing; re-export the model`,
+    );
+  }
+  const session = isFile(`${path}.data`)
+    ? Session.create(env, path, options)
+    : Session.create(env, Deno.readFileSync(path), options);
+  try {
+    checkComponent(model.manifestFile, component, spec, session);
+  } catch (e) {
+    session.close();
+    throw e;
+  }
+  return session;
+}

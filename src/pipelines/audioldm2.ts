@@ -1,0 +1,536 @@
+/**
+ * AudioLDM2 text-to-audio, stage by stage as diffusers' `AudioLDM2Pipeline.__call__`
+ * (`pipelines/audioldm2/pipeline_audioldm2.py`): check the request, encode the
+ * prompt (CLAP + T5 -> projection -> GPT2 generation), prepare latents, denoise
+ * (DDIM, classifier-free guidance; the loop itself belongs to the ParaStep
+ * engine), decode (VAE -> vocoder) and crop.
+ *
+ * Numerics follow diffusers on the CPU: float32 everywhere, and the few host
+ * operations (guidance, the VAE's `1 / scaling_factor`) round each step to
+ * float32 as torch does.
+ *
+ * Shapes: B = 2 with guidance (`[negative; prompt]`), else 1; C latent channels;
+ * F latent frames; Wl = mel bins / vae scale factor; L the T5 length.
+ *
+ * @module
+ */
+
+import { type Env, type Session, type SessionOptions, Tensor, Value } from "../../ffi/mod.ts";
+import { configNumber, type Manifest } from "../models/manifest.ts";
+import { type ModelFolder, openComponent } from "../models/model.ts";
+import type { BatchSampler } from "../parastep/batchstep.ts";
+import type { Sampler } from "../parastep/rounds.ts";
+import { randn } from "../random.ts";
+import type { DdimTable } from "../schedulers/ddim.ts";
+import { concatBatch, concatSequence, repeatBatch, sliceBatch, sliceSequence } from "../tensor.ts";
+import { TextTokenizer } from "./tokenize.ts";
+
+/** The longest prompt accepted, in characters (tokenizers truncate far earlier). */
+export const MAX_PROMPT_CHARS = 4096;
+/** The longest audio accepted, in seconds: memory grows with length and 60 s is well past training. */
+export const MAX_DURATION_S = 60;
+/** Fewest latent frames generated: shorter audio is padded up to this by rounding. */
+const MIN_LATENT_FRAMES = 8;
+
+/** What to generate. */
+export interface AudioRequest {
+  /** The text describing the audio; must not be empty. */
+  readonly prompt: string;
+  /** What to steer away from. @default "" (diffusers' default) */
+  readonly negativePrompt?: string;
+  /** DDIM steps T. @default manifest defaults.steps */
+  readonly steps?: number;
+  /** Guidance scale; at most 1 turns classifier-free guidance off, as in diffusers. @default manifest */
+  readonly guidance?: number;
+  /** Seconds of audio. @default manifest defaults.duration */
+  readonly duration?: number;
+  /** Seed of the initial noise ({@linkcode randn}). @default 0 */
+  readonly seed?: number;
+  /** Initial latents [1, C, F, Wl] to use instead of seeded noise (for parity with diffusers). */
+  readonly latents?: Float32Array<ArrayBuffer>;
+}
+
+/** A request with every default filled in and every value checked. */
+export interface CheckedRequest {
+  readonly prompt: string;
+  readonly negativePrompt: string;
+  readonly steps: number;
+  readonly guidance: number;
+  readonly duration: number;
+  readonly seed: number;
+  readonly latents: Float32Array<ArrayBuffer> | undefined;
+  /** [1, C, F, Wl]. */
+  readonly latentDims: readonly [number, number, number, number];
+  /** Mel frames the VAE gives (F * vae scale factor). */
+  readonly melFrames: number;
+  /** Samples kept: `int(duration * sample_rate)`. */
+  readonly waveformLength: number;
+  readonly sampleRate: number;
+}
+
+/** The numbers AudioLDM2 needs from the manifest. */
+interface AudioConfig {
+  sampleRate: number;
+  vaeScaleFactor: number;
+  vaeScalingFactor: number;
+  latentChannels: number;
+  melBins: number;
+  vocoderUpsampleFactor: number;
+  maxNewTokens: number;
+}
+
+function audioConfig(manifest: Manifest, file: string): AudioConfig {
+  const n = (name: string) => configNumber(manifest, file, name);
+  return {
+    sampleRate: n("sampleRate"),
+    vaeScaleFactor: n("vaeScaleFactor"),
+    vaeScalingFactor: n("vaeScalingFactor"),
+    latentChannels: n("latentChannels"),
+    melBins: n("melBins"),
+    vocoderUpsampleFactor: n("vocoderUpsampleFactor"),
+    maxNewTokens: n("maxNewTokens"),
+  };
+}
+
+function numberIn(name: string, v: number, lo: number, hi: number, integer: boolean): number {
+  if (typeof v !== "number" || !Number.isFinite(v) || (integer && !Number.isInteger(v))) {
+    throw new RangeError(
+      `Cannot generate as '${name}' must be ${
+        integer ? "an integer" : "a number"
+      }: current value is ${v}`,
+    );
+  }
+  if (v < lo || v > hi) {
+    throw new RangeError(
+      `Cannot generate as '${name}' must be between ${lo} and ${hi}: current value is ${v}`,
+    );
+  }
+  return v;
+}
+
+/**
+ * 1. Check inputs: fills defaults from the manifest and refuses any value out
+ * of range before a session opens; computes the lengths as diffusers does.
+ *
+ * @throws {RangeError} naming the value and its limits
+ */
+export function checkRequest(model: ModelFolder, request: AudioRequest): CheckedRequest {
+  const { manifest, manifestFile } = model;
+  const c = audioConfig(manifest, manifestFile);
+  const prompt = request.prompt;
+  if (typeof prompt !== "string" || prompt.trim() === "") {
+    throw new RangeError("Cannot generate as 'prompt' is empty: describe the audio to generate");
+  }
+  for (
+    const [name, text] of [["prompt", prompt], ["negative prompt", request.negativePrompt ?? ""]]
+  ) {
+    if (text!.length > MAX_PROMPT_CHARS) {
+      throw new RangeError(
+        `Cannot generate as the ${name} is ${
+          text!.length
+        } characters long: the limit is ${MAX_PROMPT_CHARS}`,
+      );
+    }
+  }
+  const trainSteps = Number(manifest.scheduler.num_train_timesteps ?? 1000);
+  const steps = numberIn("steps", request.steps ?? manifest.defaults.steps, 1, trainSteps, true);
+  const guidance = numberIn(
+    "guidance",
+    request.guidance ?? manifest.defaults.guidance,
+    0,
+    100,
+    false,
+  );
+  // diffusers: height = int(duration / upsample factor) mel frames, rounded up to the VAE factor.
+  const frameSeconds = c.vocoderUpsampleFactor;
+  const minDuration = MIN_LATENT_FRAMES * c.vaeScaleFactor * frameSeconds;
+  const duration = numberIn(
+    "duration",
+    request.duration ?? manifest.defaults.duration,
+    Number(minDuration.toFixed(6)),
+    MAX_DURATION_S,
+    false,
+  );
+  const seed = numberIn("seed", request.seed ?? 0, 0, Number.MAX_SAFE_INTEGER, true);
+  let melFrames = Math.trunc(duration / frameSeconds);
+  if (melFrames % c.vaeScaleFactor !== 0) {
+    melFrames = Math.ceil(melFrames / c.vaeScaleFactor) * c.vaeScaleFactor;
+  }
+  const latentDims = [
+    1,
+    c.latentChannels,
+    melFrames / c.vaeScaleFactor,
+    Math.trunc(c.melBins / c.vaeScaleFactor),
+  ] as const;
+  const size = latentDims.reduce((a, b) => a * b, 1);
+  if (request.latents !== undefined && request.latents.length !== size) {
+    throw new RangeError(
+      `Cannot generate as the given latents hold ${request.latents.length} values: [${latentDims}] needs ${size}`,
+    );
+  }
+  return {
+    prompt,
+    negativePrompt: request.negativePrompt ?? "",
+    steps,
+    guidance,
+    duration,
+    seed,
+    latents: request.latents,
+    latentDims,
+    melFrames,
+    waveformLength: Math.trunc(duration * c.sampleRate),
+    sampleRate: c.sampleRate,
+  };
+}
+
+/** Whether classifier-free guidance runs: diffusers' `guidance_scale > 1`. */
+export function usesGuidance(guidance: number): boolean {
+  return guidance > 1;
+}
+
+/**
+ * The conditioning the UNet needs, computed once and sent to every worker.
+ * Plain data (structured-cloneable).
+ */
+export interface Conditioning {
+  /** Guidance scale g; classifier-free guidance runs when g > 1. */
+  readonly guidance: number;
+  /** GPT2's generated embeddings [B, max_new_tokens, lm_dim] (`encoder_hidden_states`). */
+  readonly generated: Tensor<"float32">;
+  /** T5's last hidden state [B, L, t5_dim] (`encoder_hidden_states_1`). */
+  readonly t5: Tensor<"float32">;
+  /** T5's attention mask [B, L] (`encoder_attention_mask_1`). */
+  readonly t5Mask: Tensor<"int64">;
+}
+
+/** Every tensor `encodePrompt` computed, for parity checks against diffusers. */
+export interface EncodeIntermediates {
+  readonly clapIds: Tensor<"int64">;
+  readonly clapMask: Tensor<"int64">;
+  readonly clap: Tensor<"float32">;
+  readonly t5Ids: Tensor<"int64">;
+  readonly projection: Tensor<"float32">;
+  readonly projectionMask: Tensor<"int64">;
+}
+
+/** Options for the sessions a stage opens. */
+export interface StageOptions {
+  /** Session options (provider, threads) for the stage's graphs. */
+  readonly session?: SessionOptions;
+}
+
+const int64 = (data: BigInt64Array<ArrayBuffer>, dims: number[]) => new Tensor("int64", data, dims);
+
+/**
+ * 3. Encode the prompt: CLAP text features and T5 hidden states of
+ * `[negative; prompt]` (or the prompt alone without guidance), projected and
+ * extended by GPT2's `max_new_tokens` generated embeddings.
+ */
+export async function encodePrompt(
+  env: Env,
+  model: ModelFolder,
+  request: CheckedRequest,
+  options: StageOptions = {},
+): Promise<{ conditioning: Conditioning; intermediates: EncodeIntermediates }> {
+  const { manifest, manifestFile, dir } = model;
+  const c = audioConfig(manifest, manifestFile);
+  const cfg = usesGuidance(request.guidance);
+  const clapTokenizer = await TextTokenizer.load(dir, tokenizerSpec(model, "clap"));
+  const t5Tokenizer = await TextTokenizer.load(dir, tokenizerSpec(model, "t5"));
+
+  // Tokenize as encode_prompt does: CLAP padded to its max length; T5 padded to the
+  // prompt's own length, and the negative prompt padded to that same length.
+  const promptT5 = t5Tokenizer.encode(request.prompt, "longest");
+  const L = promptT5.ids.length;
+  const texts = cfg ? [request.negativePrompt, request.prompt] : [request.prompt];
+  const B = texts.length;
+  const clapEnc = texts.map((t) => clapTokenizer.encode(t, { length: clapTokenizer.maxLength }));
+  const t5Enc = cfg
+    ? [t5Tokenizer.encode(request.negativePrompt, { length: L }), promptT5]
+    : [promptT5];
+  const S = clapTokenizer.maxLength;
+  const stack = (parts: BigInt64Array[], width: number) => {
+    const out = new BigInt64Array(parts.length * width);
+    parts.forEach((p, b) => out.set(p, b * width));
+    return out;
+  };
+  const clapIds = int64(stack(clapEnc.map((e) => e.ids), S), [B, S]);
+  const clapMask = int64(stack(clapEnc.map((e) => e.mask), S), [B, S]);
+  const t5Ids = int64(stack(t5Enc.map((e) => e.ids), L), [B, L]);
+  const t5Mask = int64(stack(t5Enc.map((e) => e.mask), L), [B, L]);
+
+  const open = (name: string) => openComponent(env, model, name, options.session);
+  let clap: Tensor<"float32">;
+  let t5: Tensor<"float32">;
+  let projection: Tensor<"float32">;
+  let projectionMask: Tensor<"int64">;
+  {
+    using clapSession = open("clap_text");
+    // get_text_features: [B, clap_dim], used as one token [B, 1, clap_dim] with mask 1.
+    clap = output(clapSession.run({ input_ids: clapIds, attention_mask: clapMask }), "text_embeds");
+  }
+  {
+    using t5Session = open("t5_encoder");
+    t5 = output(t5Session.run({ input_ids: t5Ids, attention_mask: t5Mask }), "last_hidden_state");
+  }
+  {
+    using projectionSession = open("projection");
+    const out = projectionSession.run({
+      clap: new Tensor("float32", clap.data, [B, 1, clap.dims[1]!]),
+      clap_mask: int64(new BigInt64Array(B).fill(1n), [B, 1]),
+      t5,
+      t5_mask: t5Mask,
+    });
+    projection = output(out, "hidden_states");
+    projectionMask = output(out, "attention_mask") as Tensor<"int64">;
+  }
+  const generated = await generateLanguageModel(
+    env,
+    model,
+    projection,
+    projectionMask,
+    c.maxNewTokens,
+    options,
+  );
+  return {
+    conditioning: { guidance: request.guidance, generated, t5, t5Mask },
+    intermediates: { clapIds, clapMask, clap, t5Ids, projection, projectionMask },
+  };
+}
+
+function tokenizerSpec(model: ModelFolder, name: string) {
+  const spec = model.manifest.tokenizers[name];
+  if (spec === undefined) {
+    throw new RangeError(
+      `${model.manifestFile}: 'tokenizers.${name}' is missing: an AudioLDM2 model needs it; re-export the model`,
+    );
+  }
+  return spec;
+}
+
+function output<T extends "float32" | "int64" = "float32">(
+  outputs: Record<string, Tensor>,
+  name: string,
+): Tensor<T> {
+  const t = outputs[name];
+  if (t === undefined) throw new Error(`the graph returned no '${name}'`);
+  return t as Tensor<T>;
+}
+
+/**
+ * GPT2 generation as `generate_language_model`: `max_new_tokens` times, run
+ * GPT2 on the embeddings so far and append its last hidden state at the last
+ * position (mask grows by a 1); return the appended embeddings. Without a KV
+ * cache this recomputes every position, which gives the same values because
+ * positions are `arange` and attention is causal.
+ */
+async function generateLanguageModel(
+  env: Env,
+  model: ModelFolder,
+  embeds: Tensor<"float32">,
+  mask: Tensor<"int64">,
+  maxNewTokens: number,
+  options: StageOptions,
+): Promise<Tensor<"float32">> {
+  using gpt2 = openComponent(env, model, "gpt2", options.session);
+  const B = embeds.dims[0]!;
+  let inputs = embeds;
+  let attention = mask;
+  const one = int64(new BigInt64Array(B).fill(1n), [B, 1]);
+  for (let k = 0; k < maxNewTokens; k++) {
+    const hidden = output(
+      await gpt2.runAsync({ inputs_embeds: inputs, attention_mask: attention }),
+      "last_hidden_state",
+    );
+    inputs = concatSequence(inputs, sliceSequence(hidden, hidden.dims[1]! - 1, 1));
+    attention = concatSequence(attention, one);
+  }
+  return sliceSequence(inputs, inputs.dims[1]! - maxNewTokens, maxNewTokens);
+}
+
+/** 5. Prepare latents: the injected ones, or seeded standard normal noise (DDIM's sigma is 1). */
+export function prepareLatents(request: CheckedRequest): Float32Array<ArrayBuffer> {
+  if (request.latents !== undefined) return request.latents.slice();
+  const n = request.latentDims.reduce((a, b) => a * b, 1);
+  return randn(request.seed, n) as Float32Array<ArrayBuffer>;
+}
+
+/**
+ * The UNet as ParaStep's model function, with guidance and the DDIM step: the
+ * denoiser one rank (or the single device) runs. Conditioning values are made
+ * once; each call makes fresh sample, timestep and output arrays, so calls from
+ * several ranks may overlap on one session.
+ */
+export class Denoiser
+  implements
+    Sampler<Float32Array, Float32Array>,
+    BatchSampler<Float32Array, Float32Array>,
+    Disposable {
+  readonly #session: Session;
+  readonly #table: DdimTable;
+  readonly #latentDims: readonly number[];
+  readonly #cfg: boolean;
+  readonly #g: number;
+  readonly #conditioning: Conditioning;
+  /** Conditioning values per batch size (1 for ParaStep; 1..L for BatchStep). */
+  readonly #values = new Map<number, Record<string, Value>>();
+  /** Model calls made. */
+  calls = 0;
+
+  /**
+   * @param session the UNet
+   * @param conditioning from {@linkcode encodePrompt}
+   * @param table the DDIM tables for this many steps
+   * @param latentDims [1, C, F, Wl]
+   */
+  constructor(
+    session: Session,
+    conditioning: Conditioning,
+    table: DdimTable,
+    latentDims: readonly number[],
+  ) {
+    this.#session = session;
+    this.#table = table;
+    this.#latentDims = latentDims;
+    this.#cfg = usesGuidance(conditioning.guidance);
+    this.#g = Math.fround(conditioning.guidance);
+    this.#conditioning = conditioning;
+  }
+
+  /** The conditioning values for `k` latents per call, made on first use. */
+  #conditioningFor(k: number): Record<string, Value> {
+    let values = this.#values.get(k);
+    if (values === undefined) {
+      const { generated, t5, t5Mask } = this.#conditioning;
+      // CFG batch order is [uncond x k; cond x k], matching the sample layout below.
+      const expand = <T extends "float32" | "int64">(t: Tensor<T>) =>
+        this.#cfg
+          ? concatBatch([repeatBatch(sliceBatch(t, 0, 1), k), repeatBatch(sliceBatch(t, 1, 1), k)])
+          : repeatBatch(t, k);
+      const env = this.#session.env;
+      values = {
+        encoder_hidden_states: Value.fromTensor(env, expand(generated)),
+        encoder_hidden_states_1: Value.fromTensor(env, expand(t5)),
+        encoder_attention_mask_1: Value.fromTensor(env, expand(t5Mask)),
+      };
+      this.#values.set(k, values);
+    }
+    return values;
+  }
+
+  /** eps for a batch of latents at their own steps: [uncond(x_0..x_k); cond(x_0..x_k)]. */
+  async #unet(xs: Float32Array[], is: number[]): Promise<Float32Array[]> {
+    const k = xs.length;
+    const n = xs[0]!.length;
+    const copies = this.#cfg ? 2 : 1;
+    const B = copies * k;
+    const sample = new Float32Array(B * n); // [B, C, F, Wl]
+    const timestep = new BigInt64Array(B); // [B]: each sample its own t (BatchStep)
+    for (let c = 0; c < copies; c++) {
+      for (let j = 0; j < k; j++) {
+        sample.set(xs[j]!, (c * k + j) * n);
+        timestep[c * k + j] = BigInt(this.#table.timesteps[is[j]!]!);
+      }
+    }
+    const dims = [B, ...this.#latentDims.slice(1)];
+    const out = new Tensor("float32", new Float32Array(B * n), dims);
+    await this.#session.runAsync(
+      {
+        sample: new Tensor("float32", sample, dims),
+        timestep: new Tensor("int64", timestep, [B]),
+        ...this.#conditioningFor(k),
+      },
+      { outputs: { out_sample: out } },
+    );
+    this.calls++;
+    // Per latent j: its eps as [uncond; cond] (2n values), or cond alone (n).
+    return xs.map((_, j) => {
+      const eps = new Float32Array(copies * n);
+      for (let c = 0; c < copies; c++) {
+        eps.set(out.data.subarray((c * k + j) * n, (c * k + j + 1) * n), c * n);
+      }
+      return eps;
+    });
+  }
+
+  /** eps(x, t_i) before guidance: [uncond; cond] with guidance, else cond. */
+  async model(x: Float32Array, i: number): Promise<Float32Array> {
+    return (await this.#unet([x], [i]))[0]!;
+  }
+
+  /** The same for several latents in one UNet call (BatchStep). */
+  modelBatch(xs: Float32Array[], is: number[]): Promise<Float32Array[]> {
+    return this.#unet(xs, is);
+  }
+
+  /** G(eps) = u + g (c - u), in float32 as torch computes it. */
+  guide(eps: Float32Array): Float32Array {
+    if (!this.#cfg) return eps;
+    const n = eps.length / 2;
+    const out = new Float32Array(n);
+    const g = this.#g;
+    for (let k = 0; k < n; k++) {
+      const u = eps[k]!;
+      out[k] = Math.fround(u + Math.fround(g * Math.fround(eps[n + k]! - u)));
+    }
+    return out;
+  }
+
+  /** One DDIM step x_i -> x_{i+1}. */
+  step(guided: Float32Array, i: number, x: Float32Array): Float32Array {
+    return this.#table.step(guided, i, x);
+  }
+
+  /** Releases the conditioning values (not the session, which the caller owns). */
+  [Symbol.dispose](): void {
+    for (const values of this.#values.values()) for (const v of Object.values(values)) v.close();
+    this.#values.clear();
+  }
+}
+
+/** What decoding gives. */
+export interface Decoded {
+  /** The VAE's mel spectrogram [1, 1, mel_frames, mel_bins]. */
+  readonly mel: Tensor<"float32">;
+  /** The waveform, cropped to the requested duration. */
+  readonly waveform: Float32Array<ArrayBuffer>;
+}
+
+/** 8. Post-processing: VAE decode of `latents / scaling_factor`, vocoder, crop. */
+export function decode(
+  env: Env,
+  model: ModelFolder,
+  request: CheckedRequest,
+  latents: Float32Array,
+  options: StageOptions = {},
+): Decoded {
+  const c = audioConfig(model.manifest, model.manifestFile);
+  // torch: (1 / scaling_factor) * latents, the scalar rounded to float32 first.
+  const scale = Math.fround(1 / c.vaeScalingFactor);
+  const scaled = new Float32Array(latents.length);
+  for (let k = 0; k < latents.length; k++) scaled[k] = Math.fround(scale * latents[k]!);
+  let mel: Tensor<"float32">;
+  {
+    using vae = openComponent(env, model, "vae_decoder", options.session);
+    mel = output(
+      vae.run({ latent: new Tensor("float32", scaled, [...request.latentDims]) }),
+      "mel",
+    );
+  }
+  const [, , frames, bins] = mel.dims;
+  using vocoder = openComponent(env, model, "vocoder", options.session);
+  const wave = output(
+    vocoder.run({ mel: new Tensor("float32", mel.data, [1, frames!, bins!]) }),
+    "waveform",
+  );
+  return { mel, waveform: wave.data.slice(0, request.waveformLength) };
+}
+
+/** Opens the UNet for denoising on one device. */
+export function openDenoiser(
+  env: Env,
+  model: ModelFolder,
+  options: SessionOptions = {},
+): Session {
+  return openComponent(env, model, "unet", options);
+}
