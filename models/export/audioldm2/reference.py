@@ -52,7 +52,7 @@ CASES = (
     Case(
         "case1",
         "A hammer hitting a wooden surface",
-        "Low quality, noisy.",
+        "low quality, distorted",
         seed=0,
         duration=None,
         description="default duration; latent frames = unet.sample_size (a multiple of 8)",

@@ -8,7 +8,8 @@ corpus so that every build gives byte-identical `tokenizer.json` files:
   wrapped in transformers' `RobertaTokenizer`, which adds the RoBERTa post-processor.
 - T5: a Unigram vocabulary written directly (single characters plus whole corpus words, scored by
   log-frequency), wrapped in transformers' `T5Tokenizer`, which adds the Metaspace pre-tokenizer and
-  the `$A </s>` template. Characters outside the vocabulary map to `<unk>`, as emoji do in Flan-T5.
+  the `$A </s>` template. Characters outside ASCII and the corpus map to `<unk>`, as emoji do in
+  Flan-T5.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import collections
 import json
 import math
+import string
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import RobertaTokenizer, T5Tokenizer
@@ -92,6 +94,9 @@ def _unigram_vocab(max_words: int) -> list[tuple[str, float]]:
     """T5-style Unigram pieces: specials, `▁`, every corpus character, then the most frequent words."""
     words = collections.Counter(w for line in CORPUS for w in line.split())
     chars = collections.Counter(c for line in CORPUS for c in line if not c.isspace())
+    # Every printable ASCII character gets a piece (count 1 if unseen), so only characters outside
+    # ASCII and the corpus (emoji, CJK, rare accents) become <unk>.
+    chars.update(c for c in string.printable if not c.isspace() and c not in chars)
     total = sum(words.values()) + sum(chars.values())
     pieces: list[tuple[str, float]] = [(s, 0.0) for s in T5_SPECIALS]
     pieces.append(("▁", math.log(len(CORPUS) / total)))

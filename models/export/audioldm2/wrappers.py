@@ -14,6 +14,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
+@contextlib.contextmanager
+def eager_attention(config):
+    """Trace a transformers model with its plain-PyTorch ("eager") attention.
+
+    With the default SDPA path, the TorchScript exporter turns an fp16 GPT2's attention into fp32
+    ops fed by fp16 weights (an invalid graph); the eager path is written in ordinary ops that keep
+    the model's dtype. In fp32 both paths agree to ~1e-7. Restored afterwards, so the live
+    pipeline is unchanged.
+    """
+    saved = config._attn_implementation
+    config._attn_implementation = "eager"
+    try:
+        yield
+    finally:
+        config._attn_implementation = saved
+
+
 class ClapText(nn.Module):
     """`normalize(text_projection(text_model(ids, mask).pooler_output))`.
 
@@ -27,7 +44,8 @@ class ClapText(nn.Module):
         self.text_projection = clap.text_projection
 
     def forward(self, input_ids, attention_mask):
-        pooled = self.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        with eager_attention(self.text_model.config):
+            pooled = self.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
         return F.normalize(self.text_projection(pooled), dim=-1)
 
 
@@ -39,7 +57,8 @@ class T5Encoder(nn.Module):
         self.t5 = t5
 
     def forward(self, input_ids, attention_mask):
-        return self.t5(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        with eager_attention(self.t5.config):
+            return self.t5(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
 class Projection(nn.Module):
@@ -69,7 +88,8 @@ class Gpt2(nn.Module):
         self.gpt2 = getattr(language_model, "transformer", language_model)
 
     def forward(self, inputs_embeds, attention_mask):
-        out = self.gpt2(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False)
+        with eager_attention(self.gpt2.config):
+            out = self.gpt2(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False)
         return out.last_hidden_state
 
 
