@@ -9,8 +9,9 @@
 
 import denoConfig from "./deno.json" with { type: "json" };
 import { type Command, parseCommand, UsageError } from "./src/cli/args.ts";
-import { describeError } from "./src/cli/errors.ts";
+import { describeError, InterruptedError } from "./src/cli/errors.ts";
 import { usage } from "./src/cli/help.ts";
+import { runGen } from "./src/cli/gen.ts";
 import { runInfo } from "./src/cli/info.ts";
 
 /** The version printed by `--version` and `info`. */
@@ -20,13 +21,17 @@ export const VERSION: string = denoConfig.version;
  * Runs the CLI with `args` and returns the exit code: 0 success, 1 a failure
  * while running, 2 a command line or input that cannot be used.
  */
-export function main(args: string[]): number {
+export async function main(args: string[]): Promise<number> {
   let command: Command;
   try {
     command = parseCommand(args);
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
-    console.error(`parastep: ${e.message}\n\n${usage(e.command)}`);
+    console.error(
+      e.showUsage
+        ? `parastep: ${e.message}\n\n${usage(e.command)}`
+        : `parastep: ${e.message} (see 'parastep help${e.command ? ` ${e.command}` : ""}')`,
+    );
     return 2;
   }
   try {
@@ -40,6 +45,13 @@ export function main(args: string[]): number {
       case "info":
         runInfo(command, VERSION);
         return 0;
+      case "gen": {
+        const { line } = await withInterrupt((signal) => runGen(command, { signal }));
+        console.log(line);
+        return 0;
+      }
+      case "bench":
+        throw new Error("bench is not implemented yet");
       default: {
         const _exhaustive: never = command;
         return _exhaustive;
@@ -52,6 +64,21 @@ export function main(args: string[]): number {
   }
 }
 
+/**
+ * Runs `task` with a signal that Ctrl-C (SIGINT) aborts, so a long run stops
+ * cleanly (workers shut down, no file written) instead of dying mid-write.
+ */
+async function withInterrupt<T>(task: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController();
+  const onInterrupt = () => controller.abort(new InterruptedError());
+  Deno.addSignalListener("SIGINT", onInterrupt);
+  try {
+    return await task(controller.signal);
+  } finally {
+    Deno.removeSignalListener("SIGINT", onInterrupt);
+  }
+}
+
 if (import.meta.main) {
-  Deno.exit(main(Deno.args));
+  Deno.exit(await main(Deno.args));
 }

@@ -5,17 +5,39 @@
  */
 
 import { OrtError, OrtLoadError } from "../../ffi/mod.ts";
+import { WriteFileError } from "../io/atomic.ts";
+import { ManifestError } from "../models/manifest.ts";
+import { ModelNotFoundError } from "../models/model.ts";
+import { OutputPathError } from "./output.ts";
 
 /** Exit code for a failure while running. */
 export const EXIT_FAILURE = 1;
 /** Exit code for a command line or input that cannot be used. */
 export const EXIT_USAGE = 2;
+/** Exit code after Ctrl-C, as shells report SIGINT (128 + 2). */
+export const EXIT_INTERRUPTED = 130;
+
+/** The user pressed Ctrl-C. */
+export class InterruptedError extends Error {
+  override name = "InterruptedError";
+
+  constructor() {
+    super("Interrupted (Ctrl-C): stopped cleanly, nothing was written");
+  }
+}
 
 /**
  * The message and exit code for `e`. Known errors give their message alone;
  * anything else also gives its stack, since it is a bug worth reporting.
  */
 export function describeError(e: unknown): { message: string; exitCode: number } {
+  if (e instanceof InterruptedError) return { message: e.message, exitCode: EXIT_INTERRUPTED };
+  if (
+    e instanceof ManifestError || e instanceof ModelNotFoundError || e instanceof OutputPathError ||
+    e instanceof WriteFileError
+  ) {
+    return { message: e.message, exitCode: EXIT_USAGE };
+  }
   if (e instanceof OrtLoadError || e instanceof OrtError) {
     return { message: e.message, exitCode: EXIT_FAILURE };
   }

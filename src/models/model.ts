@@ -75,6 +75,34 @@ export function resolveModel(model: string): ModelFolder {
 }
 
 /**
+ * Checks that the manifest lists each of `components` and that its file is
+ * there, so a broken folder is refused before any work starts.
+ *
+ * @throws {ManifestError} naming the first component missing
+ */
+export function checkComponentFiles(model: ModelFolder, components: readonly string[]): void {
+  for (const component of components) componentPath(model, component);
+}
+
+function componentPath(model: ModelFolder, component: string): string {
+  const spec = model.manifest.components[component];
+  if (spec === undefined) {
+    throw new ManifestError(
+      model.manifestFile,
+      `'components.${component}' is missing: a ${model.manifest.family} model needs it; re-export the model`,
+    );
+  }
+  const path = `${model.dir}/${spec.file}`;
+  if (!isFile(path)) {
+    throw new ManifestError(
+      model.manifestFile,
+      `component '${component}' file ${path} is missing; re-export the model`,
+    );
+  }
+  return path;
+}
+
+/**
  * Opens one component's ONNX graph and checks it against the manifest.
  *
  * Graphs with external data (`<file>.data` beside them) load from their path
@@ -90,20 +118,8 @@ export function openComponent(
   component: string,
   options: SessionOptions = {},
 ): Session {
-  const spec = model.manifest.components[component];
-  if (spec === undefined) {
-    throw new ManifestError(
-      model.manifestFile,
-      `'components.${component}' is missing: a ${model.manifest.family} model needs it; re-export the model`,
-    );
-  }
-  const path = `${model.dir}/${spec.file}`;
-  if (!isFile(path)) {
-    throw new ManifestError(
-      model.manifestFile,
-      `component '${component}' file ${path} is missing; re-export the model`,
-    );
-  }
+  const path = componentPath(model, component);
+  const spec = model.manifest.components[component]!;
   const session = isFile(`${path}.data`)
     ? Session.create(env, path, options)
     : Session.create(env, Deno.readFileSync(path), options);

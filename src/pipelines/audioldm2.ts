@@ -15,13 +15,20 @@
  * @module
  */
 
-import { type Env, type Session, type SessionOptions, Tensor, Value } from "../../ffi/mod.ts";
+import {
+  Env,
+  type ExecutionProvider,
+  type Session,
+  type SessionOptions,
+  Tensor,
+  Value,
+} from "../../ffi/mod.ts";
 import { configNumber, type Manifest } from "../models/manifest.ts";
-import { type ModelFolder, openComponent } from "../models/model.ts";
-import type { BatchSampler } from "../parastep/batchstep.ts";
-import type { Sampler } from "../parastep/rounds.ts";
+import { checkComponentFiles, type ModelFolder, openComponent } from "../models/model.ts";
+import { type BatchSampler, checkBatchStepPlan, runBatchStep } from "../parastep/batchstep.ts";
+import { checkPlan, runInProcess, type Sampler } from "../parastep/rounds.ts";
 import { randn } from "../random.ts";
-import type { DdimTable } from "../schedulers/ddim.ts";
+import { ddim, type DdimTable } from "../schedulers/ddim.ts";
 import { concatBatch, concatSequence, repeatBatch, sliceBatch, sliceSequence } from "../tensor.ts";
 import { TextTokenizer } from "./tokenize.ts";
 
@@ -117,6 +124,7 @@ function numberIn(name: string, v: number, lo: number, hi: number, integer: bool
 export function checkRequest(model: ModelFolder, request: AudioRequest): CheckedRequest {
   const { manifest, manifestFile } = model;
   const c = audioConfig(manifest, manifestFile);
+  checkComponentFiles(model, COMPONENTS);
   const prompt = request.prompt;
   if (typeof prompt !== "string" || prompt.trim() === "") {
     throw new RangeError("Cannot generate as 'prompt' is empty: describe the audio to generate");
@@ -182,6 +190,17 @@ export function checkRequest(model: ModelFolder, request: AudioRequest): Checked
     sampleRate: c.sampleRate,
   };
 }
+
+/** The graphs an AudioLDM2 folder holds. */
+export const COMPONENTS = [
+  "clap_text",
+  "t5_encoder",
+  "projection",
+  "gpt2",
+  "unet",
+  "vae_decoder",
+  "vocoder",
+] as const;
 
 /** Whether classifier-free guidance runs: diffusers' `guidance_scale > 1`. */
 export function usesGuidance(guidance: number): boolean {
@@ -496,7 +515,63 @@ export interface Decoded {
   readonly waveform: Float32Array<ArrayBuffer>;
 }
 
-/** 8. Post-processing: VAE decode of `latents / scaling_factor`, vocoder, crop. */
+/**
+ * 8. Post-processing: VAE decode of `latents / scaling_factor`, vocoder, crop.
+ * The sessions open up front, so a broken model folder fails before the
+ * denoising loop rather than after it.
+ */
+export class Decoder implements Disposable {
+  readonly #vae: Session;
+  readonly #vocoder: Session;
+  readonly #scale: number;
+
+  private constructor(vae: Session, vocoder: Session, scalingFactor: number) {
+    this.#vae = vae;
+    this.#vocoder = vocoder;
+    // torch: (1 / scaling_factor) * latents, the scalar rounded to float32 first.
+    this.#scale = Math.fround(1 / scalingFactor);
+  }
+
+  /** Opens the VAE decoder and the vocoder. */
+  static open(env: Env, model: ModelFolder, options: StageOptions = {}): Decoder {
+    const c = audioConfig(model.manifest, model.manifestFile);
+    const vae = openComponent(env, model, "vae_decoder", options.session);
+    try {
+      return new Decoder(
+        vae,
+        openComponent(env, model, "vocoder", options.session),
+        c.vaeScalingFactor,
+      );
+    } catch (e) {
+      vae.close();
+      throw e;
+    }
+  }
+
+  /** Latents [1, C, F, Wl] to the mel spectrogram and the cropped waveform. */
+  decode(request: CheckedRequest, latents: Float32Array): Decoded {
+    const scaled = new Float32Array(latents.length);
+    for (let k = 0; k < latents.length; k++) scaled[k] = Math.fround(this.#scale * latents[k]!);
+    const mel = output(
+      this.#vae.run({ latent: new Tensor("float32", scaled, [...request.latentDims]) }),
+      "mel",
+    );
+    const [, , frames, bins] = mel.dims; // [1, 1, mel_frames, mel_bins] -> squeeze(1)
+    const wave = output(
+      this.#vocoder.run({ mel: new Tensor("float32", mel.data, [1, frames!, bins!]) }),
+      "waveform",
+    );
+    return { mel, waveform: wave.data.slice(0, request.waveformLength) };
+  }
+
+  /** Closes both sessions. */
+  [Symbol.dispose](): void {
+    this.#vae.close();
+    this.#vocoder.close();
+  }
+}
+
+/** Opens the decoder, decodes once, closes it. */
 export function decode(
   env: Env,
   model: ModelFolder,
@@ -504,26 +579,8 @@ export function decode(
   latents: Float32Array,
   options: StageOptions = {},
 ): Decoded {
-  const c = audioConfig(model.manifest, model.manifestFile);
-  // torch: (1 / scaling_factor) * latents, the scalar rounded to float32 first.
-  const scale = Math.fround(1 / c.vaeScalingFactor);
-  const scaled = new Float32Array(latents.length);
-  for (let k = 0; k < latents.length; k++) scaled[k] = Math.fround(scale * latents[k]!);
-  let mel: Tensor<"float32">;
-  {
-    using vae = openComponent(env, model, "vae_decoder", options.session);
-    mel = output(
-      vae.run({ latent: new Tensor("float32", scaled, [...request.latentDims]) }),
-      "mel",
-    );
-  }
-  const [, , frames, bins] = mel.dims;
-  using vocoder = openComponent(env, model, "vocoder", options.session);
-  const wave = output(
-    vocoder.run({ mel: new Tensor("float32", mel.data, [1, frames!, bins!]) }),
-    "waveform",
-  );
-  return { mel, waveform: wave.data.slice(0, request.waveformLength) };
+  using decoder = Decoder.open(env, model, options);
+  return decoder.decode(request, latents);
 }
 
 /** Opens the UNet for denoising on one device. */
@@ -533,4 +590,217 @@ export function openDenoiser(
   options: SessionOptions = {},
 ): Session {
   return openComponent(env, model, "unet", options);
+}
+
+/** How the denoising loop is spread over devices. */
+export type DenoiseMode = "parastep" | "batchstep" | "sequential";
+
+/** Options for {@linkcode generate}. Every field is optional. */
+export interface GenerateOptions {
+  /** Execution provider for every session. @default "cpu" */
+  readonly ep?: ExecutionProvider | "auto";
+  /** Denoising mode. @default "parastep" */
+  readonly mode?: DenoiseMode;
+  /** Devices N for ParaStep (1 is the sequential sampler). @default 1 */
+  readonly devices?: number;
+  /** Warm-up steps W. @default manifest defaults.warmup (capped at T) */
+  readonly warmup?: number;
+  /** BatchStep stride L. @default 2 */
+  readonly stride?: number;
+  /** Intra-op threads of the encode and decode sessions; 0 lets ORT choose. @default 0 */
+  readonly threads?: number;
+  /** Called after step `i` of `T` is applied to the true latents. */
+  readonly onStep?: (i: number, T: number) => void;
+  /** Aborting stops the run at the next model call and cancels calls in flight. */
+  readonly signal?: AbortSignal;
+  /**
+   * Runs the denoising loop; the default runs every rank in this process over
+   * one UNet session. The CLI passes the Worker engine here.
+   */
+  readonly denoiseWith?: DenoiseEngine;
+}
+
+/** What a denoising engine reports besides the final latents. */
+export interface DenoiseReport {
+  readonly output: Float32Array;
+  /** Execution provider the UNet ran on. */
+  readonly ep: ExecutionProvider;
+  /** Model calls per rank (one entry for single-device modes). */
+  readonly modelCalls: readonly number[];
+  /** Network calls on the critical path (measured). */
+  readonly criticalPathCalls: number;
+  /** Bytes of steps exchanged between devices. */
+  readonly bytesExchanged: number;
+  /** Milliseconds ranks spent waiting for exchanged steps, summed over ranks. */
+  readonly exchangeMs: number;
+  /** Milliseconds spent opening the UNet session(s) before the first step. */
+  readonly loadMs: number;
+}
+
+/** Everything a denoising engine gets. */
+export interface DenoiseJob {
+  readonly env: Env;
+  readonly model: ModelFolder;
+  readonly request: CheckedRequest;
+  readonly conditioning: Conditioning;
+  readonly x0: Float32Array<ArrayBuffer>;
+  readonly mode: DenoiseMode;
+  readonly devices: number;
+  readonly warmup: number;
+  readonly stride: number;
+  readonly ep: ExecutionProvider | "auto";
+  readonly onStep?: (i: number) => void;
+  readonly signal?: AbortSignal;
+}
+
+/** Runs a {@linkcode DenoiseJob}. */
+export type DenoiseEngine = (job: DenoiseJob) => Promise<DenoiseReport>;
+
+/**
+ * The in-process engine: one UNet session on device 0 serves every rank
+ * (ParaStep ranks interleave their calls), or the single device of
+ * sequential and BatchStep runs.
+ */
+export async function denoiseInProcess(job: DenoiseJob): Promise<DenoiseReport> {
+  const { env, model, request, conditioning, x0, mode } = job;
+  const threads = Math.max(1, Math.floor(navigator.hardwareConcurrency / Math.max(1, job.devices)));
+  const t0 = performance.now();
+  using unet = openDenoiser(env, model, {
+    executionProvider: job.ep,
+    intraOpThreads: job.ep === "cpu" ? threads : 0,
+  });
+  const loadMs = performance.now() - t0;
+  using denoiser = new Denoiser(
+    unet,
+    conditioning,
+    ddim(model.manifest.scheduler, request.steps),
+    request.latentDims,
+  );
+  const T = request.steps;
+  const onStep = job.onStep;
+  if (mode === "batchstep") {
+    const { output, modelCalls } = await runBatchStep(
+      { steps: T, warmup: job.warmup, stride: job.stride },
+      denoiser,
+      x0,
+      { ...(job.signal ? { signal: job.signal } : {}), ...(onStep ? { onStep } : {}) },
+    );
+    return {
+      output,
+      ep: unet.executionProvider,
+      modelCalls: [modelCalls],
+      criticalPathCalls: modelCalls,
+      bytesExchanged: 0,
+      exchangeMs: 0,
+      loadMs,
+    };
+  }
+  const devices = mode === "sequential" ? 1 : job.devices;
+  const result = await runInProcess(
+    { steps: T, warmup: job.warmup, devices },
+    () => denoiser,
+    x0,
+    { ...(job.signal ? { signal: job.signal } : {}), ...(onStep ? { onStep } : {}) },
+  );
+  return {
+    output: result.output,
+    ep: unet.executionProvider,
+    modelCalls: result.modelCalls,
+    criticalPathCalls: result.criticalPathCalls,
+    bytesExchanged: result.counters.reduce((a, c) => a + c.bytesSent, 0),
+    exchangeMs: result.counters.reduce((a, c) => a + c.waitMs, 0),
+    loadMs,
+  };
+}
+
+/** A finished generation. */
+export interface Generation {
+  readonly request: CheckedRequest;
+  readonly waveform: Float32Array<ArrayBuffer>;
+  readonly mel: Tensor<"float32">;
+  readonly denoise: DenoiseReport & {
+    readonly mode: DenoiseMode;
+    readonly devices: number;
+    readonly warmup: number;
+  };
+  /**
+   * Wall time of each stage, in milliseconds; `denoiseMs` excludes opening the
+   * UNet (`loadMs`).
+   */
+  readonly timings: {
+    readonly encodeMs: number;
+    readonly loadMs: number;
+    readonly denoiseMs: number;
+    readonly decodeMs: number;
+  };
+}
+
+/**
+ * The whole pipeline: check, encode, prepare latents, denoise (with the chosen
+ * engine and mode), decode.
+ *
+ * @throws {RangeError} for a request or option out of range, before any session opens
+ */
+export async function generate(
+  model: ModelFolder,
+  request: AudioRequest,
+  options: GenerateOptions = {},
+): Promise<Generation> {
+  // 1. Check inputs
+  const checked = checkRequest(model, request);
+  const mode = options.mode ?? "parastep";
+  const devices = options.devices ?? 1;
+  if (!Number.isInteger(devices) || devices < 1) {
+    throw new RangeError(
+      `Cannot generate as 'devices' must be an integer >= 1: current value is ${devices}`,
+    );
+  }
+  const warmup = options.warmup ?? Math.min(model.manifest.defaults.warmup, checked.steps);
+  const stride = options.stride ?? 2;
+  if (mode === "batchstep") checkBatchStepPlan({ steps: checked.steps, warmup, stride });
+  else checkPlan({ steps: checked.steps, warmup, devices: mode === "sequential" ? 1 : devices });
+  const ep = options.ep ?? "cpu";
+  const session: SessionOptions = { executionProvider: ep, intraOpThreads: options.threads ?? 0 };
+
+  using env = Env.create();
+  // 3. Encode input prompt
+  let t0 = performance.now();
+  const { conditioning } = await encodePrompt(env, model, checked, { session });
+  const encodeMs = performance.now() - t0;
+  options.signal?.throwIfAborted();
+
+  using decoder = Decoder.open(env, model, { session });
+
+  // 5. Prepare latent variables; 7. Denoising loop
+  const x0 = prepareLatents(checked);
+  t0 = performance.now();
+  const engine = options.denoiseWith ?? denoiseInProcess;
+  const onStep = options.onStep;
+  const report = await engine({
+    env,
+    model,
+    request: checked,
+    conditioning,
+    x0,
+    mode,
+    devices,
+    warmup,
+    stride,
+    ep,
+    ...(onStep ? { onStep: (i: number) => onStep(i, checked.steps) } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  const denoiseMs = performance.now() - t0 - report.loadMs;
+
+  // 8. Post-processing
+  t0 = performance.now();
+  const { mel, waveform } = decoder.decode(checked, report.output);
+  const decodeMs = performance.now() - t0;
+  return {
+    request: checked,
+    waveform,
+    mel,
+    denoise: { ...report, mode, devices: mode === "parastep" ? devices : 1, warmup },
+    timings: { encodeMs, loadMs: report.loadMs, denoiseMs, decodeMs },
+  };
 }

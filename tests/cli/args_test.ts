@@ -27,3 +27,104 @@ Deno.test("parseCommand refuses unknown commands, flags and arguments with a usa
   refuses(["info", "--bogus"], /Unknown option '--bogus'/, "info");
   refuses(["info", "extra"], /Unexpected argument 'extra'/, "info");
 });
+
+Deno.test("parseCommand reads gen with defaults and every flag", () => {
+  const gen = parseCommand(["gen", "--prompt", "rain"]);
+  assert.equal(gen.kind, "gen");
+  if (gen.kind !== "gen") return;
+  assert.equal(gen.model, "audioldm2-tiny");
+  assert.equal(gen.prompt, "rain");
+  assert.equal(gen.gpus, 1);
+  assert.equal(gen.mode, "parastep");
+  assert.equal(gen.ep, "auto");
+  assert.equal(gen.seed, 0);
+  assert.equal(gen.wavFormat, "pcm16");
+  assert.equal(gen.steps, undefined);
+  const full = parseCommand([
+    "gen",
+    "-m",
+    "models/x",
+    "-p",
+    "wind",
+    "--negative-prompt",
+    "noise",
+    "--steps",
+    "50",
+    "--guidance",
+    "2.5",
+    "--duration",
+    "4",
+    "--seed",
+    "9",
+    "--ep",
+    "cuda",
+    "--devices",
+    "4",
+    "--mode",
+    "batchstep",
+    "--warmup",
+    "3",
+    "--stride",
+    "3",
+    "-o",
+    "x.wav",
+    "--spectrogram",
+    "x.png",
+    "--wav-format",
+    "float32",
+    "--threads",
+    "2",
+    "--in-process",
+  ]);
+  assert.deepEqual(full, {
+    kind: "gen",
+    model: "models/x",
+    prompt: "wind",
+    negativePrompt: "noise",
+    steps: 50,
+    guidance: 2.5,
+    duration: 4,
+    seed: 9,
+    ep: "cuda",
+    gpus: 4,
+    mode: "batchstep",
+    warmup: 3,
+    stride: 3,
+    out: "x.wav",
+    spectrogram: "x.png",
+    wavFormat: "float32",
+    threads: 2,
+    inProcess: true,
+    verbose: false,
+  });
+});
+
+Deno.test("parseCommand reads bench's device list", () => {
+  const bench = parseCommand(["bench", "--gpus", "2, 1,2", "--runs", "5", "--json", "r.json"]);
+  assert.equal(bench.kind, "bench");
+  if (bench.kind !== "bench") return;
+  assert.deepEqual(bench.gpus, [1, 2]);
+  assert.equal(bench.runs, 5);
+  assert.equal(bench.json, "r.json");
+  assert.deepEqual((parseCommand(["bench"]) as { gpus: readonly number[] }).gpus, [1, 2]);
+});
+
+Deno.test("bad flag values are one-line usage errors without the usage text", () => {
+  const refuses = (args: string[], pattern: RegExp) =>
+    assert.throws(
+      () => parseCommand(args),
+      (e: unknown) => e instanceof UsageError && pattern.test(e.message) && !e.showUsage,
+    );
+  refuses(["gen"], /Missing --prompt/);
+  refuses(["gen", "-p", "x", "--steps", "ten"], /--steps: 'ten' is not an integer/);
+  refuses(["gen", "-p", "x", "--steps", "2.5"], /--steps: '2.5' is not an integer/);
+  refuses(["gen", "-p", "x", "--guidance", "1e"], /--guidance: '1e' is not a number/);
+  refuses(["gen", "-p", "x", "--gpus", "0"], /--gpus: '0' is not an integer >= 1/);
+  refuses(
+    ["gen", "-p", "x", "--ep", "tpu"],
+    /--ep: 'tpu' \(choose one of cpu, cuda, webgpu, auto\)/,
+  );
+  refuses(["gen", "-p", "x", "--mode", "fast"], /--mode: 'fast'/);
+  refuses(["gen", "-p", "x", "--gpus", "2", "--devices", "2"], /not both/);
+  refuses(["bench", "--gpus", "1,x"], /--gpus: 'x'/);
+});

@@ -1,0 +1,104 @@
+/**
+ * `parastep gen`: one prompt in, one WAV out.
+ *
+ * @module
+ */
+
+import { encodeHeatmapPng } from "../io/png.ts";
+import { encodeWav } from "../io/wav.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
+import { resolveModel } from "../models/model.ts";
+import { type DenoiseEngine, denoiseInProcess, generate } from "../pipelines/audioldm2.ts";
+import type { GenCommand } from "./args.ts";
+import { checkWritable, defaultOutputName } from "./output.ts";
+import { ProgressBar } from "./progress.ts";
+
+/** The families `gen` can run. */
+const FAMILIES = ["audioldm2"];
+
+/** What `gen` did, for the summary line and for tests. */
+export interface GenSummary {
+  readonly out: string;
+  readonly line: string;
+}
+
+/** Picks the engine: Workers for ParaStep on several devices unless told otherwise. */
+export type EngineChooser = (command: GenCommand) => DenoiseEngine;
+
+/** The default chooser: everything in this process. */
+export const inProcessEngine: EngineChooser = () => denoiseInProcess;
+
+/**
+ * Runs `gen`: checks the model and output paths first, then generates, then
+ * writes the WAV (and spectrogram) atomically.
+ *
+ * @param signal aborting it (Ctrl-C) stops the run cleanly; nothing is written
+ */
+export async function runGen(
+  command: GenCommand,
+  options: { signal?: AbortSignal; chooseEngine?: EngineChooser } = {},
+): Promise<GenSummary> {
+  const model = resolveModel(command.model);
+  if (!FAMILIES.includes(model.manifest.family)) {
+    throw new RangeError(
+      `Cannot generate with '${command.model}': its family '${model.manifest.family}' is not supported yet (supported: ${
+        FAMILIES.join(", ")
+      })`,
+    );
+  }
+  const out = command.out ?? defaultOutputName(command.prompt, command.seed);
+  checkWritable(out);
+  if (command.spectrogram !== undefined) checkWritable(command.spectrogram, "the spectrogram");
+
+  const progress = new ProgressBar("denoise", command.steps ?? model.manifest.defaults.steps);
+  const engine = (options.chooseEngine ?? inProcessEngine)(command);
+  let result;
+  try {
+    result = await generate(model, {
+      prompt: command.prompt,
+      ...(command.negativePrompt !== undefined ? { negativePrompt: command.negativePrompt } : {}),
+      ...(command.steps !== undefined ? { steps: command.steps } : {}),
+      ...(command.guidance !== undefined ? { guidance: command.guidance } : {}),
+      ...(command.duration !== undefined ? { duration: command.duration } : {}),
+      seed: command.seed,
+    }, {
+      ep: command.ep,
+      mode: command.mode,
+      devices: command.gpus,
+      ...(command.warmup !== undefined ? { warmup: command.warmup } : {}),
+      ...(command.stride !== undefined ? { stride: command.stride } : {}),
+      ...(command.threads !== undefined ? { threads: command.threads } : {}),
+      onStep: (i) => progress.update(i + 1),
+      denoiseWith: engine,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+  } finally {
+    progress.finish();
+  }
+  const { request, denoise, timings } = result;
+  await writeFileAtomic(
+    out,
+    encodeWav(result.waveform, request.sampleRate, { format: command.wavFormat }),
+  );
+  if (command.spectrogram !== undefined) {
+    const [, , frames, bins] = result.mel.dims;
+    await writeFileAtomic(
+      command.spectrogram,
+      await encodeHeatmapPng(result.mel.data, [frames!, bins!]),
+    );
+  }
+  const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+  const devices = denoise.mode === "parastep" && denoise.devices > 1
+    ? `ParaStep on ${denoise.devices} devices (W=${denoise.warmup})`
+    : denoise.mode === "batchstep"
+    ? "BatchStep on 1 device"
+    : "sequential on 1 device";
+  const line = `wrote ${out} (${request.duration} s at ${request.sampleRate / 1000} kHz): ` +
+    `encode ${s(timings.encodeMs)}, load ${s(timings.loadMs)}, denoise ${s(timings.denoiseMs)} ` +
+    `(${request.steps} steps, ${devices}, ${denoise.ep}, ${denoise.criticalPathCalls} network calls on the critical path` +
+    (denoise.bytesExchanged > 0
+      ? `, ${(denoise.bytesExchanged / 1024).toFixed(0)} KiB exchanged`
+      : "") +
+    `), decode ${s(timings.decodeMs)}`;
+  return { out, line };
+}

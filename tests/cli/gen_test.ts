@@ -1,0 +1,175 @@
+import assert from "node:assert/strict";
+import { decodeWav } from "../../src/io/wav.ts";
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+const TINY = new URL("../../models/audioldm2-tiny", import.meta.url).pathname;
+const PERMISSIONS = ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env", "--allow-sys"];
+
+async function parastep(args: string[], cwd?: string) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...PERMISSIONS, MAIN, ...args],
+    ...(cwd ? { cwd } : {}),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+}
+
+Deno.test("gen writes a 16 kHz WAV of the requested length, byte-identical for the same seed", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const args = ["gen", "--prompt", "rain on a tin roof", "--ep", "cpu", "--seed", "7"];
+    const first = await parastep([
+      ...args,
+      "--out",
+      `${dir}/a.wav`,
+      "--spectrogram",
+      `${dir}/a.png`,
+    ]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, /^wrote .*a\.wav \(1\.28 s at 16 kHz\): encode .* denoise .*\n$/);
+    const second = await parastep([...args, "--out", `${dir}/b.wav`]);
+    assert.equal(second.code, 0, second.stderr);
+    const a = await Deno.readFile(`${dir}/a.wav`);
+    assert.deepEqual(a, await Deno.readFile(`${dir}/b.wav`));
+    const wav = decodeWav(a);
+    assert.equal(wav.sampleRate, 16000);
+    assert.equal(wav.channels, 1);
+    assert.equal(wav.samples.length, Math.trunc(1.28 * 16000));
+    assert.ok(wav.samples.some((v) => v !== 0), "the audio is not silent");
+    const other = await parastep([
+      "gen",
+      "--prompt",
+      "rain on a tin roof",
+      "--ep",
+      "cpu",
+      "--seed",
+      "8",
+      "--out",
+      `${dir}/c.wav`,
+    ]);
+    assert.equal(other.code, 0, other.stderr);
+    assert.notDeepEqual(a, await Deno.readFile(`${dir}/c.wav`));
+    const png = await Deno.readFile(`${dir}/a.png`);
+    assert.deepEqual([...png.subarray(1, 4)], [0x50, 0x4e, 0x47]);
+    // Default name, in the working directory.
+    const named = await parastep([
+      "gen",
+      "--prompt",
+      "Café au lait!",
+      "--ep",
+      "cpu",
+      "--steps",
+      "2",
+    ], dir);
+    assert.equal(named.code, 0, named.stderr);
+    assert.ok((await Deno.stat(`${dir}/cafe-au-lait_s0.wav`)).isFile);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bad input gets one exact line, exit code 2 and no file", async (t) => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const broken = `${dir}/broken-model`;
+    await Deno.mkdir(broken);
+    for (const entry of Deno.readDirSync(TINY)) {
+      if (entry.isFile) await Deno.copyFile(`${TINY}/${entry.name}`, `${broken}/${entry.name}`);
+    }
+    for (const sub of ["tokenizer", "tokenizer_2"]) {
+      await Deno.mkdir(`${broken}/${sub}`);
+      for (const f of Deno.readDirSync(`${TINY}/${sub}`)) {
+        await Deno.copyFile(`${TINY}/${sub}/${f.name}`, `${broken}/${sub}/${f.name}`);
+      }
+    }
+    const out = `${dir}/out.wav`;
+    const cases: [string, string[], RegExp][] = [
+      ["empty prompt", ["--prompt", "  "], /^parastep: Cannot generate as 'prompt' is empty/],
+      [
+        "enormous prompt",
+        ["--prompt", "x".repeat(5000)],
+        /^parastep: Cannot generate as the prompt is 5000 characters long: the limit is 4096$/,
+      ],
+      [
+        "duration out of range",
+        ["--prompt", "x", "--duration", "0.01"],
+        /^parastep: Cannot generate as 'duration' must be between 0\.32 and 60: current value is 0\.01$/,
+      ],
+      [
+        "steps below 1",
+        ["--prompt", "x", "--steps", "0"],
+        /^parastep: Cannot generate as 'steps' must be between 1 and 1000: current value is 0$/,
+      ],
+      [
+        "non-numeric guidance",
+        ["--prompt", "x", "--guidance", "loud"],
+        /^parastep: Invalid value for --guidance: 'loud' is not a number \(see 'parastep help gen'\)$/,
+      ],
+      [
+        "unwritable output path",
+        ["--prompt", "x", "--out", `${dir}/missing/out.wav`],
+        /^parastep: Cannot write the output '.*missing\/out\.wav': the folder '.*missing' does not exist$/,
+      ],
+      [
+        "a model that is not there",
+        ["--prompt", "x", "--model", "audioldm2"],
+        /^parastep: Cannot find model 'audioldm2': .* python -m models\.export audioldm2 --from cvssp\/audioldm2 --out models\/audioldm2/,
+      ],
+    ];
+    for (const [name, args, message] of cases) {
+      await t.step(name, async () => {
+        const r = await parastep(["gen", "--ep", "cpu", "--out", out, ...args]);
+        assert.equal(r.code, 2, r.stderr);
+        assert.equal(r.stdout, "");
+        assert.equal(r.stderr.trimEnd().split("\n").length, 1, r.stderr);
+        assert.match(r.stderr.trimEnd(), message);
+        await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
+      });
+    }
+    await t.step("a model folder with a missing component file", async () => {
+      await Deno.rename(`${broken}/vocoder.onnx`, `${broken}/vocoder.moved`);
+      const r = await parastep([
+        "gen",
+        "--ep",
+        "cpu",
+        "--out",
+        out,
+        "--prompt",
+        "x",
+        "--model",
+        broken,
+      ]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(
+        r.stderr.trimEnd(),
+        /component 'vocoder' file .*vocoder\.onnx is missing; re-export the model$/,
+      );
+      await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
+    });
+    await t.step("a model folder with a mismatched component", async () => {
+      await Deno.copyFile(`${broken}/projection.onnx`, `${broken}/vocoder.onnx`);
+      const r = await parastep([
+        "gen",
+        "--ep",
+        "cpu",
+        "--out",
+        out,
+        "--prompt",
+        "x",
+        "--model",
+        broken,
+      ]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.equal(r.stderr.trimEnd().split("\n").length, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        /component 'vocoder' \(vocoder\.onnx\) has inputs \[.*\] but the manifest declares \[mel\]/,
+      );
+      await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
