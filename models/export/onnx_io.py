@@ -170,11 +170,6 @@ def describe(path: Path) -> dict:
     }
 
 
-def folder_bytes(path: Path) -> int:
-    """Total size of the files under `path`."""
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
 def replace_dir(src: Path, dst: Path) -> None:
     """Move a finished build into place, replacing what was there."""
     if dst.exists():

@@ -64,11 +64,13 @@ def check_configs(root: Path) -> None:
     for rel, fields in REQUIRED_FIELDS.items():
         file = root / rel
         if not file.is_file():
-            raise ExportError(f"checkpoint {root}: missing file {rel}")
+            raise ExportError(f"checkpoint {root}: missing file {file}")
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise ExportError(f"checkpoint {root}: cannot read {rel}: {err}") from None
+        if rel == "model_index.json" and data.get("_class_name") != "AudioLDM2Pipeline":
+            raise ExportError(f"checkpoint {root}: {file} describes a {data.get('_class_name')}, not an AudioLDM2Pipeline")
         for field in fields:
             if field not in data or data[field] is None:
                 raise ExportError(f"checkpoint {root}: field '{field}' is missing from {file}")

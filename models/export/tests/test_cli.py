@@ -148,3 +148,21 @@ def test_refuses_to_replace_other_folders(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model", "utf-8")
     _assert_clean_error(run_cli("audioldm2", "--tiny", "--out", str(tmp_path)), "manifest.json")
     assert (tmp_path / "notes.txt").exists()
+
+
+def test_checkpoint_checks_name_the_problem(tmp_path):
+    """The other checkpoint problems: a missing file, another pipeline class (checked in-process)."""
+    from models.export.audioldm2 import checkpoint, configs
+    from models.export.errors import ExportError
+
+    ckpt = tmp_path / "ckpt"
+    configs.build_pipeline(configs.TINY, 0).save_pretrained(ckpt)
+    checkpoint.check_configs(ckpt)  # complete: no error
+    (ckpt / "vae" / "config.json").unlink()
+    with pytest.raises(ExportError, match=r"missing file .*vae/config\.json"):
+        checkpoint.check_configs(ckpt)
+    index = json.loads((ckpt / "model_index.json").read_text("utf-8"))
+    index["_class_name"] = "StableDiffusionPipeline"
+    (ckpt / "model_index.json").write_text(json.dumps(index), "utf-8")
+    with pytest.raises(ExportError, match="StableDiffusionPipeline, not an AudioLDM2Pipeline"):
+        checkpoint.check_configs(ckpt)
