@@ -9,3 +9,4 @@
 export * from "./rounds.ts";
 export * from "./batchstep.ts";
 export * from "./transport.ts";
+export * from "./devices.ts";

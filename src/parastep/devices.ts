@@ -1,0 +1,159 @@
+/**
+ * Where and how one ParaStep rank runs, and the contract a model family implements so that a
+ * generic Worker can run its denoiser on that rank.
+ *
+ * A family (AudioLDM2, SVD, ...) ships a *sampler module*: an ES module exporting
+ * {@link SamplerModule.openSampler}. The coordinator sends each Worker the module's URL, a
+ * structured-cloneable `init` payload (conditioning tensors as typed arrays with their dims,
+ * guidance, scheduler config, model path: whatever the family needs) and the rank's
+ * {@link DeviceAssignment}; the Worker imports the module, opens the sampler once, and runs its rank
+ * of the loop with it. The engine never looks inside `init`.
+ *
+ * @module
+ */
+
+import type { Sampler } from "./rounds.ts";
+
+/** The execution provider a run asks for; `"auto"` lets each rank's session pick (cuda, webgpu, cpu). */
+export type DeviceEp = "cpu" | "cuda" | "webgpu" | "auto";
+
+/** The execution providers {@link assignDevices} accepts. */
+export const DEVICE_EPS: readonly DeviceEp[] = ["cpu", "cuda", "webgpu", "auto"];
+
+/** Where and how one rank runs. */
+export interface DeviceAssignment {
+  /** This rank `r` in `0..devices-1`. */
+  readonly rank: number;
+  /** `N`: ranks in the generation. */
+  readonly devices: number;
+  /** The execution provider the rank's sessions must use (`"auto"`: the session picks and says which). */
+  readonly ep: DeviceEp;
+  /** Device ordinal for the provider (the CUDA device of this rank; 0 for cpu and webgpu). */
+  readonly deviceId: number;
+  /**
+   * Intra-op threads for the rank's sessions: the CPU cores this rank may use, so that `N` CPU ranks
+   * side by side do not oversubscribe the machine.
+   */
+  readonly intraOpThreads: number;
+}
+
+/**
+ * A rank's sampler plus the resources behind it (sessions, env, buffers).
+ *
+ * Disposing it must cancel model runs in flight (ORT's terminate flag, e.g. `Session.closeAsync()`)
+ * and resolve only when none is left, because the Worker is terminated after it: terminating a
+ * Worker with a nonblocking ORT call in flight is unsafe (docs/reference/ort-c-api.md §10.9).
+ * A model call cancelled this way should reject.
+ *
+ * As for every {@link Sampler}, the arrays returned by `model`, `guide` and `step` are kept across
+ * later calls and sent to other ranks: they must not alias a buffer that a later call overwrites.
+ */
+export interface OpenedSampler extends Sampler<Float32Array, Float32Array>, AsyncDisposable {
+  /** The provider the rank's denoiser actually runs on (reported back to the coordinator). */
+  readonly executionProvider?: string;
+}
+
+/**
+ * What a sampler module exports. The Worker imports the module by URL and calls `openSampler`
+ * once per generation, before the run starts.
+ *
+ * `init` arrives through `postMessage`, so it must be structured-cloneable: plain objects, arrays,
+ * numbers, strings, typed arrays (`Float32Array` conditioning with its dims), `Uint8Array` model
+ * bytes, `Map`, `Date`... but no functions, class instances with behaviour, ORT handles or
+ * sessions. Each Worker receives its own copy.
+ *
+ * @typeParam Init The family's init payload.
+ * @example
+ * ```ts ignore
+ * // my_family_sampler.ts
+ * export async function openSampler(init: MyInit, device: DeviceAssignment): Promise<OpenedSampler> {
+ *   const env = Env.create();
+ *   const session = Session.create(env, init.unetPath, {
+ *     executionProvider: device.ep, deviceId: device.deviceId, intraOpThreads: device.intraOpThreads,
+ *   });
+ *   return {
+ *     executionProvider: session.executionProvider,
+ *     model: async (x, i) => ..., guide: (eps) => ..., step: (e, i, x) => ...,
+ *     async [Symbol.asyncDispose]() { await session.closeAsync(); env.close(); },
+ *   };
+ * }
+ * ```
+ */
+export interface SamplerModule<Init> {
+  /**
+   * Open this rank's sampler on its device.
+   *
+   * @param init The family's payload, as given to the coordinator.
+   * @param device Where and how this rank runs.
+   * @returns The sampler; the Worker disposes it when the generation ends or fails.
+   */
+  openSampler(init: Init, device: DeviceAssignment): Promise<OpenedSampler> | OpenedSampler;
+}
+
+/** Options for {@link assignDevices}. */
+export interface AssignDevicesOptions {
+  /**
+   * The execution provider every rank uses.
+   *
+   * @default {"cpu"}
+   */
+  ep?: DeviceEp;
+  /**
+   * CPU cores to share among the ranks.
+   *
+   * @default {navigator.hardwareConcurrency}
+   */
+  cores?: number;
+}
+
+/**
+ * Assign each of `devices` ranks its device (design.md, "Devices and workers"):
+ * - `cuda`: rank `r` on CUDA device `r`;
+ * - `webgpu`: every rank on the one WebGPU device (0);
+ * - `cpu`: device 0, and `max(1, floor(cores / N))` intra-op threads per rank so that the ranks
+ *   run side by side on disjoint cores;
+ * - `auto`: as cuda (device `r`) should the session pick CUDA; the CPU share as for cpu.
+ *
+ * Every provider gets the CPU share as its intra-op thread count, since operators a GPU provider
+ * does not take still run on the CPU.
+ *
+ * @param devices `N`, an integer >= 1.
+ * @param options See {@link AssignDevicesOptions}.
+ * @returns One assignment per rank, indexed by rank.
+ * @throws {RangeError} For a bad `devices`, `ep` or `cores`.
+ * @example
+ * ```ts
+ * const [a, b] = assignDevices(2, { ep: "cpu", cores: 8 });
+ * if (a?.intraOpThreads !== 4 || b?.rank !== 1) throw new Error();
+ * ```
+ */
+export function assignDevices(
+  devices: number,
+  options: AssignDevicesOptions = {},
+): DeviceAssignment[] {
+  if (!Number.isInteger(devices) || devices < 1) {
+    throw new RangeError(
+      `Cannot assign devices as 'devices' must be an integer >= 1: current value is ${devices}`,
+    );
+  }
+  const ep = options.ep ?? "cpu";
+  if (!DEVICE_EPS.includes(ep)) {
+    throw new RangeError(
+      `Cannot assign devices as 'ep' must be one of ${DEVICE_EPS.join(", ")}: ` +
+        `current value is ${ep}`,
+    );
+  }
+  const cores = options.cores ?? navigator.hardwareConcurrency;
+  if (!Number.isInteger(cores) || cores < 1) {
+    throw new RangeError(
+      `Cannot assign devices as 'cores' must be an integer >= 1: current value is ${cores}`,
+    );
+  }
+  const intraOpThreads = Math.max(1, Math.floor(cores / devices));
+  const assignments: DeviceAssignment[] = [];
+  for (let rank = 0; rank < devices; rank++) {
+    const deviceId = ep === "cuda" || ep === "auto" ? rank : 0;
+    assignments.push({ rank, devices, ep, deviceId, intraOpThreads });
+  }
+  return assignments;
+}
