@@ -9,4 +9,5 @@
 export * from "./rounds.ts";
 export * from "./batchstep.ts";
 export * from "./transport.ts";
+export * from "./channel.ts";
 export * from "./devices.ts";
