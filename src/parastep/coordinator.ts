@@ -1,0 +1,493 @@
+/**
+ * The ParaStep coordinator: one Worker per device, each running one rank of the loop with its own
+ * sampler, exchanging steps over `BroadcastChannel` (see worker.ts for the protocol and channel.ts
+ * for the exchange).
+ *
+ * Lifecycle of {@link runWorkers}: spawn `N` Workers -> send each `init` (sampler module URL,
+ * init payload, device, and `x0` to rank 0: the conditioning and latents cross once) -> wait for
+ * every `ready` -> `run` -> collect rank 0's output and every rank's stats -> shut every worker
+ * down: `abort`, wait for `closed` (bounded), `terminate()`. The shutdown runs on every path,
+ * success, failure or abort, and always after the workers have cancelled their model runs.
+ *
+ * @module
+ */
+
+import { assignDevices, type DeviceAssignment, type DeviceEp } from "./devices.ts";
+import { checkPlan, type ParaStepPlan } from "./rounds.ts";
+import { ExchangeError } from "./transport.ts";
+import type {
+  CloseReport,
+  DoneReply,
+  ErrorReply,
+  FailureStage,
+  FromWorker,
+  RankStats,
+  SerializedError,
+  ToWorker,
+} from "./worker.ts";
+
+/** What to run: the plan, the family's sampler module and its payload, and the initial latents. */
+export interface SamplerJob<Init> {
+  /** `T`, `W`, `N`; `N` Workers are started. */
+  plan: ParaStepPlan;
+  /**
+   * Absolute URL of the sampler module (e.g. `new URL("./unet_sampler.ts", import.meta.url)`);
+   * see {@link SamplerModule}.
+   */
+  module: string | URL;
+  /** The family's payload for `openSampler`; must be structured-cloneable. */
+  init: Init;
+  /** The initial latents `x_0`, identical for every rank by construction (only rank 0 gets them). */
+  x0: Float32Array;
+}
+
+/** Options for {@link runWorkers}. */
+export interface RunWorkersOptions {
+  /**
+   * The execution provider of every rank (see {@link assignDevices}); ignored when `devices` is
+   * given.
+   *
+   * @default {"cpu"}
+   */
+  ep?: DeviceEp;
+  /**
+   * CPU cores shared among CPU ranks; ignored when `devices` is given.
+   *
+   * @default {navigator.hardwareConcurrency}
+   */
+  cores?: number;
+  /** Explicit per-rank assignments (one per rank, indexed by rank), instead of `ep` and `cores`. */
+  devices?: readonly DeviceAssignment[];
+  /**
+   * The generation id (message tags and channel names); a new one for each generation.
+   *
+   * @default {a random UUID}
+   */
+  gen?: string;
+  /**
+   * Aborting it (e.g. on SIGINT) shuts every worker down cleanly; `runWorkers` then rejects with
+   * `signal.reason`.
+   */
+  signal?: AbortSignal;
+  /**
+   * Progress: called with increasing step indices after rank 0 applies them, at most once per
+   * `progressIntervalMs`, and always for the last step `T - 1`. An exception thrown here fails the
+   * run.
+   */
+  onStep?: (i: number) => void;
+  /**
+   * Least milliseconds between two progress reports from rank 0 (0: every step).
+   *
+   * @default {50}
+   */
+  progressIntervalMs?: number;
+  /**
+   * How long to wait for a worker to reply `closed` (after cancelling its model runs) before
+   * terminating it anyway.
+   *
+   * @default {10000}
+   */
+  closeTimeoutMs?: number;
+  /**
+   * The Worker script, for layouts where it does not sit beside this module (e.g. a compiled
+   * binary) and for tests.
+   *
+   * @default {new URL("./worker.ts", import.meta.url)}
+   */
+  workerUrl?: string | URL;
+  /** Called once every worker has been shut down, on success, failure and abort alike. */
+  onShutdown?: (reports: ShutdownReport[]) => void;
+}
+
+/** How one worker was shut down. */
+export interface ShutdownReport {
+  /** The rank. */
+  rank: number;
+  /** It replied `closed` in time: its sampler was disposed and no model call was in flight. */
+  closed: boolean;
+  /** It had not replied when `closeTimeoutMs` ran out, and was terminated anyway. */
+  timedOut: boolean;
+  /** It had died (an error event the worker could not handle) and was not asked to close. */
+  died: boolean;
+  /** What the worker said when it closed; `null` without a `closed` reply. */
+  close: CloseReport | null;
+}
+
+/** Wall-clock milliseconds of the phases of {@link runWorkers}. */
+export interface WorkersWallTimes {
+  /** Spawning the workers until every rank is ready (module import, sessions). */
+  startMs: number;
+  /** `run` until every rank is done: the denoising loop. */
+  runMs: number;
+  /** Closing and terminating every worker. */
+  shutdownMs: number;
+  /** The whole call. */
+  totalMs: number;
+}
+
+/** What {@link runWorkers} returns. */
+export interface WorkersResult {
+  /** The generation id used. */
+  gen: string;
+  /** `x_T` from rank 0. */
+  output: Float32Array;
+  /** Per-rank stats, indexed by rank. */
+  ranks: RankStats[];
+  /** Network calls per rank, indexed by rank. */
+  modelCalls: number[];
+  /** Network calls on the measured critical path: rank 0's logical clock at the end. */
+  criticalPathCalls: number;
+  /** Messages sent by all ranks (a broadcast counts once). */
+  messages: number;
+  /** Payload bytes sent by all ranks (a broadcast counts once). */
+  bytesExchanged: number;
+  /** Milliseconds every rank spent waiting for messages, per round: `[rank][round]`. */
+  waitMsPerRound: number[][];
+  /** Wall times of the phases. */
+  wallMs: WorkersWallTimes;
+  /** How each worker was shut down, indexed by rank. */
+  shutdown: ShutdownReport[];
+}
+
+/**
+ * A rank failed: its sampler did not open, a model call or scheduler step threw, an exchange went
+ * wrong, or its worker died. Carries the rank, the step (when known), the stage, and the worker's
+ * original error as `cause` (an `Error` with the original `name`, `message` and `stack`).
+ */
+export class RankError extends Error {
+  override name = "RankError";
+  /** The rank that failed. */
+  readonly rank: number;
+  /** The step index it was working on, or `null` when not known (open, worker death). */
+  readonly step: number | null;
+  /** Where it failed. */
+  readonly stage: FailureStage;
+
+  /**
+   * @param rank The failed rank.
+   * @param step The step index, or `null`.
+   * @param stage Where it failed.
+   * @param cause The original error as the worker described it.
+   */
+  constructor(rank: number, step: number | null, stage: FailureStage, cause: SerializedError) {
+    const where = stage === "open"
+      ? `rank ${rank} failed to open its sampler`
+      : stage === "worker"
+      ? `the worker of rank ${rank} failed`
+      : step === null
+      ? `rank ${rank} failed (${stage})`
+      : `rank ${rank} failed at step ${step} (${stage})`;
+    super(`Cannot run ParaStep as ${where}: ${cause.message}`, { cause: revive(cause) });
+    this.rank = rank;
+    this.step = step;
+    this.stage = stage;
+  }
+}
+
+function revive(serialized: SerializedError): Error {
+  const error = new Error(serialized.message);
+  error.name = serialized.name;
+  if (serialized.stack !== undefined) error.stack = serialized.stack;
+  return error;
+}
+
+const DEFAULT_PROGRESS_INTERVAL_MS = 50;
+const DEFAULT_CLOSE_TIMEOUT_MS = 10_000;
+
+/** One spawned worker and the replies it has given. */
+interface RankHandle {
+  readonly rank: number;
+  readonly worker: Worker;
+  readonly ready: PromiseWithResolvers<void>;
+  readonly done: PromiseWithResolvers<DoneReply>;
+  readonly closed: PromiseWithResolvers<CloseReport | null>;
+  died: boolean;
+}
+
+/**
+ * Run one ParaStep generation on `N` Workers, one rank each, and shut them all down.
+ *
+ * Each Worker imports `job.module` and calls its `openSampler(job.init, device)` (see
+ * {@link SamplerModule}); ranks exchange steps over `BroadcastChannel`. The output is bit for bit
+ * what {@link runInProcess} gives with the same samplers, since the round logic is the same
+ * {@link runRank}.
+ *
+ * Failure: the first rank to fail (or die) ends the run; every worker is then told to abort, which
+ * cancels its model runs in flight before it replies `closed` and is terminated. The call rejects
+ * with a {@link RankError} naming the rank, the step and the cause ("Cannot run ParaStep as rank 1
+ * failed at step 7 (model): ..."). Aborting `options.signal` does the same and rejects with
+ * `signal.reason`.
+ *
+ * @param job The plan, the sampler module and its payload, and `x0`.
+ * @param options See {@link RunWorkersOptions}.
+ * @returns Rank 0's output and the stats of every rank.
+ * @throws {RangeError} For a bad plan or option.
+ * @throws {TypeError} For a module URL that is not absolute, an `x0` that is not a Float32Array,
+ *   or an init payload that cannot be structured-cloned.
+ * @throws {RankError} When a rank fails.
+ * @throws {ExchangeError} When a message reached a rank but was never received.
+ * @example
+ * ```ts ignore
+ * const result = await runWorkers(
+ *   { plan: { steps: 200, warmup: 5, devices: 2 }, module: new URL("./unet_sampler.ts", import.meta.url), init, x0 },
+ *   { ep: "cpu", signal: controller.signal, onStep: (i) => bar.update(i) },
+ * );
+ * ```
+ */
+export async function runWorkers<Init>(
+  job: SamplerJob<Init>,
+  options: RunWorkersOptions = {},
+): Promise<WorkersResult> {
+  const started = performance.now();
+  // 1. Check inputs before any worker starts.
+  const { plan, x0 } = job;
+  checkPlan(plan);
+  const N = plan.devices;
+  if (!(x0 instanceof Float32Array)) {
+    throw new TypeError("Cannot run ParaStep workers as 'x0' must be a Float32Array");
+  }
+  const moduleUrl = absoluteUrl(job.module, "module");
+  const workerUrl = options.workerUrl === undefined
+    ? new URL("./worker.ts", import.meta.url)
+    : absoluteUrl(options.workerUrl, "workerUrl");
+  const devices = options.devices ?? assignDevices(N, {
+    ...(options.ep === undefined ? {} : { ep: options.ep }),
+    ...(options.cores === undefined ? {} : { cores: options.cores }),
+  });
+  checkDevices(devices, N);
+  const progressIntervalMs = nonNegative(
+    options.progressIntervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS,
+    "progressIntervalMs",
+  );
+  const closeTimeoutMs = nonNegative(
+    options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS,
+    "closeTimeoutMs",
+  );
+  const { signal } = options;
+  signal?.throwIfAborted();
+  const gen = options.gen ?? crypto.randomUUID();
+
+  // The first failure wins; later ones (aborts echoing it) are dropped.
+  const failure = Promise.withResolvers<never>();
+  failure.promise.catch(() => {});
+  let failed = false;
+  const fail = (error: unknown): void => {
+    if (failed) return;
+    failed = true;
+    failure.reject(error);
+  };
+  const onAbort = (): void => fail(signal?.reason);
+  // No progress after the run has failed: the caller is already being told it ended.
+  const onStep = options.onStep;
+  const progress = onStep === undefined ? undefined : (i: number): void => {
+    if (!failed) onStep(i);
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
+
+  const handles: RankHandle[] = [];
+  let outcome: { ok: true; dones: DoneReply[]; startMs: number; runMs: number } | {
+    ok: false;
+    error: unknown;
+  };
+  try {
+    // 2. Spawn every worker and send init: conditioning and latents cross once, here.
+    for (let rank = 0; rank < N; rank++) {
+      const handle = spawn(rank, workerUrl, progress, fail);
+      handles.push(handle);
+      const init: ToWorker = {
+        type: "init",
+        rank,
+        plan: { steps: plan.steps, warmup: plan.warmup, devices: N },
+        gen,
+        module: moduleUrl.href,
+        init: job.init,
+        x0: rank === 0 ? x0 : new Float32Array(0),
+        device: devices[rank]!,
+        progressIntervalMs,
+      };
+      try {
+        handle.worker.postMessage(init);
+      } catch (error) {
+        throw new TypeError(
+          `Cannot send the init payload to rank ${rank} as it is not structured-cloneable: ${
+            error instanceof Error ? error.message : String(error)
+          }`,
+          { cause: error },
+        );
+      }
+    }
+    // 3. Every rank's channels must listen before any rank sends.
+    await Promise.race([Promise.all(handles.map((h) => h.ready.promise)), failure.promise]);
+    const startMs = performance.now() - started;
+    // 4. Run.
+    const runStarted = performance.now();
+    for (const handle of handles) handle.worker.postMessage({ type: "run" } satisfies ToWorker);
+    const dones = await Promise.race([
+      Promise.all(handles.map((h) => h.done.promise)),
+      failure.promise,
+    ]);
+    outcome = { ok: true, dones, startMs, runMs: performance.now() - runStarted };
+  } catch (error) {
+    outcome = { ok: false, error };
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+
+  // 5. Shut every worker down, whatever happened.
+  const shutdownStarted = performance.now();
+  const shutdown = await Promise.all(handles.map((h) => shutdownRank(h, closeTimeoutMs)));
+  const shutdownMs = performance.now() - shutdownStarted;
+  options.onShutdown?.(shutdown);
+  if (!outcome.ok) throw outcome.error;
+
+  // 6. Collect.
+  const ranks = outcome.dones.map((d) => d.stats);
+  for (const stats of ranks) {
+    const left = stats.undelivered[0];
+    if (left !== undefined) {
+      throw new ExchangeError(null, left, `rank ${stats.rank} never received a message`);
+    }
+  }
+  const output = outcome.dones[0]?.output;
+  if (output === null || output === undefined) {
+    throw new Error("Cannot run ParaStep workers as rank 0 returned no output");
+  }
+  return {
+    gen,
+    output,
+    ranks,
+    modelCalls: ranks.map((s) => s.modelCalls),
+    criticalPathCalls: ranks[0]?.depth ?? 0,
+    messages: ranks.reduce((sum, s) => sum + s.counters.messagesSent, 0),
+    bytesExchanged: ranks.reduce((sum, s) => sum + s.counters.bytesSent, 0),
+    waitMsPerRound: ranks.map((s) => s.waitMsPerRound),
+    wallMs: {
+      startMs: outcome.startMs,
+      runMs: outcome.runMs,
+      shutdownMs,
+      totalMs: performance.now() - started,
+    },
+    shutdown,
+  };
+}
+
+/** Start rank `rank`'s Worker and route its replies. */
+function spawn(
+  rank: number,
+  workerUrl: URL,
+  onStep: ((i: number) => void) | undefined,
+  fail: (error: unknown) => void,
+): RankHandle {
+  const worker = new Worker(workerUrl, { type: "module", name: `parastep rank ${rank}` });
+  const handle: RankHandle = {
+    rank,
+    worker,
+    ready: Promise.withResolvers<void>(),
+    done: Promise.withResolvers<DoneReply>(),
+    closed: Promise.withResolvers<CloseReport | null>(),
+    died: false,
+  };
+  worker.onmessage = (event: MessageEvent<FromWorker>) => {
+    const reply = event.data;
+    switch (reply.type) {
+      case "ready":
+        handle.ready.resolve();
+        return;
+      case "step":
+        try {
+          onStep?.(reply.i);
+        } catch (error) {
+          fail(error);
+        }
+        return;
+      case "done":
+        handle.done.resolve(reply);
+        return;
+      case "error":
+        fail(rankError(rank, reply));
+        return;
+      case "closed":
+        handle.closed.resolve(reply.report);
+        return;
+    }
+  };
+  // An error the worker could not handle itself (its script failed to load, say): it is gone.
+  worker.onerror = (event) => {
+    event.preventDefault();
+    handle.died = true;
+    handle.closed.resolve(null);
+    fail(new RankError(rank, null, "worker", { name: "Error", message: event.message }));
+  };
+  worker.onmessageerror = () => {
+    fail(
+      new RankError(rank, null, "worker", {
+        name: "DataCloneError",
+        message: "a message from the worker could not be deserialized",
+      }),
+    );
+  };
+  return handle;
+}
+
+/** An error reply as a RankError; a reply under another rank's name is still this worker's. */
+function rankError(rank: number, reply: ErrorReply): RankError {
+  return new RankError(rank, reply.step, reply.stage, reply.cause);
+}
+
+/** Ask the worker to close, wait for `closed` (bounded), then terminate it. */
+async function shutdownRank(handle: RankHandle, timeoutMs: number): Promise<ShutdownReport> {
+  const { rank, worker } = handle;
+  if (handle.died) {
+    worker.terminate();
+    return { rank, closed: false, timedOut: false, died: true, close: null };
+  }
+  worker.postMessage({ type: "abort" } satisfies ToWorker);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), timeoutMs);
+  });
+  const close = await Promise.race([handle.closed.promise, timeout]);
+  clearTimeout(timer);
+  worker.terminate();
+  if (close === "timeout") return { rank, closed: false, timedOut: true, died: false, close: null };
+  return { rank, closed: close !== null, timedOut: false, died: handle.died, close };
+}
+
+function absoluteUrl(value: string | URL, name: string): URL {
+  if (value instanceof URL) return value;
+  try {
+    return new URL(value);
+  } catch {
+    throw new TypeError(
+      `Cannot run ParaStep workers as '${name}' must be an absolute URL ` +
+        `(e.g. new URL("./sampler.ts", import.meta.url)): current value is ${value}`,
+    );
+  }
+}
+
+function checkDevices(devices: readonly DeviceAssignment[], N: number): void {
+  if (devices.length !== N) {
+    throw new RangeError(
+      `Cannot run ParaStep workers as 'devices' must hold one assignment per rank (${N}): ` +
+        `current length is ${devices.length}`,
+    );
+  }
+  devices.forEach((device, rank) => {
+    if (device.rank !== rank || device.devices !== N) {
+      throw new RangeError(
+        `Cannot run ParaStep workers as 'devices[${rank}]' must be rank ${rank} of ${N}: ` +
+          `current value is rank ${device.rank} of ${device.devices}`,
+      );
+    }
+  });
+}
+
+function nonNegative(value: number, name: string): number {
+  if (!Number.isFinite(value) || value < 0) {
+    throw new RangeError(
+      `Cannot run ParaStep workers as '${name}' must be a finite number >= 0: ` +
+        `current value is ${value}`,
+    );
+  }
+  return value;
+}
