@@ -8,6 +8,9 @@ import { OrtError, OrtLoadError } from "../../ffi/mod.ts";
 import { WriteFileError } from "../io/atomic.ts";
 import { ManifestError } from "../models/manifest.ts";
 import { ModelNotFoundError } from "../models/model.ts";
+import { RankError } from "../parastep/coordinator.ts";
+import { SamplerError } from "../parastep/rounds.ts";
+import { ExchangeError } from "../parastep/transport.ts";
 import { OutputPathError } from "./output.ts";
 
 /** Exit code for a failure while running. */
@@ -38,7 +41,10 @@ export function describeError(e: unknown): { message: string; exitCode: number }
   ) {
     return { message: e.message, exitCode: EXIT_USAGE };
   }
-  if (e instanceof OrtLoadError || e instanceof OrtError) {
+  if (
+    e instanceof OrtLoadError || e instanceof OrtError || e instanceof RankError ||
+    e instanceof SamplerError || e instanceof ExchangeError
+  ) {
     return { message: e.message, exitCode: EXIT_FAILURE };
   }
   if (e instanceof RangeError || e instanceof TypeError) {

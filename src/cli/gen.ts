@@ -9,6 +9,7 @@ import { encodeWav } from "../io/wav.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { resolveModel } from "../models/model.ts";
 import { type DenoiseEngine, denoiseInProcess, generate } from "../pipelines/audioldm2.ts";
+import { denoiseWithWorkers } from "../pipelines/audioldm2_workers.ts";
 import type { GenCommand } from "./args.ts";
 import { checkWritable, defaultOutputName } from "./output.ts";
 import { ProgressBar } from "./progress.ts";
@@ -25,8 +26,9 @@ export interface GenSummary {
 /** Picks the engine: Workers for ParaStep on several devices unless told otherwise. */
 export type EngineChooser = (command: GenCommand) => DenoiseEngine;
 
-/** The default chooser: everything in this process. */
-export const inProcessEngine: EngineChooser = () => denoiseInProcess;
+/** The default chooser: Workers, unless `--in-process` asks for everything in this process. */
+export const chooseEngine: EngineChooser = (command) =>
+  command.inProcess ? denoiseInProcess : denoiseWithWorkers;
 
 /**
  * Runs `gen`: checks the model and output paths first, then generates, then
@@ -51,7 +53,7 @@ export async function runGen(
   if (command.spectrogram !== undefined) checkWritable(command.spectrogram, "the spectrogram");
 
   const progress = new ProgressBar("denoise", command.steps ?? model.manifest.defaults.steps);
-  const engine = (options.chooseEngine ?? inProcessEngine)(command);
+  const engine = (options.chooseEngine ?? chooseEngine)(command);
   let result;
   try {
     result = await generate(model, {

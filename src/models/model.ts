@@ -8,6 +8,11 @@ import { type Env, Session, type SessionOptions } from "../../ffi/mod.ts";
 import { checkComponent, type Manifest, ManifestError, parseManifest } from "./manifest.ts";
 import { modelsDir } from "./registry.ts";
 
+/** Where the exporter builds models that are never committed (e.g. `--size bench`). */
+export const CACHE_DIR: string = decodeURIComponent(
+  new URL("../../.cache/models", import.meta.url).pathname,
+);
+
 /** A model folder with its validated manifest. */
 export interface ModelFolder {
   /** The folder. */
@@ -28,9 +33,12 @@ export class ModelNotFoundError extends Error {
     const name = model.replace(/\/+$/, "").split("/").pop()!;
     const hubId = KNOWN_CHECKPOINTS[name] ?? "<hub id or local diffusers folder>";
     const family = name.startsWith("audioldm2") ? "audioldm2" : "<family>";
+    const exportCommand = name === "audioldm2-bench"
+      ? "python -m models.export audioldm2 --size bench"
+      : `python -m models.export ${family} --from ${hubId} --out models/${name}`;
     super(
       `Cannot find model '${model}': no manifest.json in ${looked.join(" or ")}. ` +
-        `Export it first: python -m models.export ${family} --from ${hubId} --out models/${name} ` +
+        `Export it first: ${exportCommand} ` +
         `(see README, "Exporting models"), or pass the path of an exported folder`,
     );
     this.model = model;
@@ -61,7 +69,11 @@ function isFile(path: string): boolean {
  * @throws {ManifestError} when the manifest is unreadable or invalid
  */
 export function resolveModel(model: string): ModelFolder {
-  const candidates = [model.replace(/\/+$/, ""), `${modelsDir()}/${model}`];
+  const candidates = [
+    model.replace(/\/+$/, ""),
+    `${modelsDir()}/${model}`,
+    `${CACHE_DIR}/${model}`,
+  ];
   const dir = candidates.find((c) => isFile(`${c}/manifest.json`));
   if (dir === undefined) throw new ModelNotFoundError(model, [...new Set(candidates)]);
   const manifestFile = `${dir}/manifest.json`;

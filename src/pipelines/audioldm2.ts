@@ -142,6 +142,7 @@ export function checkRequest(model: ModelFolder, request: AudioRequest): Checked
   }
   const trainSteps = Number(manifest.scheduler.num_train_timesteps ?? 1000);
   const steps = numberIn("steps", request.steps ?? manifest.defaults.steps, 1, trainSteps, true);
+  ddim(manifest.scheduler, steps); // refuses a schedule the scheduler cannot build, up front
   const guidance = numberIn(
     "guidance",
     request.guidance ?? manifest.defaults.guidance,

@@ -173,3 +173,39 @@ Deno.test("bad input gets one exact line, exit code 2 and no file", async (t) =>
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("Ctrl-C during gen --gpus 2 stops the workers cleanly: exit 130, no file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        ...PERMISSIONS,
+        MAIN,
+        "gen",
+        "--prompt",
+        "wind",
+        "--ep",
+        "cpu",
+        "--gpus",
+        "2",
+        "--steps",
+        "900",
+        "--out",
+        `${dir}/x.wav`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    // 900 steps take several seconds after loading; interrupt well before the end.
+    await new Promise((r) => setTimeout(r, 2500));
+    child.kill("SIGINT");
+    const { code, stderr } = await child.output();
+    const message = new TextDecoder().decode(stderr).trim();
+    assert.equal(code, 130, message);
+    assert.equal(message, "parastep: Interrupted (Ctrl-C): stopped cleanly, nothing was written");
+    assert.deepEqual([...Deno.readDirSync(dir)], []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,35 @@
+import assert from "node:assert/strict";
+import { resolveModel } from "../../src/models/model.ts";
+import { denoiseInProcess, generate } from "../../src/pipelines/audioldm2.ts";
+import { denoiseWithWorkers } from "../../src/pipelines/audioldm2_workers.ts";
+
+const model = resolveModel(new URL("../../models/audioldm2-tiny", import.meta.url).pathname);
+const request = { prompt: "A hammer hitting a wooden surface", seed: 3, steps: 12 };
+
+Deno.test("ParaStep on 2 Workers gives the in-process engine's output bit for bit", async () => {
+  // Both engines give each rank floor(cores / N) intra-op threads on the CPU.
+  const workers = await generate(model, request, {
+    ep: "cpu",
+    devices: 2,
+    denoiseWith: denoiseWithWorkers,
+  });
+  const inProcess = await generate(model, request, {
+    ep: "cpu",
+    devices: 2,
+    denoiseWith: denoiseInProcess,
+  });
+  assert.deepEqual(workers.waveform, inProcess.waveform);
+  assert.deepEqual(workers.denoise.modelCalls, inProcess.denoise.modelCalls);
+  // T = 12, W = 5, N = 2: 5 + ceil(7 / 2) = 9 calls on the critical path.
+  assert.equal(workers.denoise.criticalPathCalls, 9);
+  assert.equal(inProcess.denoise.criticalPathCalls, 9);
+  // Exchanged: one warm-up broadcast (x and CFG-doubled eps), then per full round one eps
+  // into rank 0 and one latents broadcast; the last (partial) round sends nothing.
+  const x = 1 * 8 * 32 * 4 * 4;
+  const eps = 2 * x;
+  const fullRounds = Math.floor((12 - 5) / 2);
+  assert.equal(workers.denoise.bytesExchanged, x + eps + fullRounds * (eps + x));
+  // And ParaStep is not the sequential sampler: the output differs from N = 1.
+  const sequential = await generate(model, request, { ep: "cpu", devices: 1 });
+  assert.notDeepEqual(sequential.waveform, workers.waveform);
+});
