@@ -12,7 +12,9 @@
  *
  * `BroadcastChannel` structured-clones payloads (the receiver gets its own copy; the sender keeps
  * its array, so ORT-backed memory is never detached) and never delivers a message to the object
- * that posted it.
+ * that posted it. Given shared arenas ({@link ChannelTransportOptions.arenas}), the payload floats
+ * travel through shared memory instead and the channel carries the tagged message with a
+ * reference to them (see shared_payloads.ts for why and how).
  *
  * Messages that are not a well-formed step message of this generation addressed to this rank
  * (another generation's id, an unknown kind, a sender out of range, a payload that is not a
@@ -25,6 +27,7 @@
  * @module
  */
 
+import { type SharedPayloadRef, SharedPayloads } from "./shared_payloads.ts";
 import {
   ExchangeError,
   Inbox,
@@ -63,6 +66,13 @@ export interface ChannelTransportOptions {
    * @default {"parastep"}
    */
   prefix?: string;
+  /**
+   * One `SharedArrayBuffer` per rank (from `createArenas`), the same on every rank: payloads that
+   * fit go through the sender's arena and only their tag and reference cross the channel.
+   *
+   * @default {none: payloads are structured-cloned onto the channel}
+   */
+  arenas?: readonly SharedArrayBuffer[];
 }
 
 /** The default channel name prefix. */
@@ -130,6 +140,9 @@ export class ChannelTransport implements Transport<Float32Array, Float32Array>, 
   #bytesSent = 0;
   #sendMs = 0;
   #stray = 0;
+  readonly #shared: SharedPayloads | null;
+  /** Messages this rank has written to its arena. */
+  #sharedSeq = 0;
 
   /**
    * Open this rank's channels.
@@ -163,6 +176,13 @@ export class ChannelTransport implements Transport<Float32Array, Float32Array>, 
     this.devices = devices;
     this.#prefix = options.prefix ?? CHANNEL_PREFIX;
     this.#waitByStep = new Float64Array(steps);
+    if (options.arenas !== undefined && options.arenas.length !== devices) {
+      throw new RangeError(
+        `Cannot open a step channel as 'arenas' must hold one arena per rank (${devices}): ` +
+          `current length is ${options.arenas.length}`,
+      );
+    }
+    this.#shared = options.arenas ? new SharedPayloads(options.arenas) : null;
     this.#broadcast = new BroadcastChannel(channelName(gen, undefined, this.#prefix));
     this.#broadcast.onmessage = (event) => this.#accept(event.data, null);
     this.#broadcast.onmessageerror = () => this.#undecodable(this.#broadcast.name);
@@ -297,7 +317,14 @@ export class ChannelTransport implements Transport<Float32Array, Float32Array>, 
       );
     }
     const started = performance.now();
-    channel.postMessage(compact(message));
+    const ref = this.#shared?.write(this.rank, this.#sharedSeq, payloadArrays(message));
+    if (ref) {
+      this.#sharedSeq += 1;
+      const { gen, step, kind, from, depth } = message;
+      channel.postMessage({ gen, step, kind, from, depth, shared: ref });
+    } else {
+      channel.postMessage(compact(message));
+    }
     this.#sendMs += performance.now() - started;
     this.#messagesSent += 1;
     this.#bytesSent += payloadBytes(payloadOf(message));
@@ -309,8 +336,8 @@ export class ChannelTransport implements Transport<Float32Array, Float32Array>, 
    * broadcast channel, any peer).
    */
   #accept(data: unknown, pairFrom: number | null): void {
-    const message = this.#parse(data);
-    if (message === null || (pairFrom !== null && message.from !== pairFrom)) {
+    const message = this.#parse(data, pairFrom);
+    if (message === null) {
       this.#stray += 1;
       return;
     }
@@ -327,16 +354,38 @@ export class ChannelTransport implements Transport<Float32Array, Float32Array>, 
     );
   }
 
-  #parse(data: unknown): Float32StepMessage | null {
+  #parse(data: unknown, pairFrom: number | null): Float32StepMessage | null {
     if (typeof data !== "object" || data === null) return null;
-    const m = data as Record<string, unknown>;
+    let m = data as Record<string, unknown>;
     if (m.gen !== this.gen) return null;
     const { step, from, depth, kind } = m;
     if (typeof step !== "number" || !Number.isInteger(step) || step < 0) return null;
     if (typeof from !== "number" || !Number.isInteger(from)) return null;
     if (from < 0 || from >= this.devices || from === this.rank) return null;
+    if (pairFrom !== null && from !== pairFrom) return null;
     if (typeof depth !== "number" || !Number.isInteger(depth) || depth < 0) return null;
     if (typeof kind !== "string" || !KINDS.includes(kind as MessageKind)) return null;
+    if (m.shared !== undefined) {
+      const ref = m.shared as SharedPayloadRef;
+      if (
+        this.#shared === null || typeof ref !== "object" || ref === null ||
+        !Number.isInteger(ref.seq) || !Array.isArray(ref.lengths) ||
+        !ref.lengths.every((l) => Number.isInteger(l) && l >= 0)
+      ) {
+        return null;
+      }
+      // Copy out now, in arrival order: the sender reuses the slot two messages later.
+      let arrays: Float32Array[];
+      try {
+        arrays = this.#shared.read(from, ref);
+      } catch (error) {
+        const tag = { gen: this.gen, step, kind: kind as MessageKind, from };
+        this.#inbox.fail(new ExchangeError(null, tag, (error as Error).message));
+        return null;
+      }
+      m = { gen: m.gen, step, from, depth, kind, ...withPayload(kind as MessageKind, arrays) };
+      data = m;
+    }
     switch (kind as MessageKind) {
       case "eps":
         return m.eps instanceof Float32Array ? data as Float32StepMessage : null;
@@ -347,6 +396,30 @@ export class ChannelTransport implements Transport<Float32Array, Float32Array>, 
           ? data as Float32StepMessage
           : null;
     }
+  }
+}
+
+/** The payload arrays of `message`, in wire order. */
+function payloadArrays(message: Float32StepMessage): Float32Array[] {
+  switch (message.kind) {
+    case "eps":
+      return [message.eps];
+    case "latents":
+      return [message.x];
+    case "warmup":
+      return [message.x, message.cache];
+  }
+}
+
+/** The payload fields of a `kind` message from arrays in wire order (see {@link payloadArrays}). */
+function withPayload(kind: MessageKind, arrays: Float32Array[]): Record<string, Float32Array> {
+  switch (kind) {
+    case "eps":
+      return { eps: arrays[0]! };
+    case "latents":
+      return { x: arrays[0]! };
+    case "warmup":
+      return { x: arrays[0]!, cache: arrays[1]! };
   }
 }
 

@@ -15,6 +15,7 @@
 import { assignDevices, type DeviceAssignment, type DeviceEp } from "./devices.ts";
 import { checkPlan, type ParaStepPlan } from "./rounds.ts";
 import { ExchangeError } from "./transport.ts";
+import { createArenas } from "./shared_payloads.ts";
 import type {
   CloseReport,
   DoneReply,
@@ -39,6 +40,13 @@ export interface SamplerJob<Init> {
   init: Init;
   /** The initial latents `x_0`, identical for every rank by construction (only rank 0 gets them). */
   x0: Float32Array;
+  /**
+   * The most floats one step message carries (the warm-up message: latents plus a pre-guidance
+   * eps): sizes the shared payload arenas. Larger messages go inline on the channel.
+   *
+   * @default {3 * x0.length: latents plus a classifier-free-guidance eps of twice their size}
+   */
+  payloadFloats?: number;
 }
 
 /** Options for {@link runWorkers}. */
@@ -58,6 +66,13 @@ export interface RunWorkersOptions {
   cores?: number;
   /** Explicit per-rank assignments (one per rank, indexed by rank), instead of `ep` and `cores`. */
   devices?: readonly DeviceAssignment[];
+  /**
+   * Move step payloads through shared memory (see shared_payloads.ts); false sends them inline on
+   * the BroadcastChannel (about 30 MB/s in Deno 2.9).
+   *
+   * @default {true}
+   */
+  sharedPayloads?: boolean;
   /**
    * The generation id (message tags and channel names); a new one for each generation.
    *
@@ -290,6 +305,10 @@ export async function runWorkers<Init>(
     error: unknown;
   };
   try {
+    // Step payloads go through shared memory; BroadcastChannel carries the tagged messages.
+    const arenas = options.sharedPayloads === false
+      ? undefined
+      : createArenas(N, job.payloadFloats ?? 3 * Math.max(1, x0.length));
     // 2. Spawn every worker and send init: conditioning and latents cross once, here.
     for (let rank = 0; rank < N; rank++) {
       const handle = spawn(rank, workerUrl, progress, fail);
@@ -304,6 +323,7 @@ export async function runWorkers<Init>(
         x0: rank === 0 ? x0 : new Float32Array(0),
         device: devices[rank]!,
         progressIntervalMs,
+        ...(arenas ? { arenas } : {}),
       };
       try {
         handle.worker.postMessage(init);

@@ -53,6 +53,8 @@ export interface InitRequest {
   readonly device: DeviceAssignment;
   /** Rank 0 reports progress at most once per this many milliseconds (and always the last step). */
   readonly progressIntervalMs: number;
+  /** Shared payload arenas, one per rank, the same objects on every rank (see channel.ts). */
+  readonly arenas?: readonly SharedArrayBuffer[];
 }
 
 /** Coordinator -> worker: start the run (every rank is ready). */
@@ -296,6 +298,7 @@ class RankWorker {
         // The channels first: peers may post as soon as every rank is ready.
         this.#transport = new ChannelTransport(request.gen, request.rank, request.plan.devices, {
           steps: request.plan.steps,
+          ...(request.arenas ? { arenas: request.arenas } : {}),
         });
         const module: unknown = await import(request.module);
         const openSampler = samplerModule(module, request.module).openSampler;
