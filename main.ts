@@ -11,6 +11,7 @@ import denoConfig from "./deno.json" with { type: "json" };
 import { type Command, parseCommand, UsageError } from "./src/cli/args.ts";
 import { describeError, InterruptedError } from "./src/cli/errors.ts";
 import { usage } from "./src/cli/help.ts";
+import { formatBench, runBench } from "./src/cli/bench.ts";
 import { runGen } from "./src/cli/gen.ts";
 import { runInfo } from "./src/cli/info.ts";
 
@@ -50,8 +51,11 @@ export async function main(args: string[]): Promise<number> {
         console.log(line);
         return 0;
       }
-      case "bench":
-        throw new Error("bench is not implemented yet");
+      case "bench": {
+        const report = await withInterrupt((signal) => runBench(command, { signal }));
+        console.log(formatBench(report));
+        return 0;
+      }
       default: {
         const _exhaustive: never = command;
         return _exhaustive;

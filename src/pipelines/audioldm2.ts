@@ -634,6 +634,8 @@ export interface DenoiseReport {
   readonly bytesExchanged: number;
   /** Milliseconds ranks spent waiting for exchanged steps, summed over ranks. */
   readonly exchangeMs: number;
+  /** Milliseconds ranks spent posting steps (serialising, copying), summed over ranks. */
+  readonly postMs: number;
   /** Milliseconds spent opening the UNet session(s) before the first step. */
   readonly loadMs: number;
 }
@@ -650,6 +652,8 @@ export interface DenoiseJob {
   readonly warmup: number;
   readonly stride: number;
   readonly ep: ExecutionProvider | "auto";
+  /** UNet intra-op threads per device on the CPU. @default floor(cores / devices), at least 1 */
+  readonly threads?: number;
   readonly onStep?: (i: number) => void;
   readonly signal?: AbortSignal;
 }
@@ -664,7 +668,8 @@ export type DenoiseEngine = (job: DenoiseJob) => Promise<DenoiseReport>;
  */
 export async function denoiseInProcess(job: DenoiseJob): Promise<DenoiseReport> {
   const { env, model, request, conditioning, x0, mode } = job;
-  const threads = Math.max(1, Math.floor(navigator.hardwareConcurrency / Math.max(1, job.devices)));
+  const threads = job.threads ??
+    Math.max(1, Math.floor(navigator.hardwareConcurrency / Math.max(1, job.devices)));
   const t0 = performance.now();
   using unet = openDenoiser(env, model, {
     executionProvider: job.ep,
@@ -693,6 +698,7 @@ export async function denoiseInProcess(job: DenoiseJob): Promise<DenoiseReport> 
       criticalPathCalls: modelCalls,
       bytesExchanged: 0,
       exchangeMs: 0,
+      postMs: 0,
       loadMs,
     };
   }
@@ -710,6 +716,7 @@ export async function denoiseInProcess(job: DenoiseJob): Promise<DenoiseReport> 
     criticalPathCalls: result.criticalPathCalls,
     bytesExchanged: result.counters.reduce((a, c) => a + c.bytesSent, 0),
     exchangeMs: result.counters.reduce((a, c) => a + c.waitMs, 0),
+    postMs: 0, // in memory: nothing is serialised
     loadMs,
   };
 }

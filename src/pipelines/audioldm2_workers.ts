@@ -12,6 +12,7 @@ import { resolveModel } from "../models/model.ts";
 import type { DeviceAssignment, OpenedSampler } from "../parastep/devices.ts";
 import { ddim } from "../schedulers/ddim.ts";
 import { runWorkers } from "../parastep/coordinator.ts";
+import { assignDevices } from "../parastep/devices.ts";
 import {
   type Conditioning,
   denoiseInProcess,
@@ -118,6 +119,14 @@ export async function denoiseWithWorkers(job: DenoiseJob): Promise<DenoiseReport
     x0: job.x0,
   }, {
     ep: job.ep,
+    ...(job.threads !== undefined
+      ? {
+        devices: assignDevices(job.devices, { ep: job.ep }).map((d) => ({
+          ...d,
+          intraOpThreads: job.threads!,
+        })),
+      }
+      : {}),
     ...(job.signal ? { signal: job.signal } : {}),
     ...(job.onStep ? { onStep: job.onStep } : {}),
   });
@@ -129,6 +138,7 @@ export async function denoiseWithWorkers(job: DenoiseJob): Promise<DenoiseReport
     criticalPathCalls: result.criticalPathCalls,
     bytesExchanged: result.bytesExchanged,
     exchangeMs: result.waitMsPerRound.flat().reduce((a, b) => a + b, 0),
+    postMs: result.ranks.reduce((a, r) => a + r.counters.sendMs, 0),
     loadMs: result.wallMs.startMs,
   };
 }

@@ -1,0 +1,340 @@
+/**
+ * `parastep bench`: for each device count N, the sequential baseline,
+ * ParaStep on N Workers and BatchStep with stride N, all on the same prompt
+ * and seed; latency, speedup against the ideal, communication, and quality
+ * against the sequential output.
+ *
+ * Latency is the denoising loop's wall time (opening sessions excluded),
+ * median over `--runs`. On the CPU a "device" is a Worker with
+ * floor(cores / N) intra-op threads; the baselines are the sequential sampler
+ * with one thread and with every core.
+ *
+ * @module
+ */
+
+import { Env } from "../../ffi/mod.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
+import { logSpectralDistance, psnr, snr } from "../metrics/audio.ts";
+import { resolveModel } from "../models/model.ts";
+import { criticalPathCalls } from "../parastep/rounds.ts";
+import {
+  checkRequest,
+  Decoder,
+  type DenoiseEngine,
+  denoiseInProcess,
+  type DenoiseMode,
+  type DenoiseReport,
+  encodePrompt,
+  prepareLatents,
+} from "../pipelines/audioldm2.ts";
+import { denoiseWithWorkers } from "../pipelines/audioldm2_workers.ts";
+import type { BenchCommand } from "./args.ts";
+import { checkWritable } from "./output.ts";
+import { ProgressBar } from "./progress.ts";
+
+/** The prompt measured when `--prompt` is not given. */
+export const DEFAULT_BENCH_PROMPT = "A hammer hitting a wooden surface";
+
+/** One measured configuration. */
+export interface BenchRow {
+  /** e.g. "sequential, 1 thread", "ParaStep N=2", "BatchStep L=2". */
+  readonly config: string;
+  readonly mode: DenoiseMode;
+  /** Devices (Workers) used. */
+  readonly devices: number;
+  /** Intra-op threads per device. */
+  readonly threads: number;
+  /** Median denoising wall time over the runs, ms. */
+  readonly medianMs: number;
+  /** Every run's denoising wall time, ms. */
+  readonly runsMs: readonly number[];
+  /** Against "sequential, 1 thread". */
+  readonly speedup: number;
+  /** Against "sequential, all cores". */
+  readonly speedupVsAllCores: number;
+  /** Steps over network calls on the critical path: the speedup if calls were all that cost. */
+  readonly idealSpeedup: number;
+  /** Network calls on the critical path (measured). */
+  readonly criticalPathCalls: number;
+  /** Bytes of steps exchanged per run. */
+  readonly bytesExchanged: number;
+  /** Parallel rounds per run (0 for single-device modes). */
+  readonly rounds: number;
+  /** Milliseconds spent posting steps per round, over all ranks. */
+  readonly postMsPerRound: number;
+  /**
+   * Milliseconds per round the run took beyond its critical-path calls at the
+   * sequential per-step cost: exchange, waiting and scheduling together.
+   */
+  readonly overheadMsPerRound: number;
+  /** Quality of the output against the sequential one (infinite when identical). */
+  readonly snrDb: number;
+  readonly lsdDb: number;
+  readonly melPsnrDb: number;
+}
+
+/** The whole report, as `--json` writes it. */
+export interface BenchReport {
+  readonly model: string;
+  readonly steps: number;
+  readonly warmup: number;
+  readonly latentDims: readonly number[];
+  readonly cpuCores: number;
+  readonly runs: number;
+  /** Sequential ms per step with one thread: the cost of one UNet call plus its step. */
+  readonly stepMs: number;
+  readonly rows: readonly BenchRow[];
+  readonly date: string;
+  readonly deno: string;
+}
+
+interface Measured {
+  report: DenoiseReport;
+  runsMs: number[];
+  medianMs: number;
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/** Runs `parastep bench` and returns the report (the CLI prints it). */
+export async function runBench(
+  command: BenchCommand,
+  options: { signal?: AbortSignal } = {},
+): Promise<BenchReport> {
+  const model = resolveModel(command.model);
+  if (command.json !== undefined) checkWritable(command.json, "the JSON report");
+  if (command.plot !== undefined) checkWritable(command.plot, "the plot");
+  const request = checkRequest(model, {
+    prompt: command.prompt ?? DEFAULT_BENCH_PROMPT,
+    ...(command.negativePrompt !== undefined ? { negativePrompt: command.negativePrompt } : {}),
+    ...(command.steps !== undefined ? { steps: command.steps } : {}),
+    ...(command.guidance !== undefined ? { guidance: command.guidance } : {}),
+    ...(command.duration !== undefined ? { duration: command.duration } : {}),
+    seed: command.seed,
+  });
+  const T = request.steps;
+  const W = command.warmup ?? Math.min(model.manifest.defaults.warmup, T);
+  const cores = navigator.hardwareConcurrency;
+  const ep = command.ep;
+  using env = Env.create();
+  const { conditioning } = await encodePrompt(env, model, request);
+  using decoder = Decoder.open(env, model);
+  const x0 = prepareLatents(request);
+
+  const measure = async (
+    label: string,
+    engine: DenoiseEngine,
+    mode: DenoiseMode,
+    devices: number,
+    threads: number,
+    stride: number,
+  ): Promise<Measured> => {
+    const progress = new ProgressBar(label, command.runs * T);
+    const runsMs: number[] = [];
+    let report: DenoiseReport | undefined;
+    try {
+      for (let run = 0; run < command.runs; run++) {
+        const t0 = performance.now();
+        report = await engine({
+          env,
+          model,
+          request,
+          conditioning,
+          x0,
+          mode,
+          devices,
+          warmup: W,
+          stride,
+          ep,
+          threads,
+          onStep: (i) => progress.update(run * T + i + 1),
+          ...(options.signal ? { signal: options.signal } : {}),
+        });
+        runsMs.push(performance.now() - t0 - report.loadMs);
+      }
+    } finally {
+      progress.finish();
+    }
+    return { report: report!, runsMs, medianMs: median(runsMs) };
+  };
+
+  const sequential1 = await measure(
+    "sequential, 1 thread",
+    denoiseInProcess,
+    "sequential",
+    1,
+    1,
+    1,
+  );
+  const sequentialAll = cores > 1
+    ? await measure(`sequential, ${cores} threads`, denoiseInProcess, "sequential", 1, cores, 1)
+    : sequential1;
+  const reference = decoder.decode(request, sequential1.report.output);
+  const [, , frames, bins] = reference.mel.dims;
+  const stepMs = sequential1.medianMs / T;
+
+  const row = (
+    config: string,
+    mode: DenoiseMode,
+    devices: number,
+    threads: number,
+    m: Measured,
+  ): BenchRow => {
+    const out = decoder.decode(request, m.report.output);
+    const rounds = mode === "parastep" && devices > 1 ? Math.ceil((T - W) / devices) : 0;
+    const calls = m.report.criticalPathCalls;
+    return {
+      config,
+      mode,
+      devices,
+      threads,
+      medianMs: m.medianMs,
+      runsMs: m.runsMs,
+      speedup: sequential1.medianMs / m.medianMs,
+      speedupVsAllCores: sequentialAll.medianMs / m.medianMs,
+      idealSpeedup: T / calls,
+      criticalPathCalls: calls,
+      bytesExchanged: m.report.bytesExchanged,
+      rounds,
+      postMsPerRound: rounds > 0 ? m.report.postMs / rounds : 0,
+      overheadMsPerRound: rounds > 0 ? (m.medianMs - calls * stepMs) / rounds : 0,
+      snrDb: snr(reference.waveform, out.waveform),
+      lsdDb: logSpectralDistance(reference.waveform, out.waveform),
+      melPsnrDb: psnr(
+        { data: reference.mel.data, shape: [frames!, bins!] },
+        { data: out.mel.data, shape: [frames!, bins!] },
+      ),
+    };
+  };
+
+  const rows: BenchRow[] = [row("sequential, 1 thread", "sequential", 1, 1, sequential1)];
+  if (cores > 1) {
+    rows.push(row(`sequential, ${cores} threads`, "sequential", 1, cores, sequentialAll));
+  }
+  for (const N of command.gpus.filter((n) => n > 1)) {
+    const threads = Math.max(1, Math.floor(cores / N));
+    const para = await measure(`ParaStep N=${N}`, denoiseWithWorkers, "parastep", N, threads, 1);
+    rows.push(row(`ParaStep N=${N}`, "parastep", N, threads, para));
+    const stride = command.stride ?? N;
+    const batch = await measure(
+      `BatchStep L=${stride}`,
+      denoiseInProcess,
+      "batchstep",
+      1,
+      1,
+      stride,
+    );
+    rows.push(row(`BatchStep L=${stride}`, "batchstep", 1, 1, batch));
+  }
+  const report: BenchReport = {
+    model: model.dir,
+    steps: T,
+    warmup: W,
+    latentDims: request.latentDims,
+    cpuCores: cores,
+    runs: command.runs,
+    stepMs,
+    rows,
+    date: new Date().toISOString(),
+    deno: Deno.version.deno,
+  };
+  if (command.json !== undefined) {
+    await writeFileAtomic(command.json, new TextEncoder().encode(JSON.stringify(report, null, 2)));
+  }
+  if (command.plot !== undefined) {
+    await writeFileAtomic(command.plot, new TextEncoder().encode(speedupSvg(report)));
+  }
+  return report;
+}
+
+function db(x: number): string {
+  return Number.isFinite(x) ? x.toFixed(1) : "inf";
+}
+
+/** The report as a Markdown table plus a header line. */
+export function formatBench(r: BenchReport): string {
+  const lines = [
+    `${r.model}: T=${r.steps}, W=${r.warmup}, latents [${r.latentDims}], ${r.cpuCores} CPU cores, ` +
+    `median of ${r.runs} runs, denoising loop only (sessions opened beforehand); ` +
+    `sequential step ${r.stepMs.toFixed(1)} ms with 1 thread`,
+    "",
+    "| config | devices x threads | median ms | speedup | vs all cores | ideal | calls on critical path | KiB exchanged | post ms/round | overhead ms/round | SNR dB | LSD dB | mel PSNR dB |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ];
+  for (const x of r.rows) {
+    lines.push(
+      `| ${x.config} | ${x.devices} x ${x.threads} | ${x.medianMs.toFixed(0)} | ${
+        x.speedup.toFixed(2)
+      } | ${x.speedupVsAllCores.toFixed(2)} | ${
+        x.idealSpeedup.toFixed(2)
+      } | ${x.criticalPathCalls} | ${(x.bytesExchanged / 1024).toFixed(0)} | ${
+        x.rounds ? x.postMsPerRound.toFixed(2) : "-"
+      } | ${x.rounds ? x.overheadMsPerRound.toFixed(2) : "-"} | ${db(x.snrDb)} | ${db(x.lsdDb)} | ${
+        db(x.melPsnrDb)
+      } |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+/**
+ * Speedup against N: measured ParaStep and BatchStep (against sequential with
+ * one thread) beside the ideal curve T / (W + ceil((T - W) / N)).
+ */
+export function speedupSvg(r: BenchReport): string {
+  const para = r.rows.filter((x) => x.mode === "parastep");
+  const batch = r.rows.filter((x) => x.mode === "batchstep");
+  const maxN = Math.max(2, ...para.map((x) => x.devices));
+  const ideal = Array.from({ length: maxN }, (_, k) => ({
+    n: k + 1,
+    s: criticalPathCalls({ steps: r.steps, warmup: r.warmup, devices: k + 1 }),
+  })).map(({ n, s }) => ({ n, s: r.steps / s }));
+  const points = [
+    { n: 1, s: 1 },
+    ...para.map((x) => ({ n: x.devices, s: x.speedup })),
+  ];
+  const batchPoints = batch.map((x, k) => ({ n: para[k]?.devices ?? 2, s: x.speedup }));
+  const maxS = Math.max(...ideal.map((p) => p.s), ...points.map((p) => p.s), 1) * 1.1;
+  const [w, h, m] = [480, 320, 48];
+  const X = (n: number) => m + ((n - 1) / Math.max(1, maxN - 1)) * (w - 2 * m);
+  const Y = (s: number) => h - m - (s / maxS) * (h - 2 * m);
+  const path = (ps: { n: number; s: number }[]) =>
+    ps.map((p, k) => `${k ? "L" : "M"}${X(p.n).toFixed(1)},${Y(p.s).toFixed(1)}`).join(" ");
+  const ticks = Array.from({ length: maxN }, (_, k) => k + 1).map((n) =>
+    `<text x="${X(n)}" y="${h - m + 18}" text-anchor="middle">${n}</text>`
+  );
+  const yTicks = Array.from(
+    { length: Math.floor(maxS) + 1 },
+    (_, s) =>
+      `<text x="${m - 8}" y="${Y(s) + 4}" text-anchor="end">${s}</text>` +
+      `<line x1="${m}" x2="${w - m}" y1="${Y(s)}" y2="${Y(s)}" stroke="#eee"/>`,
+  );
+  const dots = (ps: { n: number; s: number }[], colour: string) =>
+    ps.map((p) => `<circle cx="${X(p.n)}" cy="${Y(p.s)}" r="4" fill="${colour}"/>`).join("");
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+${yTicks.join("\n")}
+<line x1="${m}" y1="${h - m}" x2="${w - m}" y2="${h - m}" stroke="black"/>
+<line x1="${m}" y1="${m}" x2="${m}" y2="${h - m}" stroke="black"/>
+${ticks.join("\n")}
+<text x="${w / 2}" y="${h - 8}" text-anchor="middle">devices N</text>
+<text x="14" y="${h / 2}" transform="rotate(-90 14 ${
+    h / 2
+  })" text-anchor="middle">speedup vs sequential (1 thread)</text>
+<text x="${
+    w / 2
+  }" y="20" text-anchor="middle">T=${r.steps}, W=${r.warmup}, ${r.cpuCores} cores</text>
+<path d="${path(ideal)}" fill="none" stroke="#999" stroke-dasharray="6 4"/>
+<path d="${path(points)}" fill="none" stroke="#1f77b4" stroke-width="2"/>
+${dots(points, "#1f77b4")}
+${dots(batchPoints, "#ff7f0e")}
+<text x="${w - m}" y="${m}" text-anchor="end" fill="#999">ideal T / (W + ceil((T-W)/N))</text>
+<text x="${w - m}" y="${m + 16}" text-anchor="end" fill="#1f77b4">ParaStep (measured)</text>
+<text x="${w - m}" y="${m + 32}" text-anchor="end" fill="#ff7f0e">BatchStep L=N (measured)</text>
+</svg>
+`;
+}
