@@ -60,8 +60,13 @@ export interface BenchRow {
   readonly bytesExchanged: number;
   /** Parallel rounds per run (0 for single-device modes). */
   readonly rounds: number;
-  /** Milliseconds spent posting steps per round, over all ranks. */
-  readonly postMsPerRound: number;
+  /**
+   * Milliseconds per round that exchanging steps adds to the critical path: rank 0's median wait
+   * per round for the other ranks' eps (see `DenoiseReport.exchangeMsPerRound`).
+   */
+  readonly exchangeMsPerRound: number;
+  /** {@link BenchRow.exchangeMsPerRound} as a share of one sequential step. */
+  readonly exchangeShareOfStep: number;
   /**
    * Milliseconds per round the run took beyond its critical-path calls at the
    * sequential per-step cost: exchange, waiting and scheduling together.
@@ -89,7 +94,8 @@ export interface BenchReport {
 }
 
 interface Measured {
-  report: DenoiseReport;
+  /** The last run's report (every run computes the same output). */
+  report?: DenoiseReport;
   runsMs: number[];
   medianMs: number;
 }
@@ -125,82 +131,112 @@ export async function runBench(
   using decoder = Decoder.open(env, model);
   const x0 = prepareLatents(request);
 
-  const measure = async (
-    label: string,
-    engine: DenoiseEngine,
-    mode: DenoiseMode,
-    devices: number,
-    threads: number,
-    stride: number,
-  ): Promise<Measured> => {
-    const progress = new ProgressBar(label, command.runs * T);
-    const runsMs: number[] = [];
-    let report: DenoiseReport | undefined;
-    try {
-      for (let run = 0; run < command.runs; run++) {
-        const t0 = performance.now();
-        report = await engine({
+  // Every configuration, measured round-robin (one run of each per pass) so that drift in the
+  // machine's speed over the benchmark spreads over all of them alike.
+  interface Config {
+    label: string;
+    engine: DenoiseEngine;
+    mode: DenoiseMode;
+    devices: number;
+    threads: number;
+    stride: number;
+  }
+  const configs: Config[] = [
+    {
+      label: "sequential, 1 thread",
+      engine: denoiseInProcess,
+      mode: "sequential",
+      devices: 1,
+      threads: 1,
+      stride: 1,
+    },
+  ];
+  if (cores > 1) {
+    configs.push({
+      label: `sequential, ${cores} threads`,
+      engine: denoiseInProcess,
+      mode: "sequential",
+      devices: 1,
+      threads: cores,
+      stride: 1,
+    });
+  }
+  for (const N of command.gpus.filter((n) => n > 1)) {
+    configs.push({
+      label: `ParaStep N=${N}`,
+      engine: denoiseWithWorkers,
+      mode: "parastep",
+      devices: N,
+      threads: Math.max(1, Math.floor(cores / N)),
+      stride: 1,
+    });
+    const stride = command.stride ?? N;
+    configs.push({
+      label: `BatchStep L=${stride}`,
+      engine: denoiseInProcess,
+      mode: "batchstep",
+      devices: 1,
+      threads: 1,
+      stride,
+    });
+  }
+  const measured: Measured[] = configs.map(() => ({ runsMs: [], medianMs: 0 }));
+  const progress = new ProgressBar("bench", command.runs * configs.length * T);
+  try {
+    for (let run = 0; run < command.runs; run++) {
+      for (const [k, c] of configs.entries()) {
+        const done = (run * configs.length + k) * T;
+        const report = await c.engine({
           env,
           model,
           request,
           conditioning,
           x0,
-          mode,
-          devices,
+          mode: c.mode,
+          devices: c.devices,
           warmup: W,
-          stride,
+          stride: c.stride,
           ep,
-          threads,
-          onStep: (i) => progress.update(run * T + i + 1),
+          threads: c.threads,
+          onStep: (i) => progress.update(done + i + 1),
           ...(options.signal ? { signal: options.signal } : {}),
         });
-        runsMs.push(performance.now() - t0 - report.loadMs);
+        const m = measured[k]!;
+        m.report = report;
+        m.runsMs.push(report.loopMs);
       }
-    } finally {
-      progress.finish();
     }
-    return { report: report!, runsMs, medianMs: median(runsMs) };
-  };
+  } finally {
+    progress.finish();
+  }
+  for (const m of measured) m.medianMs = median(m.runsMs);
 
-  const sequential1 = await measure(
-    "sequential, 1 thread",
-    denoiseInProcess,
-    "sequential",
-    1,
-    1,
-    1,
-  );
-  const sequentialAll = cores > 1
-    ? await measure(`sequential, ${cores} threads`, denoiseInProcess, "sequential", 1, cores, 1)
-    : sequential1;
-  const reference = decoder.decode(request, sequential1.report.output);
+  const sequential1 = measured[0]!;
+  const sequentialAll = measured[cores > 1 ? 1 : 0]!;
+  const reference = decoder.decode(request, sequential1.report!.output);
   const [, , frames, bins] = reference.mel.dims;
   const stepMs = sequential1.medianMs / T;
-
-  const row = (
-    config: string,
-    mode: DenoiseMode,
-    devices: number,
-    threads: number,
-    m: Measured,
-  ): BenchRow => {
-    const out = decoder.decode(request, m.report.output);
-    const rounds = mode === "parastep" && devices > 1 ? Math.ceil((T - W) / devices) : 0;
-    const calls = m.report.criticalPathCalls;
+  const rows = configs.map((c, k): BenchRow => {
+    const m = measured[k]!;
+    const report = m.report!;
+    const out = decoder.decode(request, report.output);
+    const rounds = c.mode === "parastep" && c.devices > 1 ? Math.ceil((T - W) / c.devices) : 0;
+    const calls = report.criticalPathCalls;
     return {
-      config,
-      mode,
-      devices,
-      threads,
+      config: c.label,
+      mode: c.mode,
+      devices: c.devices,
+      threads: c.threads,
       medianMs: m.medianMs,
       runsMs: m.runsMs,
       speedup: sequential1.medianMs / m.medianMs,
       speedupVsAllCores: sequentialAll.medianMs / m.medianMs,
       idealSpeedup: T / calls,
       criticalPathCalls: calls,
-      bytesExchanged: m.report.bytesExchanged,
+      bytesExchanged: report.bytesExchanged,
       rounds,
-      postMsPerRound: rounds > 0 ? m.report.postMs / rounds : 0,
+      exchangeMsPerRound: report.exchangeMsPerRound,
+      exchangeShareOfStep: report.exchangeMsPerRound / stepMs,
       overheadMsPerRound: rounds > 0 ? (m.medianMs - calls * stepMs) / rounds : 0,
       snrDb: snr(reference.waveform, out.waveform),
       lsdDb: logSpectralDistance(reference.waveform, out.waveform),
@@ -209,27 +245,7 @@ export async function runBench(
         { data: out.mel.data, shape: [frames!, bins!] },
       ),
     };
-  };
-
-  const rows: BenchRow[] = [row("sequential, 1 thread", "sequential", 1, 1, sequential1)];
-  if (cores > 1) {
-    rows.push(row(`sequential, ${cores} threads`, "sequential", 1, cores, sequentialAll));
-  }
-  for (const N of command.gpus.filter((n) => n > 1)) {
-    const threads = Math.max(1, Math.floor(cores / N));
-    const para = await measure(`ParaStep N=${N}`, denoiseWithWorkers, "parastep", N, threads, 1);
-    rows.push(row(`ParaStep N=${N}`, "parastep", N, threads, para));
-    const stride = command.stride ?? N;
-    const batch = await measure(
-      `BatchStep L=${stride}`,
-      denoiseInProcess,
-      "batchstep",
-      1,
-      1,
-      stride,
-    );
-    rows.push(row(`BatchStep L=${stride}`, "batchstep", 1, 1, batch));
-  }
+  });
   const report: BenchReport = {
     model: model.dir,
     steps: T,
@@ -262,21 +278,28 @@ export function formatBench(r: BenchReport): string {
     `median of ${r.runs} runs, denoising loop only (sessions opened beforehand); ` +
     `sequential step ${r.stepMs.toFixed(1)} ms with 1 thread`,
     "",
-    "| config | devices x threads | median ms | speedup | vs all cores | ideal | calls on critical path | KiB exchanged | post ms/round | overhead ms/round | SNR dB | LSD dB | mel PSNR dB |",
+    "| config | devices x threads | median ms | speedup | vs all cores | ideal | calls on critical path | KiB exchanged | exchange ms/round (% of a step) | overhead ms/round | SNR dB | LSD dB | mel PSNR dB |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ];
   for (const x of r.rows) {
-    lines.push(
-      `| ${x.config} | ${x.devices} x ${x.threads} | ${x.medianMs.toFixed(0)} | ${
-        x.speedup.toFixed(2)
-      } | ${x.speedupVsAllCores.toFixed(2)} | ${
-        x.idealSpeedup.toFixed(2)
-      } | ${x.criticalPathCalls} | ${(x.bytesExchanged / 1024).toFixed(0)} | ${
-        x.rounds ? x.postMsPerRound.toFixed(2) : "-"
-      } | ${x.rounds ? x.overheadMsPerRound.toFixed(2) : "-"} | ${db(x.snrDb)} | ${db(x.lsdDb)} | ${
-        db(x.melPsnrDb)
-      } |`,
-    );
+    const cells = [
+      x.config,
+      `${x.devices} x ${x.threads}`,
+      x.medianMs.toFixed(0),
+      x.speedup.toFixed(2),
+      x.speedupVsAllCores.toFixed(2),
+      x.idealSpeedup.toFixed(2),
+      String(x.criticalPathCalls),
+      (x.bytesExchanged / 1024).toFixed(0),
+      x.rounds
+        ? `${x.exchangeMsPerRound.toFixed(2)} (${(100 * x.exchangeShareOfStep).toFixed(1)}%)`
+        : "-",
+      x.rounds ? x.overheadMsPerRound.toFixed(2) : "-",
+      db(x.snrDb),
+      db(x.lsdDb),
+      db(x.melPsnrDb),
+    ];
+    lines.push(`| ${cells.join(" | ")} |`);
   }
   return lines.join("\n");
 }

@@ -101,6 +101,8 @@ export async function runGen(
     (denoise.bytesExchanged > 0
       ? `, ${(denoise.bytesExchanged / 1024).toFixed(0)} KiB exchanged`
       : "") +
-    `), decode ${s(timings.decodeMs)}`;
+    `), decode ${s(timings.decodeMs)}, total ${
+      s(timings.encodeMs + timings.engineMs + timings.decodeMs)
+    }`;
   return { out, line };
 }

@@ -49,6 +49,11 @@ export interface ChannelCounters extends TransportCounters {
   sendMs: number;
   /** Messages dropped as not belonging to this generation or rank (see the module doc). */
   strayMessages: number;
+  /**
+   * Per kind of message received: how many, and their summed transit time in ms, from the
+   * sender's post to this rank holding the payload (serialising, delivery, copying out).
+   */
+  transit: Record<MessageKind, { count: number; totalMs: number }>;
 }
 
 /** Options for {@link ChannelTransport}. */
@@ -140,6 +145,11 @@ export class ChannelTransport implements Transport<Float32Array, Float32Array>, 
   #bytesSent = 0;
   #sendMs = 0;
   #stray = 0;
+  readonly #transit: ChannelCounters["transit"] = {
+    eps: { count: 0, totalMs: 0 },
+    latents: { count: 0, totalMs: 0 },
+    warmup: { count: 0, totalMs: 0 },
+  };
   readonly #shared: SharedPayloads | null;
   /** Messages this rank has written to its arena. */
   #sharedSeq = 0;
@@ -256,6 +266,7 @@ export class ChannelTransport implements Transport<Float32Array, Float32Array>, 
       ...this.#inbox.counters(),
       sendMs: this.#sendMs,
       strayMessages: this.#stray,
+      transit: structuredClone(this.#transit),
     };
   }
 
@@ -317,13 +328,15 @@ export class ChannelTransport implements Transport<Float32Array, Float32Array>, 
       );
     }
     const started = performance.now();
+    // Wall-clock milliseconds: comparable across the Workers of one process.
+    const sentAt = performance.timeOrigin + started;
     const ref = this.#shared?.write(this.rank, this.#sharedSeq, payloadArrays(message));
     if (ref) {
       this.#sharedSeq += 1;
       const { gen, step, kind, from, depth } = message;
-      channel.postMessage({ gen, step, kind, from, depth, shared: ref });
+      channel.postMessage({ gen, step, kind, from, depth, sentAt, shared: ref });
     } else {
-      channel.postMessage(compact(message));
+      channel.postMessage({ ...compact(message), sentAt });
     }
     this.#sendMs += performance.now() - started;
     this.#messagesSent += 1;
@@ -340,6 +353,12 @@ export class ChannelTransport implements Transport<Float32Array, Float32Array>, 
     if (message === null) {
       this.#stray += 1;
       return;
+    }
+    const sentAt = (data as { sentAt?: unknown }).sentAt;
+    if (typeof sentAt === "number") {
+      const transit = this.#transit[message.kind];
+      transit.count += 1;
+      transit.totalMs += performance.timeOrigin + performance.now() - sentAt;
     }
     this.#inbox.deliver(message);
   }

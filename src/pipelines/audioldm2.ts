@@ -636,8 +636,16 @@ export interface DenoiseReport {
   readonly exchangeMs: number;
   /** Milliseconds ranks spent posting steps (serialising, copying), summed over ranks. */
   readonly postMs: number;
-  /** Milliseconds spent opening the UNet session(s) before the first step. */
+  /** Milliseconds spent opening the UNet session(s) (and starting Workers) before the first step. */
   readonly loadMs: number;
+  /** Milliseconds of the denoising loop itself, first step to last. */
+  readonly loopMs: number;
+  /**
+   * Milliseconds per round that exchanging steps adds to the critical path: the median over rounds
+   * of rank 0's wait for the round's eps after finishing its own call. It covers the latents hop
+   * out, the eps hop back and the other ranks' few scheduler steps. 0 in process.
+   */
+  readonly exchangeMsPerRound: number;
 }
 
 /** Everything a denoising engine gets. */
@@ -684,6 +692,7 @@ export async function denoiseInProcess(job: DenoiseJob): Promise<DenoiseReport> 
   );
   const T = request.steps;
   const onStep = job.onStep;
+  const loopStart = performance.now();
   if (mode === "batchstep") {
     const { output, modelCalls } = await runBatchStep(
       { steps: T, warmup: job.warmup, stride: job.stride },
@@ -700,6 +709,8 @@ export async function denoiseInProcess(job: DenoiseJob): Promise<DenoiseReport> 
       exchangeMs: 0,
       postMs: 0,
       loadMs,
+      loopMs: performance.now() - loopStart,
+      exchangeMsPerRound: 0,
     };
   }
   const devices = mode === "sequential" ? 1 : job.devices;
@@ -718,6 +729,8 @@ export async function denoiseInProcess(job: DenoiseJob): Promise<DenoiseReport> 
     exchangeMs: result.counters.reduce((a, c) => a + c.waitMs, 0),
     postMs: 0, // in memory: nothing is serialised
     loadMs,
+    loopMs: performance.now() - loopStart,
+    exchangeMsPerRound: 0,
   };
 }
 
@@ -731,14 +744,15 @@ export interface Generation {
     readonly devices: number;
     readonly warmup: number;
   };
-  /**
-   * Wall time of each stage, in milliseconds; `denoiseMs` excludes opening the
-   * UNet (`loadMs`).
-   */
+  /** Wall time of each stage, in milliseconds. */
   readonly timings: {
     readonly encodeMs: number;
+    /** Opening the UNet session(s), starting Workers. */
     readonly loadMs: number;
+    /** The denoising loop. */
     readonly denoiseMs: number;
+    /** The whole denoising stage: load, loop, and shutting Workers down. */
+    readonly engineMs: number;
     readonly decodeMs: number;
   };
 }
@@ -798,7 +812,7 @@ export async function generate(
     ...(onStep ? { onStep: (i: number) => onStep(i, checked.steps) } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
   });
-  const denoiseMs = performance.now() - t0 - report.loadMs;
+  const engineMs = performance.now() - t0;
 
   // 8. Post-processing
   t0 = performance.now();
@@ -809,6 +823,12 @@ export async function generate(
     waveform,
     mel,
     denoise: { ...report, mode, devices: mode === "parastep" ? devices : 1, warmup },
-    timings: { encodeMs, loadMs: report.loadMs, denoiseMs, decodeMs },
+    timings: {
+      encodeMs,
+      loadMs: report.loadMs,
+      denoiseMs: report.loopMs,
+      engineMs,
+      decodeMs,
+    },
   };
 }

@@ -131,6 +131,9 @@ export async function denoiseWithWorkers(job: DenoiseJob): Promise<DenoiseReport
     ...(job.onStep ? { onStep: job.onStep } : {}),
   });
   const ep = result.ranks[0]?.executionProvider;
+  // Rank 0 waits each round from finishing its own call until the others' eps are in hand.
+  const waits = [...(result.waitMsPerRound[0] ?? [])].sort((a, b) => a - b);
+  const medianWait = waits.length === 0 ? 0 : waits[waits.length >> 1]!;
   return {
     output: result.output,
     ep: (ep ?? job.ep) as ExecutionProvider,
@@ -140,5 +143,7 @@ export async function denoiseWithWorkers(job: DenoiseJob): Promise<DenoiseReport
     exchangeMs: result.waitMsPerRound.flat().reduce((a, b) => a + b, 0),
     postMs: result.ranks.reduce((a, r) => a + r.counters.sendMs, 0),
     loadMs: result.wallMs.startMs,
+    loopMs: result.wallMs.runMs,
+    exchangeMsPerRound: medianWait,
   };
 }
