@@ -662,6 +662,11 @@ export interface DenoiseJob {
   readonly ep: ExecutionProvider | "auto";
   /** UNet intra-op threads per device on the CPU. @default floor(cores / devices), at least 1 */
   readonly threads?: number;
+  /**
+   * The device id of each rank (CUDA ordinal), e.g. `[0, 0]` for two workers sharing one GPU.
+   * @default rank r uses device r
+   */
+  readonly deviceIds?: readonly number[];
   readonly onStep?: (i: number) => void;
   readonly signal?: AbortSignal;
 }

@@ -119,14 +119,11 @@ export async function denoiseWithWorkers(job: DenoiseJob): Promise<DenoiseReport
     x0: job.x0,
   }, {
     ep: job.ep,
-    ...(job.threads !== undefined
-      ? {
-        devices: assignDevices(job.devices, { ep: job.ep }).map((d) => ({
-          ...d,
-          intraOpThreads: job.threads!,
-        })),
-      }
-      : {}),
+    devices: assignDevices(job.devices, { ep: job.ep }).map((d) => ({
+      ...d,
+      ...(job.threads !== undefined ? { intraOpThreads: job.threads } : {}),
+      ...(job.deviceIds !== undefined ? { deviceId: job.deviceIds[d.rank] ?? d.deviceId } : {}),
+    })),
     ...(job.signal ? { signal: job.signal } : {}),
     ...(job.onStep ? { onStep: job.onStep } : {}),
   });

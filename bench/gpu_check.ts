@@ -1,0 +1,159 @@
+/**
+ * `deno task gpu-check`: the GPU path on one GPU host (see the README, "GPU check").
+ *
+ * For each execution provider that can run here (WebGPU through Dawn/Vulkan; CUDA
+ * where its provider libraries sit beside libonnxruntime), and the CPU for
+ * reference: the denoiser's per-step latency, sequential against ParaStep with
+ * N Workers sharing the one GPU, and how closely each output agrees with the
+ * CPU's output of the same configuration. Prints a table and, when `$OUT` is set, writes
+ * `gpu-check.json` and `gpu-check.log` there.
+ *
+ * Usage: deno task gpu-check [--model NAME|PATH] [--steps T] [--workers N] [--runs K]
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { AUTO_ORDER, Env, ortLibrary, probeProvider } from "../ffi/mod.ts";
+import { snr } from "../src/metrics/audio.ts";
+import { resolveModel } from "../src/models/model.ts";
+import {
+  checkRequest,
+  Decoder,
+  type DenoiseEngine,
+  denoiseInProcess,
+  type DenoiseMode,
+  encodePrompt,
+  prepareLatents,
+} from "../src/pipelines/audioldm2.ts";
+import { denoiseWithWorkers } from "../src/pipelines/audioldm2_workers.ts";
+import { relativeError } from "../tests/support/compare.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    model: { type: "string", default: "audioldm2-tiny" },
+    steps: { type: "string" },
+    workers: { type: "string", default: "2" },
+    runs: { type: "string", default: "3" },
+  },
+});
+const N = Number(values.workers);
+const runs = Number(values.runs);
+const out = Deno.env.get("OUT");
+const log: string[] = [];
+const say = (line: string) => {
+  console.log(line);
+  log.push(line);
+};
+
+const lib = ortLibrary();
+say(`ONNX Runtime ${lib.version} from ${lib.path}; ${navigator.hardwareConcurrency} CPU cores`);
+using env = Env.create();
+const providers = AUTO_ORDER.map(probeProvider);
+for (const p of providers) {
+  say(`  ${p.ep.padEnd(7)} ${p.ok ? "usable" : `unavailable: ${p.reason}`}`);
+}
+
+const model = resolveModel(values.model!);
+const request = checkRequest(model, {
+  prompt: "A hammer hitting a wooden surface",
+  ...(values.steps ? { steps: Number(values.steps) } : {}),
+});
+const T = request.steps;
+const W = Math.min(model.manifest.defaults.warmup, T);
+const { conditioning } = await encodePrompt(env, model, request);
+using decoder = Decoder.open(env, model);
+const x0 = prepareLatents(request);
+
+interface Result {
+  ep: string;
+  config: string;
+  medianMs: number;
+  stepMs: number;
+  loadMs: number;
+  calls: number;
+  snrVsCpuDb: number;
+  relErrorVsCpu: number;
+}
+const results: Result[] = [];
+/** The CPU's output of each configuration: what every other EP's output is compared with. */
+const cpuOutput = new Map<string, Float32Array>();
+
+async function measure(
+  ep: "cpu" | "cuda" | "webgpu",
+  config: string,
+  engine: DenoiseEngine,
+  mode: DenoiseMode,
+  devices: number,
+): Promise<void> {
+  const times: number[] = [];
+  let report;
+  for (let k = 0; k < runs; k++) {
+    report = await engine({
+      env,
+      model,
+      request,
+      conditioning,
+      x0,
+      mode,
+      devices,
+      warmup: W,
+      stride: 2,
+      ep,
+      // Every worker on the one GPU.
+      deviceIds: Array.from({ length: devices }, () => 0),
+    });
+    times.push(report.loopMs);
+  }
+  times.sort((a, b) => a - b);
+  const medianMs = times[times.length >> 1]!;
+  const { waveform } = decoder.decode(request, report!.output);
+  if (ep === "cpu") cpuOutput.set(config, waveform);
+  const reference = cpuOutput.get(config) ?? waveform;
+  results.push({
+    ep: report!.ep,
+    config,
+    medianMs,
+    stepMs: medianMs / report!.criticalPathCalls,
+    loadMs: report!.loadMs,
+    calls: report!.criticalPathCalls,
+    snrVsCpuDb: snr(reference, waveform),
+    relErrorVsCpu: relativeError(waveform, reference).rel,
+  });
+}
+
+for (const ep of ["cpu", "webgpu", "cuda"] as const) {
+  if (!providers.find((p) => p.ep === ep)?.ok) continue;
+  try {
+    await measure(ep, "sequential", denoiseInProcess, "sequential", 1);
+    await measure(ep, `ParaStep N=${N}, one device`, denoiseWithWorkers, "parastep", N);
+  } catch (e) {
+    say(`  ${ep}: failed: ${(e as Error).message}`);
+  }
+}
+
+say("");
+say(
+  `${model.manifest.name}: T=${T}, W=${W}, latents [${request.latentDims}], median of ${runs} runs`,
+);
+say(
+  "| EP | config | loop ms | ms per call | calls | load ms | SNR vs CPU dB | rel. error vs CPU |",
+);
+say("|---|---|---|---|---|---|---|---|");
+for (const r of results) {
+  say(
+    `| ${r.ep} | ${r.config} | ${r.medianMs.toFixed(1)} | ${r.stepMs.toFixed(2)} | ${r.calls} | ${
+      r.loadMs.toFixed(0)
+    } | ${Number.isFinite(r.snrVsCpuDb) ? r.snrVsCpuDb.toFixed(1) : "inf"} | ${
+      r.relErrorVsCpu.toExponential(2)
+    } |`,
+  );
+}
+if (out) {
+  await Deno.writeTextFile(
+    `${out}/gpu-check.json`,
+    JSON.stringify({ providers, results }, null, 2),
+  );
+  await Deno.writeTextFile(`${out}/gpu-check.log`, log.join("\n") + "\n");
+}
