@@ -274,12 +274,7 @@ export class Session implements Disposable {
           api.Run.call(
             session,
             call.guessed ? this.#quietRunOptions() : null,
-            call.inNames,
-            call.inValues,
-            BigInt(call.inValues.length),
-            call.outNames,
-            BigInt(call.outputNames.length),
-            call.outValues,
+            ...runArguments(call),
           ),
           "Run",
         );
@@ -342,16 +337,7 @@ export class Session implements Disposable {
     this.#inflight.add(runOptions);
     try {
       const error = statusError(
-        await runNonblocking.call(
-          session,
-          runOptions,
-          call.inNames,
-          call.inValues,
-          BigInt(call.inValues.length),
-          call.outNames,
-          BigInt(call.outputNames.length),
-          call.outValues,
-        ),
+        await runNonblocking.call(session, runOptions, ...runArguments(call)),
         "Run",
       );
       if (error === undefined) return { outputs: this.#collect(call), guessed: call.guessed };
@@ -670,6 +656,18 @@ export class Session implements Disposable {
     }
     for (const ptr of call.owned) api.ReleaseValue.call(ptr);
   }
+}
+
+/** `Run`'s arguments after the session and run options: names, values and their counts. */
+function runArguments(call: PreparedRun) {
+  return [
+    call.inNames,
+    call.inValues,
+    BigInt(call.inValues.length),
+    call.outNames,
+    BigInt(call.outputNames.length),
+    call.outValues,
+  ] as const;
 }
 
 function buildOptions(options: SessionOptions): Deno.PointerObject {

@@ -10,6 +10,7 @@
  * @module
  */
 
+import { checkCount, checkStepsAndWarmup } from "./_check.ts";
 import { SamplerError } from "./rounds.ts";
 
 /**
@@ -45,27 +46,8 @@ export interface BatchStepPlan {
  * @throws {RangeError} Unless `T >= 1`, `1 <= W <= T` and `L >= 1`, all integers.
  */
 export function checkBatchStepPlan(plan: BatchStepPlan): void {
-  const { steps: T, warmup: W, stride: L } = plan;
-  if (!Number.isInteger(T) || T < 1) {
-    throw new RangeError(
-      `Cannot run BatchStep as 'steps' must be an integer >= 1: current value is ${T}`,
-    );
-  }
-  if (!Number.isInteger(W) || W < 1) {
-    throw new RangeError(
-      `Cannot run BatchStep as 'warmup' must be an integer >= 1: current value is ${W}`,
-    );
-  }
-  if (W > T) {
-    throw new RangeError(
-      `Cannot run BatchStep as 'warmup' must be <= 'steps' (${T}): current value is ${W}`,
-    );
-  }
-  if (!Number.isInteger(L) || L < 1) {
-    throw new RangeError(
-      `Cannot run BatchStep as 'stride' must be an integer >= 1: current value is ${L}`,
-    );
-  }
+  checkStepsAndWarmup("BatchStep", plan.steps, plan.warmup);
+  checkCount("BatchStep", "stride", plan.stride);
 }
 
 /**

@@ -16,6 +16,7 @@
  * @module
  */
 
+import { checkCount, checkStepsAndWarmup } from "./_check.ts";
 import {
   checkTag,
   ExchangeError,
@@ -64,27 +65,8 @@ export interface ParaStepPlan {
  * @throws {RangeError} Unless `T >= 1`, `1 <= W <= T` and `N >= 1`, all integers.
  */
 export function checkPlan(plan: ParaStepPlan): void {
-  const { steps: T, warmup: W, devices: N } = plan;
-  if (!Number.isInteger(T) || T < 1) {
-    throw new RangeError(
-      `Cannot run ParaStep as 'steps' must be an integer >= 1: current value is ${T}`,
-    );
-  }
-  if (!Number.isInteger(W) || W < 1) {
-    throw new RangeError(
-      `Cannot run ParaStep as 'warmup' must be an integer >= 1: current value is ${W}`,
-    );
-  }
-  if (W > T) {
-    throw new RangeError(
-      `Cannot run ParaStep as 'warmup' must be <= 'steps' (${T}): current value is ${W}`,
-    );
-  }
-  if (!Number.isInteger(N) || N < 1) {
-    throw new RangeError(
-      `Cannot run ParaStep as 'devices' must be an integer >= 1: current value is ${N}`,
-    );
-  }
+  checkStepsAndWarmup("ParaStep", plan.steps, plan.warmup);
+  checkCount("ParaStep", "devices", plan.devices);
 }
 
 /**

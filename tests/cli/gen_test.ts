@@ -1,20 +1,9 @@
 import assert from "node:assert/strict";
 import { decodeWav } from "../../src/io/wav.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
-const TINY = new URL("../../models/audioldm2-tiny", import.meta.url).pathname;
-const PERMISSIONS = ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env", "--allow-sys"];
+import { MAIN, parastep, PERMISSIONS } from "../support/cli.ts";
 
-async function parastep(args: string[], cwd?: string) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMISSIONS, MAIN, ...args],
-    ...(cwd ? { cwd } : {}),
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
-}
+const TINY = new URL("../../models/audioldm2-tiny", import.meta.url).pathname;
 
 Deno.test("gen writes a 16 kHz WAV of the requested length, byte-identical for the same seed", async () => {
   const dir = await Deno.makeTempDir();
@@ -62,7 +51,7 @@ Deno.test("gen writes a 16 kHz WAV of the requested length, byte-identical for t
       "cpu",
       "--steps",
       "2",
-    ], dir);
+    ], { cwd: dir });
     assert.equal(named.code, 0, named.stderr);
     assert.ok((await Deno.stat(`${dir}/cafe-au-lait_s0.wav`)).isFile);
   } finally {

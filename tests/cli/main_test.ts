@@ -1,18 +1,6 @@
 import assert from "node:assert/strict";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
-const PERMISSIONS = ["--allow-ffi", "--allow-read", "--allow-env", "--allow-sys"];
-
-async function parastep(args: string[], env: Record<string, string> = {}) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMISSIONS, MAIN, ...args],
-    env,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
-}
+import { parastep } from "../support/cli.ts";
 
 Deno.test("parastep info reports ORT, the providers, the auto choice and the cores", async () => {
   const { code, stdout, stderr } = await parastep(["info", "--json"]);
@@ -42,7 +30,9 @@ Deno.test("an unknown command or flag gets one error line, the usage and exit co
 });
 
 Deno.test("a missing ORT library named by PARASTEP_ORT_LIB is one clear error, exit code 1", async () => {
-  const { code, stderr } = await parastep(["info"], { PARASTEP_ORT_LIB: "/nonexistent/libort.so" });
+  const { code, stderr } = await parastep(["info"], {
+    env: { PARASTEP_ORT_LIB: "/nonexistent/libort.so" },
+  });
   assert.equal(code, 1);
   assert.equal(
     stderr.trim(),
