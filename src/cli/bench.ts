@@ -126,7 +126,7 @@ export async function runBench(
   const W = command.warmup ?? Math.min(model.manifest.defaults.warmup, T);
   const cores = navigator.hardwareConcurrency;
   const ep = command.ep;
-  using env = Env.create();
+  using env = Env.create({ logLevel: command.verbose ? "warning" : "error" });
   const { conditioning } = await encodePrompt(env, model, request);
   using decoder = Decoder.open(env, model);
   const x0 = prepareLatents(request);

@@ -70,6 +70,7 @@ export async function runGen(
       ...(command.warmup !== undefined ? { warmup: command.warmup } : {}),
       ...(command.stride !== undefined ? { stride: command.stride } : {}),
       ...(command.threads !== undefined ? { threads: command.threads } : {}),
+      logLevel: command.verbose ? "warning" : "error",
       onStep: (i) => progress.update(i + 1),
       denoiseWith: engine,
       ...(options.signal ? { signal: options.signal } : {}),

@@ -18,6 +18,7 @@
 import {
   Env,
   type ExecutionProvider,
+  type LogLevel,
   type Session,
   type SessionOptions,
   Tensor,
@@ -610,6 +611,8 @@ export interface GenerateOptions {
   readonly stride?: number;
   /** Intra-op threads of the encode and decode sessions; 0 lets ORT choose. @default 0 */
   readonly threads?: number;
+  /** The least severe ONNX Runtime message printed. @default "error" */
+  readonly logLevel?: LogLevel;
   /** Called after step `i` of `T` is applied to the true latents. */
   readonly onStep?: (i: number, T: number) => void;
   /** Aborting stops the run at the next model call and cancels calls in flight. */
@@ -789,7 +792,7 @@ export async function generate(
   const ep = options.ep ?? "cpu";
   const session: SessionOptions = { executionProvider: ep, intraOpThreads: options.threads ?? 0 };
 
-  using env = Env.create();
+  using env = Env.create({ logLevel: options.logLevel ?? "error" });
   // 3. Encode input prompt
   let t0 = performance.now();
   const { conditioning } = await encodePrompt(env, model, checked, { session });
