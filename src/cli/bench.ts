@@ -259,7 +259,13 @@ export async function runBench(
     deno: Deno.version.deno,
   };
   if (command.json !== undefined) {
-    await writeFileAtomic(command.json, new TextEncoder().encode(JSON.stringify(report, null, 2)));
+    // JSON has no Infinity (identical outputs' SNR and PSNR): write it as the string "Infinity".
+    const json = JSON.stringify(
+      report,
+      (_, v) => typeof v === "number" && !Number.isFinite(v) ? String(v) : v,
+      2,
+    );
+    await writeFileAtomic(command.json, new TextEncoder().encode(json));
   }
   if (command.plot !== undefined) {
     await writeFileAtomic(command.plot, new TextEncoder().encode(speedupSvg(report)));
@@ -330,11 +336,10 @@ export function speedupSvg(r: BenchReport): string {
   const ticks = Array.from({ length: maxN }, (_, k) => k + 1).map((n) =>
     `<text x="${X(n)}" y="${h - m + 18}" text-anchor="middle">${n}</text>`
   );
-  const yTicks = Array.from(
-    { length: Math.floor(maxS) + 1 },
-    (_, s) =>
-      `<text x="${m - 8}" y="${Y(s) + 4}" text-anchor="end">${s}</text>` +
-      `<line x1="${m}" x2="${w - m}" y1="${Y(s)}" y2="${Y(s)}" stroke="#eee"/>`,
+  const tick = maxS <= 3 ? 0.5 : 1;
+  const yTicks = Array.from({ length: Math.floor(maxS / tick) + 1 }, (_, k) => k * tick).map((s) =>
+    `<text x="${m - 8}" y="${Y(s) + 4}" text-anchor="end">${s}</text>` +
+    `<line x1="${m}" x2="${w - m}" y1="${Y(s)}" y2="${Y(s)}" stroke="#eee"/>`
   );
   const dots = (ps: { n: number; s: number }[], colour: string) =>
     ps.map((p) => `<circle cx="${X(p.n)}" cy="${Y(p.s)}" r="4" fill="${colour}"/>`).join("");

@@ -1,0 +1,64 @@
+import assert from "node:assert/strict";
+import { parseCommand } from "../../src/cli/args.ts";
+import { runBench } from "../../src/cli/bench.ts";
+
+const TINY = new URL("../../models/audioldm2-tiny", import.meta.url).pathname;
+
+Deno.test("bench measures sequential, ParaStep and BatchStep and writes its JSON and plot", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const command = parseCommand([
+      "bench",
+      "--model",
+      TINY,
+      "--ep",
+      "cpu",
+      "--gpus",
+      "1,2",
+      "--steps",
+      "9",
+      "--runs",
+      "1",
+      "--json",
+      `${dir}/bench.json`,
+      "--plot",
+      `${dir}/bench.svg`,
+    ]);
+    assert.equal(command.kind, "bench");
+    if (command.kind !== "bench") return;
+    const report = await runBench(command);
+    const cores = navigator.hardwareConcurrency;
+    const labels = report.rows.map((r) => r.config);
+    assert.deepEqual(labels, [
+      "sequential, 1 thread",
+      ...(cores > 1 ? [`sequential, ${cores} threads`] : []),
+      "ParaStep N=2",
+      "BatchStep L=2",
+    ]);
+    const [T, W] = [9, 5];
+    const row = (label: string) => report.rows.find((r) => r.config === label)!;
+    // parastep.md: W + ceil((T - W) / N) calls on the critical path; BatchStep W + ceil((T-1-W)/L) + 1.
+    assert.equal(row("sequential, 1 thread").criticalPathCalls, T);
+    assert.equal(row("ParaStep N=2").criticalPathCalls, W + Math.ceil((T - W) / 2));
+    assert.equal(row("BatchStep L=2").criticalPathCalls, W + Math.ceil((T - 1 - W) / 2) + 1);
+    assert.equal(row("ParaStep N=2").idealSpeedup, T / (W + Math.ceil((T - W) / 2)));
+    // Bytes: the warm-up message (latents + CFG eps), then per full round one eps and one latents.
+    const x = 8 * 32 * 4 * 4;
+    assert.equal(row("ParaStep N=2").bytesExchanged, 3 * x + Math.floor((T - W) / 2) * 3 * x);
+    assert.equal(row("sequential, 1 thread").snrDb, Infinity);
+    assert.ok(
+      Number.isFinite(row("ParaStep N=2").snrDb),
+      "ParaStep's output differs from sequential",
+    );
+    const json = JSON.parse(
+      await Deno.readTextFile(`${dir}/bench.json`),
+      (_, v) => v === "Infinity" ? Infinity : v,
+    );
+    assert.deepEqual(json, report);
+    const svg = await Deno.readTextFile(`${dir}/bench.svg`);
+    assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+    assert.equal(svg.match(/<circle /g)?.length, 3); // N = 1 and N = 2 for ParaStep, one BatchStep
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
