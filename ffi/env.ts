@@ -72,11 +72,11 @@ export class Env implements Disposable {
         api.CreateCpuMemoryInfo.call(ORT_ARENA_ALLOCATOR, ORT_MEM_TYPE_DEFAULT, mi),
         "CreateCpuMemoryInfo",
       );
+      return new Env(env, readPointer(mi, "CreateCpuMemoryInfo"), logLevel);
     } catch (e) {
       api.ReleaseEnv.call(env);
       throw e;
     }
-    return new Env(env, readPointer(mi, "CreateCpuMemoryInfo"), logLevel);
   }
 
   /** The native `OrtEnv*`. */
@@ -85,11 +85,13 @@ export class Env implements Disposable {
     return this.#ptr;
   }
 
-  /** The `OrtMemoryInfo*` describing host memory, for tensors over caller arrays. */
+  /**
+   * The `OrtMemoryInfo*` describing host memory, for tensors over caller
+   * arrays. It stays valid after {@linkcode Env.close} while sessions keep the
+   * env alive, since their runs still make tensors.
+   */
   get cpuMemoryInfo(): Deno.PointerObject {
-    if (this.#memoryInfo === null || this.#closing) {
-      throw new ClosedError("ORT env", "create a tensor");
-    }
+    if (this.#memoryInfo === null) throw new ClosedError("ORT env", "create a tensor");
     return this.#memoryInfo;
   }
 

@@ -27,6 +27,7 @@ export {
   ortLibrary,
 } from "./library.ts";
 export {
+  appendRequestedProvider,
   AUTO_ORDER,
   compiledProviders,
   type ExecutionProvider,

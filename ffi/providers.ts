@@ -148,51 +148,28 @@ export function appendProvider(
 }
 
 /**
- * Appends the requested provider, or for `auto` the first of
- * {@linkcode AUTO_ORDER} that registers, and says what happened.
+ * Appends the provider `ep` asks for; on failure the error quotes ORT and adds
+ * what the local checks know about the cause.
  *
- * @returns the provider used and every attempt, in order
- * @throws {OrtError} when an explicitly requested provider fails
+ * @throws {OrtError} naming the provider
  */
-export function selectProvider(
+export function appendRequestedProvider(
   options: Deno.PointerObject,
-  requested: ExecutionProvider | "auto",
+  ep: ExecutionProvider,
   append: AppendOptions = {},
-): { ep: ExecutionProvider; attempts: ProviderAttempt[] } {
-  if (requested !== "auto") {
-    try {
-      appendProvider(options, requested, append);
-    } catch (e) {
-      if (!(e instanceof OrtError)) throw e;
-      // Quote ORT, and add what the local checks know about the cause.
-      const hint = precheck(requested);
-      throw new OrtError(
-        e.call,
-        e.code,
-        hint === undefined ? e.ortMessage : `${e.ortMessage} (${hint})`,
-        `Appending the ${requested} execution provider`,
-      );
-    }
-    return { ep: requested, attempts: [{ ep: requested, ok: true }] };
+): void {
+  try {
+    appendProvider(options, ep, append);
+  } catch (e) {
+    if (!(e instanceof OrtError)) throw e;
+    const hint = precheck(ep);
+    throw new OrtError(
+      e.call,
+      e.code,
+      hint === undefined ? e.ortMessage : `${e.ortMessage} (${hint})`,
+      `Appending the ${ep} execution provider`,
+    );
   }
-  const attempts: ProviderAttempt[] = [];
-  for (const ep of AUTO_ORDER) {
-    const reason = precheck(ep);
-    if (reason !== undefined) {
-      attempts.push({ ep, ok: false, reason });
-      continue;
-    }
-    try {
-      appendProvider(options, ep, append);
-      attempts.push({ ep, ok: true });
-      return { ep, attempts };
-    } catch (e) {
-      if (!(e instanceof OrtError)) throw e;
-      attempts.push({ ep, ok: false, reason: e.ortMessage });
-    }
-  }
-  // Unreachable in practice: the CPU provider always appends.
-  throw new OrtError("SessionOptionsAppendExecutionProvider", 1, "no provider could be appended");
 }
 
 /**

@@ -8,7 +8,13 @@ import { GRAPH_OPTIMIZATION_LEVEL, LOGGING_LEVEL, ONNX_TYPE_TENSOR } from "./_de
 import type { Env, LogLevel } from "./env.ts";
 import { ClosedError, OrtError } from "./errors.ts";
 import { check, cString, ortLibrary, pointerOut, readPointer, statusError } from "./library.ts";
-import { type ExecutionProvider, type ProviderAttempt, selectProvider } from "./providers.ts";
+import {
+  appendRequestedProvider,
+  AUTO_ORDER,
+  type ExecutionProvider,
+  precheck,
+  type ProviderAttempt,
+} from "./providers.ts";
 import { allocate, type DataType, elementCount, Tensor } from "./tensor.ts";
 import { copyOut, createTensorValue, describeTensorInfo, Value } from "./value.ts";
 
@@ -217,10 +223,38 @@ export class Session implements Disposable {
    * @throws {OrtError} for a missing file, corrupt bytes or a refused provider
    */
   static create(env: Env, source: string | Uint8Array, options: SessionOptions = {}): Session {
+    const requested = options.executionProvider ?? "cpu";
+    if (requested !== "auto") return Session.#createOn(env, source, options, requested, []);
+    // auto: the first provider whose session opens, so a CUDA EP that registers but
+    // cannot run this model (no device, too little memory) falls back as well.
+    const attempts: ProviderAttempt[] = [];
+    for (const ep of AUTO_ORDER) {
+      const reason = ep === "cpu" ? undefined : precheck(ep);
+      if (reason !== undefined) {
+        attempts.push({ ep, ok: false, reason });
+        continue;
+      }
+      try {
+        return Session.#createOn(env, source, options, ep, attempts);
+      } catch (e) {
+        if (!(e instanceof OrtError) || ep === "cpu") throw e;
+        attempts.push({ ep, ok: false, reason: e.ortMessage });
+      }
+    }
+    throw new OrtError("CreateSession", 1, "no execution provider could open the model");
+  }
+
+  static #createOn(
+    env: Env,
+    source: string | Uint8Array,
+    options: SessionOptions,
+    ep: ExecutionProvider,
+    before: ProviderAttempt[],
+  ): Session {
     const { api } = ortLibrary();
     const so = buildOptions(options);
     try {
-      const selected = selectProvider(so, options.executionProvider ?? "cpu", {
+      appendRequestedProvider(so, ep, {
         ...(options.deviceId === undefined ? {} : { deviceId: options.deviceId }),
       });
       const out = pointerOut();
@@ -237,7 +271,7 @@ export class Session implements Disposable {
           `Loading a model from ${source.byteLength} bytes`,
         );
       }
-      return new Session(readPointer(out, "CreateSession"), env, selected.ep, selected.attempts);
+      return new Session(readPointer(out, "CreateSession"), env, ep, [...before, { ep, ok: true }]);
     } finally {
       api.ReleaseSessionOptions.call(so);
     }
@@ -319,15 +353,7 @@ export class Session implements Disposable {
     const call = this.#prepare(feeds, options, guess, false);
     let runOptions: Deno.PointerObject;
     try {
-      const out = pointerOut();
-      check(api.CreateRunOptions.call(out), "CreateRunOptions");
-      runOptions = readPointer(out, "CreateRunOptions");
-      if (call.guessed) {
-        check(
-          api.RunOptionsSetRunLogSeverityLevel.call(runOptions, LOGGING_LEVEL.fatal),
-          "RunOptionsSetRunLogSeverityLevel",
-        );
-      }
+      runOptions = createRunOptions(call.guessed);
     } catch (e) {
       this.#cleanup(call);
       throw e;
@@ -361,16 +387,7 @@ export class Session implements Disposable {
   }
 
   #quietRunOptions(): Deno.PointerObject {
-    if (this.#quiet) return this.#quiet;
-    const { api } = ortLibrary();
-    const out = pointerOut();
-    check(api.CreateRunOptions.call(out), "CreateRunOptions");
-    const ro = readPointer(out, "CreateRunOptions");
-    check(
-      api.RunOptionsSetRunLogSeverityLevel.call(ro, LOGGING_LEVEL.fatal),
-      "RunOptionsSetRunLogSeverityLevel",
-    );
-    return this.#quiet = ro;
+    return this.#quiet ??= createRunOptions(true);
   }
 
   /** Number of runs in flight. */
@@ -656,6 +673,29 @@ export class Session implements Disposable {
     }
     for (const ptr of call.owned) api.ReleaseValue.call(ptr);
   }
+}
+
+/**
+ * New run options; `quiet` ones log only fatal errors (for runs that may be
+ * retried, whose failure is not the caller's).
+ */
+function createRunOptions(quiet: boolean): Deno.PointerObject {
+  const { api } = ortLibrary();
+  const out = pointerOut();
+  check(api.CreateRunOptions.call(out), "CreateRunOptions");
+  const ro = readPointer(out, "CreateRunOptions");
+  if (quiet) {
+    try {
+      check(
+        api.RunOptionsSetRunLogSeverityLevel.call(ro, LOGGING_LEVEL.fatal),
+        "RunOptionsSetRunLogSeverityLevel",
+      );
+    } catch (e) {
+      api.ReleaseRunOptions.call(ro);
+      throw e;
+    }
+  }
+  return ro;
 }
 
 /** `Run`'s arguments after the session and run options: names, values and their counts. */

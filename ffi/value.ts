@@ -138,11 +138,6 @@ export class Value implements Disposable {
     return new Value(createTensorValue(env.cpuMemoryInfo, tensor), tensor);
   }
 
-  /** Takes ownership of a value ORT allocated (e.g. a `Run` output). */
-  static adopt(ptr: Deno.PointerObject): Value {
-    return new Value(ptr, null);
-  }
-
   /** The native `OrtValue*`. */
   get pointer(): Deno.PointerObject {
     if (this.#ptr === null) throw new ClosedError("value", "use the value");

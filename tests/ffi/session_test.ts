@@ -264,3 +264,26 @@ Deno.test("5000 runs with fresh input tensors grow RSS by less than 10 MB", () =
   const grown = Deno.memoryUsage().rss - before;
   assert.ok(grown < 10 * 2 ** 20, `RSS grew by ${(grown / 2 ** 20).toFixed(2)} MB`);
 });
+
+Deno.test("a session keeps working after its env is closed, and the env goes when the session does", () => {
+  const env = Env.create();
+  const session = Session.create(env, AFFINE.bytes());
+  env.close();
+  const x = testFloats(3, 2);
+  assert.deepEqual(
+    session.run({ x: new Tensor("float32", x, [1, 3]) }).z!.data,
+    AFFINE.expected(x, 1).z,
+  );
+  session.close();
+  assert.throws(() => env.cpuMemoryInfo, ClosedError);
+});
+
+Deno.test("auto opens the session on the first provider that works and records every attempt", () => {
+  using env = Env.create();
+  using session = Session.create(env, AFFINE.bytes(), { executionProvider: "auto" });
+  const attempts = session.providerAttempts;
+  assert.equal(attempts.at(-1)!.ok, true);
+  assert.equal(attempts.at(-1)!.ep, session.executionProvider);
+  assert.deepEqual(attempts.map((a) => a.ep), ["cuda", "webgpu", "cpu"].slice(0, attempts.length));
+  for (const failed of attempts.slice(0, -1)) assert.ok(failed.reason, `${failed.ep} has a reason`);
+});
