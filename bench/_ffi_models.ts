@@ -40,10 +40,3 @@ export function benchModels(): BenchModel[] {
     },
   ];
 }
-
-/** The median of `xs`. */
-export function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}

@@ -17,7 +17,8 @@
 
 import { parseArgs } from "node:util";
 import { Env, Session, Tensor, Value } from "../ffi/mod.ts";
-import { type BenchModel, benchModels, median } from "./_ffi_models.ts";
+import { median } from "../src/metrics/stats.ts";
+import { type BenchModel, benchModels } from "./_ffi_models.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -53,15 +54,18 @@ async function measureBinding(model: BenchModel) {
         new Tensor("float32", new Float32Array(size(i.dims)).fill(0.5), i.dims),
       ]),
     );
-  const inputs = Object.fromEntries(
-    model.inputs.map((i) => [i.name, Value.fromTensor(env, fresh()[i.name]!)]),
-  );
-  const outputs = Object.fromEntries(
-    Object.entries(session.run(fresh())).map((
-      [name, t],
-    ) => [name, Value.fromTensor(env, new Tensor("float32", new Float32Array(t.size), t.dims))]),
-  );
+  const values: Value[] = [];
+  const keep = (v: Value) => (values.push(v), v);
   try {
+    const inputs = Object.fromEntries(
+      model.inputs.map((i) => [i.name, keep(Value.fromTensor(env, fresh()[i.name]!))]),
+    );
+    const outputs = Object.fromEntries(
+      Object.entries(session.run(fresh())).map(([name, t]) => [
+        name,
+        keep(Value.fromTensor(env, new Tensor("float32", new Float32Array(t.size), t.dims))),
+      ]),
+    );
     return {
       fresh: await time(() => session.run(fresh())),
       freshAsync: await time(() => session.runAsync(fresh())),
@@ -69,7 +73,7 @@ async function measureBinding(model: BenchModel) {
       reuseAsync: await time(() => session.runAsync(inputs, { outputs })),
     };
   } finally {
-    for (const v of [...Object.values(inputs), ...Object.values(outputs)]) v.close();
+    for (const v of values) v.close();
   }
 }
 

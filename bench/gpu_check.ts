@@ -16,6 +16,7 @@
 import { parseArgs } from "node:util";
 import { AUTO_ORDER, Env, ortLibrary, probeProvider } from "../ffi/mod.ts";
 import { snr } from "../src/metrics/audio.ts";
+import { median } from "../src/metrics/stats.ts";
 import { resolveModel } from "../src/models/model.ts";
 import {
   checkRequest,
@@ -106,8 +107,7 @@ async function measure(
     });
     times.push(report.loopMs);
   }
-  times.sort((a, b) => a - b);
-  const medianMs = times[times.length >> 1]!;
+  const medianMs = median(times);
   const { waveform } = decoder.decode(request, report!.output);
   if (ep === "cpu") cpuOutput.set(config, waveform);
   const reference = cpuOutput.get(config) ?? waveform;

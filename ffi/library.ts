@@ -70,7 +70,8 @@ const NPM_ARCH: Partial<Record<typeof Deno.build.arch, string>> = {
   aarch64: "arm64",
 };
 
-function exists(path: string): boolean {
+/** Whether `path` is an existing regular file. */
+export function isFile(path: string): boolean {
   try {
     return Deno.statSync(path).isFile;
   } catch {
@@ -78,9 +79,10 @@ function exists(path: string): boolean {
   }
 }
 
-function dirname(path: string): string {
+/** The folder part of `path`. */
+export function dirname(path: string): string {
   const i = path.lastIndexOf("/");
-  return i <= 0 ? "/" : path.slice(0, i);
+  return i < 0 ? "." : i === 0 ? "/" : path.slice(0, i);
 }
 
 /** The library file name for this platform. */
@@ -123,7 +125,7 @@ let loaded: OrtLibrary | undefined;
 export function ortLibrary(): OrtLibrary {
   if (loaded) return loaded;
   const candidates = libraryCandidates();
-  const found = candidates.find((c) => exists(c.path));
+  const found = candidates.find((c) => isFile(c.path));
   if (!found) {
     const first = candidates[0];
     if (first?.foundBy === "env") {

@@ -6,7 +6,16 @@
  */
 
 import { OrtError } from "./errors.ts";
-import { check, cString, cStringArray, ortLibrary, pointerOut, readPointer } from "./library.ts";
+import {
+  check,
+  cString,
+  cStringArray,
+  dirname,
+  isFile,
+  ortLibrary,
+  pointerOut,
+  readPointer,
+} from "./library.ts";
 
 /** An execution provider parastep can ask for. */
 export type ExecutionProvider = "cpu" | "cuda" | "webgpu";
@@ -49,14 +58,6 @@ export function compiledProviders(): string[] {
   return names;
 }
 
-function fileExists(path: string): boolean {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Why `ep` cannot work on this machine, checked without touching ORT, or
  * undefined when nothing rules it out. These checks keep `auto` from printing
@@ -66,13 +67,13 @@ function fileExists(path: string): boolean {
 export function precheck(ep: ExecutionProvider): string | undefined {
   if (ep === "cpu") return undefined;
   const { path } = ortLibrary();
-  const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : ".";
+  const dir = dirname(path);
   if (!compiledProviders().includes(ORT_PROVIDER_NAME[ep])) {
     return `${ORT_PROVIDER_NAME[ep]} is not compiled into ${path}`;
   }
   if (ep === "cuda" && Deno.build.os === "linux") {
     for (const lib of ["libonnxruntime_providers_shared.so", "libonnxruntime_providers_cuda.so"]) {
-      if (!fileExists(`${dir}/${lib}`)) {
+      if (!isFile(`${dir}/${lib}`)) {
         return `${lib} is not beside ${path} (install the ONNX Runtime CUDA provider libraries there)`;
       }
     }

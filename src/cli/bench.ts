@@ -15,8 +15,10 @@
 import { Env } from "../../ffi/mod.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { logSpectralDistance, psnr, snr } from "../metrics/audio.ts";
+import { median } from "../metrics/stats.ts";
 import { resolveModel } from "../models/model.ts";
 import { criticalPathCalls } from "../parastep/rounds.ts";
+import { checkDevices } from "../pipelines/audioldm2.ts";
 import {
   checkRequest,
   Decoder,
@@ -100,12 +102,6 @@ interface Measured {
   medianMs: number;
 }
 
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
 /** Runs `parastep bench` and returns the report (the CLI prints it). */
 export async function runBench(
   command: BenchCommand,
@@ -126,6 +122,8 @@ export async function runBench(
   const W = command.warmup ?? Math.min(model.manifest.defaults.warmup, T);
   const cores = navigator.hardwareConcurrency;
   const ep = command.ep;
+  // Refuse a bad plan before minutes of encoding and warm-up go into it.
+  for (const N of command.gpus) checkDevices(T, W, N);
   using env = Env.create({ logLevel: command.verbose ? "warning" : "error" });
   const { conditioning } = await encodePrompt(env, model, request);
   using decoder = Decoder.open(env, model);
@@ -161,6 +159,7 @@ export async function runBench(
       stride: 1,
     });
   }
+  const strides = new Set<number>();
   for (const N of command.gpus.filter((n) => n > 1)) {
     configs.push({
       label: `ParaStep N=${N}`,
@@ -171,6 +170,8 @@ export async function runBench(
       stride: 1,
     });
     const stride = command.stride ?? N;
+    if (strides.has(stride)) continue;
+    strides.add(stride);
     configs.push({
       label: `BatchStep L=${stride}`,
       engine: denoiseInProcess,

@@ -36,20 +36,18 @@ export class InterruptedError extends Error {
 export function describeError(e: unknown): { message: string; exitCode: number } {
   if (e instanceof InterruptedError) return { message: e.message, exitCode: EXIT_INTERRUPTED };
   if (
-    e instanceof ManifestError || e instanceof ModelNotFoundError || e instanceof OutputPathError ||
-    e instanceof WriteFileError
+    e instanceof ManifestError || e instanceof ModelNotFoundError || e instanceof OutputPathError
   ) {
     return { message: e.message, exitCode: EXIT_USAGE };
   }
   if (
     e instanceof OrtLoadError || e instanceof OrtError || e instanceof RankError ||
-    e instanceof SamplerError || e instanceof ExchangeError
+    e instanceof SamplerError || e instanceof ExchangeError || e instanceof WriteFileError
   ) {
     return { message: e.message, exitCode: EXIT_FAILURE };
   }
-  if (e instanceof RangeError || e instanceof TypeError) {
-    return { message: e.message, exitCode: EXIT_USAGE };
-  }
+  // Values out of range are what request checks throw; a TypeError is a bug and keeps its stack.
+  if (e instanceof RangeError) return { message: e.message, exitCode: EXIT_USAGE };
   if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) {
     return { message: e.message, exitCode: EXIT_FAILURE };
   }

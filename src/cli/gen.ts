@@ -79,16 +79,21 @@ export async function runGen(
     progress.finish();
   }
   const { request, denoise, timings } = result;
-  await writeFileAtomic(
-    out,
-    encodeWav(result.waveform, request.sampleRate, { format: command.wavFormat }),
-  );
+  options.signal?.throwIfAborted(); // Ctrl-C during decoding: still nothing written
+  const wav = encodeWav(result.waveform, request.sampleRate, { format: command.wavFormat });
+  // The PNG first: if the WAV then fails, the PNG goes too, so a failure leaves no file.
   if (command.spectrogram !== undefined) {
     const [, , frames, bins] = result.mel.dims;
     await writeFileAtomic(
       command.spectrogram,
       await encodeHeatmapPng(result.mel.data, [frames!, bins!]),
     );
+  }
+  try {
+    await writeFileAtomic(out, wav);
+  } catch (e) {
+    if (command.spectrogram !== undefined) await Deno.remove(command.spectrogram).catch(() => {});
+    throw e;
   }
   const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
   const devices = denoise.mode === "parastep" && denoise.devices > 1

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { dirname } from "../io/paths.ts";
+
 /** The default output file: a slug of the prompt plus the seed, in the working directory. */
 export function defaultOutputName(prompt: string, seed: number, extension = "wav"): string {
   const slug = prompt
@@ -23,11 +25,6 @@ export class OutputPathError extends Error {
   override name = "OutputPathError";
 }
 
-function parent(path: string): string {
-  const i = path.lastIndexOf("/");
-  return i < 0 ? "." : i === 0 ? "/" : path.slice(0, i);
-}
-
 /**
  * Checks that `path` can be created or replaced: its folder exists and takes
  * new files, and `path` is not a folder. Nothing is left behind.
@@ -35,7 +32,7 @@ function parent(path: string): string {
  * @throws {OutputPathError} saying which and why
  */
 export function checkWritable(path: string, what = "the output"): void {
-  const dir = parent(path);
+  const dir = dirname(path);
   let stat: Deno.FileInfo;
   try {
     stat = Deno.statSync(dir);

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { dirname } from "./paths.ts";
+
 /**
  * The error thrown when {@linkcode writeFileAtomic} fails. The message is one line that names the
  * target path and the reason; `cause` holds the underlying error (for example a
@@ -86,7 +88,7 @@ export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<
 
 /** One-line reason for a failed step, clearer than the OS text for the common cases. */
 async function describe(err: unknown, step: string, path: string): Promise<string> {
-  const dir = dirnameOf(path);
+  const dir = dirname(path);
   if (step === "create" && err instanceof Deno.errors.NotFound && !(await isDirectory(dir))) {
     return `the directory '${dir}' does not exist`;
   }
@@ -106,12 +108,6 @@ async function isDirectory(path: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-function dirnameOf(path: string): string {
-  const i = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
-  if (i < 0) return ".";
-  return i === 0 ? path.slice(0, 1) : path.slice(0, i);
 }
 
 async function syncIfAvailable(file: Deno.FsFile): Promise<void> {

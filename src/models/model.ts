@@ -6,6 +6,7 @@
 
 import { type Env, Session, type SessionOptions } from "../../ffi/mod.ts";
 import { checkComponent, type Manifest, ManifestError, parseManifest } from "./manifest.ts";
+import { isFile } from "../io/paths.ts";
 import { modelsDir } from "./registry.ts";
 
 /** Where the exporter builds models that are never committed (e.g. `--size bench`). */
@@ -52,14 +53,6 @@ const KNOWN_CHECKPOINTS: Readonly<Record<string, string>> = {
   "audioldm2-music": "cvssp/audioldm2-music",
 };
 
-function isFile(path: string): boolean {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Finds the folder `model` names: a path to a folder holding `manifest.json`,
  * else a folder of that name under {@linkcode modelsDir}; then reads and
@@ -94,6 +87,33 @@ export function resolveModel(model: string): ModelFolder {
  */
 export function checkComponentFiles(model: ModelFolder, components: readonly string[]): void {
   for (const component of components) componentPath(model, component);
+}
+
+/**
+ * Checks that the manifest lists each of the `tokenizers` and that their
+ * `tokenizer.json` and `tokenizer_config.json` are there.
+ *
+ * @throws {ManifestError} naming the first tokenizer or file missing
+ */
+export function checkTokenizerFiles(model: ModelFolder, tokenizers: readonly string[]): void {
+  for (const name of tokenizers) {
+    const spec = model.manifest.tokenizers[name];
+    if (spec === undefined) {
+      throw new ManifestError(
+        model.manifestFile,
+        `'tokenizers.${name}' is missing: a ${model.manifest.family} model needs it; re-export the model`,
+      );
+    }
+    for (const file of ["tokenizer.json", "tokenizer_config.json"]) {
+      const path = `${model.dir}/${spec.dir}/${file}`;
+      if (!isFile(path)) {
+        throw new ManifestError(
+          model.manifestFile,
+          `tokenizer '${name}' file ${path} is missing; re-export the model`,
+        );
+      }
+    }
+  }
 }
 
 function componentPath(model: ModelFolder, component: string): string {

@@ -24,8 +24,13 @@ import {
   Tensor,
   Value,
 } from "../../ffi/mod.ts";
-import { configNumber, type Manifest } from "../models/manifest.ts";
-import { checkComponentFiles, type ModelFolder, openComponent } from "../models/model.ts";
+import { configNumber, type Manifest, ManifestError } from "../models/manifest.ts";
+import {
+  checkComponentFiles,
+  checkTokenizerFiles,
+  type ModelFolder,
+  openComponent,
+} from "../models/model.ts";
 import { type BatchSampler, checkBatchStepPlan, runBatchStep } from "../parastep/batchstep.ts";
 import { checkPlan, runInProcess, type Sampler } from "../parastep/rounds.ts";
 import { randn } from "../random.ts";
@@ -126,6 +131,7 @@ export function checkRequest(model: ModelFolder, request: AudioRequest): Checked
   const { manifest, manifestFile } = model;
   const c = audioConfig(manifest, manifestFile);
   checkComponentFiles(model, COMPONENTS);
+  checkTokenizerFiles(model, ["clap", "t5"]);
   const prompt = request.prompt;
   if (typeof prompt !== "string" || prompt.trim() === "") {
     throw new RangeError("Cannot generate as 'prompt' is empty: describe the audio to generate");
@@ -143,7 +149,14 @@ export function checkRequest(model: ModelFolder, request: AudioRequest): Checked
   }
   const trainSteps = Number(manifest.scheduler.num_train_timesteps ?? 1000);
   const steps = numberIn("steps", request.steps ?? manifest.defaults.steps, 1, trainSteps, true);
-  ddim(manifest.scheduler, steps); // refuses a schedule the scheduler cannot build, up front
+  // Refuse a schedule DDIM cannot build, up front: a RangeError names the steps; a
+  // TypeError means the manifest's scheduler config itself is wrong.
+  try {
+    ddim(manifest.scheduler, steps);
+  } catch (e) {
+    if (e instanceof TypeError) throw new ManifestError(manifestFile, `'scheduler': ${e.message}`);
+    throw e;
+  }
   const guidance = numberIn(
     "guidance",
     request.guidance ?? manifest.defaults.guidance,
@@ -203,6 +216,22 @@ export const COMPONENTS = [
   "vae_decoder",
   "vocoder",
 ] as const;
+
+/**
+ * Checks a ParaStep plan for the CLI: besides `checkPlan`'s rules, N devices
+ * need at least N steps after the warm-up, or some would never predict one.
+ *
+ * @throws {RangeError} naming the value and the limit
+ */
+export function checkDevices(T: number, W: number, N: number): void {
+  checkPlan({ steps: T, warmup: W, devices: N });
+  if (N > 1 && N > T - W) {
+    throw new RangeError(
+      `Cannot run ParaStep on ${N} devices with ${T} steps and ${W} warm-up steps: ` +
+        `only ${T - W} steps run in parallel, so use at most ${Math.max(1, T - W)} devices`,
+    );
+  }
+}
 
 /** Whether classifier-free guidance runs: diffusers' `guidance_scale > 1`. */
 export function usesGuidance(guidance: number): boolean {
@@ -395,21 +424,23 @@ export class Denoiser
   readonly #conditioning: Conditioning;
   /** Conditioning values per batch size (1 for ParaStep; 1..L for BatchStep). */
   readonly #values = new Map<number, Record<string, Value>>();
-  /** Model calls made. */
-  calls = 0;
+  readonly #signal: AbortSignal | undefined;
 
   /**
    * @param session the UNet
    * @param conditioning from {@linkcode encodePrompt}
    * @param table the DDIM tables for this many steps
    * @param latentDims [1, C, F, Wl]
+   * @param signal aborting it cancels the UNet run in flight (ORT's terminate flag)
    */
   constructor(
     session: Session,
     conditioning: Conditioning,
     table: DdimTable,
     latentDims: readonly number[],
+    signal?: AbortSignal,
   ) {
+    this.#signal = signal;
     this.#session = session;
     this.#table = table;
     this.#latentDims = latentDims;
@@ -461,9 +492,8 @@ export class Denoiser
         timestep: new Tensor("int64", timestep, [B]),
         ...this.#conditioningFor(k),
       },
-      { outputs: { out_sample: out } },
+      { outputs: { out_sample: out }, ...(this.#signal ? { signal: this.#signal } : {}) },
     );
-    this.calls++;
     // Per latent j: its eps as [uncond; cond] (2n values), or cond alone (n).
     return xs.map((_, j) => {
       const eps = new Float32Array(copies * n);
@@ -635,10 +665,6 @@ export interface DenoiseReport {
   readonly criticalPathCalls: number;
   /** Bytes of steps exchanged between devices. */
   readonly bytesExchanged: number;
-  /** Milliseconds ranks spent waiting for exchanged steps, summed over ranks. */
-  readonly exchangeMs: number;
-  /** Milliseconds ranks spent posting steps (serialising, copying), summed over ranks. */
-  readonly postMs: number;
   /** Milliseconds spent opening the UNet session(s) (and starting Workers) before the first step. */
   readonly loadMs: number;
   /** Milliseconds of the denoising loop itself, first step to last. */
@@ -684,12 +710,14 @@ export type DenoiseEngine = (job: DenoiseJob) => Promise<DenoiseReport>;
  */
 export async function denoiseInProcess(job: DenoiseJob): Promise<DenoiseReport> {
   const { env, model, request, conditioning, x0, mode } = job;
-  const threads = job.threads ??
-    Math.max(1, Math.floor(navigator.hardwareConcurrency / Math.max(1, job.devices)));
+  // ParaStep ranks in process share the cores as Workers would; single-device modes get them all.
+  const ranks = job.mode === "parastep" ? job.devices : 1;
+  const threads = job.threads ?? Math.max(1, Math.floor(navigator.hardwareConcurrency / ranks));
   const t0 = performance.now();
   using unet = openDenoiser(env, model, {
     executionProvider: job.ep,
-    intraOpThreads: job.ep === "cpu" ? threads : 0,
+    // Also for GPU providers: it sizes the pool of the kernels that fall back to the CPU.
+    intraOpThreads: threads,
   });
   const loadMs = performance.now() - t0;
   using denoiser = new Denoiser(
@@ -697,6 +725,7 @@ export async function denoiseInProcess(job: DenoiseJob): Promise<DenoiseReport> 
     conditioning,
     ddim(model.manifest.scheduler, request.steps),
     request.latentDims,
+    job.signal,
   );
   const T = request.steps;
   const onStep = job.onStep;
@@ -714,8 +743,6 @@ export async function denoiseInProcess(job: DenoiseJob): Promise<DenoiseReport> 
       modelCalls: [modelCalls],
       criticalPathCalls: modelCalls,
       bytesExchanged: 0,
-      exchangeMs: 0,
-      postMs: 0,
       loadMs,
       loopMs: performance.now() - loopStart,
       exchangeMsPerRound: 0,
@@ -734,8 +761,6 @@ export async function denoiseInProcess(job: DenoiseJob): Promise<DenoiseReport> 
     modelCalls: result.modelCalls,
     criticalPathCalls: result.criticalPathCalls,
     bytesExchanged: result.counters.reduce((a, c) => a + c.bytesSent, 0),
-    exchangeMs: result.counters.reduce((a, c) => a + c.waitMs, 0),
-    postMs: 0, // in memory: nothing is serialised
     loadMs,
     loopMs: performance.now() - loopStart,
     exchangeMsPerRound: 0,
@@ -788,10 +813,11 @@ export async function generate(
   const warmup = options.warmup ?? Math.min(model.manifest.defaults.warmup, checked.steps);
   const stride = options.stride ?? 2;
   if (mode === "batchstep") checkBatchStepPlan({ steps: checked.steps, warmup, stride });
-  else checkPlan({ steps: checked.steps, warmup, devices: mode === "sequential" ? 1 : devices });
+  else checkDevices(checked.steps, warmup, mode === "sequential" ? 1 : devices);
   const ep = options.ep ?? "cpu";
   const session: SessionOptions = { executionProvider: ep, intraOpThreads: options.threads ?? 0 };
 
+  options.signal?.throwIfAborted();
   using env = Env.create({ logLevel: options.logLevel ?? "error" });
   // 3. Encode input prompt
   let t0 = performance.now();
@@ -806,20 +832,27 @@ export async function generate(
   t0 = performance.now();
   const engine = options.denoiseWith ?? denoiseInProcess;
   const onStep = options.onStep;
-  const report = await engine({
-    env,
-    model,
-    request: checked,
-    conditioning,
-    x0,
-    mode,
-    devices,
-    warmup,
-    stride,
-    ep,
-    ...(onStep ? { onStep: (i: number) => onStep(i, checked.steps) } : {}),
-    ...(options.signal ? { signal: options.signal } : {}),
-  });
+  let report: DenoiseReport;
+  try {
+    report = await engine({
+      env,
+      model,
+      request: checked,
+      conditioning,
+      x0,
+      mode,
+      devices,
+      warmup,
+      stride,
+      ep,
+      ...(onStep ? { onStep: (i: number) => onStep(i, checked.steps) } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+  } catch (e) {
+    // An abort surfaces as whatever failed first (a cancelled run, a closed channel): report the abort.
+    if (options.signal?.aborted) throw options.signal.reason;
+    throw e;
+  }
   const engineMs = performance.now() - t0;
 
   // 8. Post-processing

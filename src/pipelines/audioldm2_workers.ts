@@ -11,6 +11,7 @@ import { Env, Tensor } from "../../ffi/mod.ts";
 import { resolveModel } from "../models/model.ts";
 import type { DeviceAssignment, OpenedSampler } from "../parastep/devices.ts";
 import { ddim } from "../schedulers/ddim.ts";
+import { median } from "../metrics/stats.ts";
 import { runWorkers } from "../parastep/coordinator.ts";
 import { assignDevices } from "../parastep/devices.ts";
 import {
@@ -105,7 +106,7 @@ export function openSampler(init: AudioLdm2SamplerInit, device: DeviceAssignment
 
 /**
  * The Worker engine: ParaStep with one Deno Worker per device, each opening
- * the UNet on its own device ({@linkcode openSampler} in audioldm2_sampler.ts)
+ * the UNet on its own device ({@linkcode openSampler} in audioldm2_workers.ts)
  * and exchanging steps over BroadcastChannel. Single-device modes run in
  * process.
  */
@@ -118,7 +119,6 @@ export async function denoiseWithWorkers(job: DenoiseJob): Promise<DenoiseReport
     init: samplerInit(job.model.dir, request.steps, request.latentDims, job.conditioning),
     x0: job.x0,
   }, {
-    ep: job.ep,
     devices: assignDevices(job.devices, { ep: job.ep }).map((d) => ({
       ...d,
       ...(job.threads !== undefined ? { intraOpThreads: job.threads } : {}),
@@ -129,16 +129,14 @@ export async function denoiseWithWorkers(job: DenoiseJob): Promise<DenoiseReport
   });
   const ep = result.ranks[0]?.executionProvider;
   // Rank 0 waits each round from finishing its own call until the others' eps are in hand.
-  const waits = [...(result.waitMsPerRound[0] ?? [])].sort((a, b) => a - b);
-  const medianWait = waits.length === 0 ? 0 : waits[waits.length >> 1]!;
+  const waits = result.waitMsPerRound[0] ?? [];
+  const medianWait = waits.length === 0 ? 0 : median(waits);
   return {
     output: result.output,
     ep: (ep ?? job.ep) as ExecutionProvider,
     modelCalls: result.modelCalls,
     criticalPathCalls: result.criticalPathCalls,
     bytesExchanged: result.bytesExchanged,
-    exchangeMs: result.waitMsPerRound.flat().reduce((a, b) => a + b, 0),
-    postMs: result.ranks.reduce((a, r) => a + r.counters.sendMs, 0),
     loadMs: result.wallMs.startMs,
     loopMs: result.wallMs.runMs,
     exchangeMsPerRound: medianWait,

@@ -7,7 +7,7 @@
  */
 
 import { Tokenizer } from "@huggingface/tokenizers";
-import type { TokenizerSpec } from "../models/manifest.ts";
+import { ManifestError, type TokenizerSpec } from "../models/manifest.ts";
 
 /** Token ids and attention mask of one text, as int64 for ORT. */
 export interface Encoding {
@@ -42,14 +42,25 @@ export class TextTokenizer {
     this.#template = { before, after: full.length - before - content.length };
   }
 
-  /** Reads the tokenizer files from `dir/spec.dir`. */
+  /**
+   * Reads the tokenizer files from `dir/spec.dir`.
+   *
+   * @throws {ManifestError} when a file cannot be read or is not a tokenizer
+   */
   static async load(dir: string, spec: TokenizerSpec): Promise<TextTokenizer> {
     const base = `${dir}/${spec.dir}`;
-    const [json, config] = await Promise.all([
-      Deno.readTextFile(`${base}/tokenizer.json`).then(JSON.parse),
-      Deno.readTextFile(`${base}/tokenizer_config.json`).then(JSON.parse),
-    ]);
-    return new TextTokenizer(new Tokenizer(json, config), spec);
+    try {
+      const [json, config] = await Promise.all([
+        Deno.readTextFile(`${base}/tokenizer.json`).then(JSON.parse),
+        Deno.readTextFile(`${base}/tokenizer_config.json`).then(JSON.parse),
+      ]);
+      return new TextTokenizer(new Tokenizer(json, config), spec);
+    } catch (e) {
+      throw new ManifestError(
+        `${base}/tokenizer.json`,
+        `cannot be loaded as a tokenizer: ${(e as Error).message}; re-export the model`,
+      );
+    }
   }
 
   /**

@@ -102,6 +102,11 @@ Deno.test("bad input gets one exact line, exit code 2 and no file", async (t) =>
         /^parastep: Cannot write the output '.*missing\/out\.wav': the folder '.*missing' does not exist$/,
       ],
       [
+        "more devices than parallel steps",
+        ["--prompt", "x", "--steps", "6", "--gpus", "4"],
+        /^parastep: Cannot run ParaStep on 4 devices with 6 steps and 5 warm-up steps: only 1 steps run in parallel, so use at most 1 devices$/,
+      ],
+      [
         "a model that is not there",
         ["--prompt", "x", "--model", "audioldm2"],
         /^parastep: Cannot find model 'audioldm2': .* python -m models\.export audioldm2 --from cvssp\/audioldm2 --out models\/audioldm2/,
@@ -117,6 +122,26 @@ Deno.test("bad input gets one exact line, exit code 2 and no file", async (t) =>
         await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
       });
     }
+    await t.step("a model folder with a missing tokenizer", async () => {
+      await Deno.rename(`${broken}/tokenizer_2`, `${broken}/tokenizer_2.moved`);
+      const r = await parastep([
+        "gen",
+        "--ep",
+        "cpu",
+        "--out",
+        out,
+        "--prompt",
+        "x",
+        "--model",
+        broken,
+      ]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(
+        r.stderr.trimEnd(),
+        /^parastep: .*manifest\.json: tokenizer 't5' file .*tokenizer_2\/tokenizer\.json is missing; re-export the model$/,
+      );
+      await Deno.rename(`${broken}/tokenizer_2.moved`, `${broken}/tokenizer_2`);
+    });
     await t.step("a model folder with a missing component file", async () => {
       await Deno.rename(`${broken}/vocoder.onnx`, `${broken}/vocoder.moved`);
       const r = await parastep([
@@ -163,38 +188,40 @@ Deno.test("bad input gets one exact line, exit code 2 and no file", async (t) =>
   }
 });
 
-Deno.test("Ctrl-C during gen --gpus 2 stops the workers cleanly: exit 130, no file", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        ...PERMISSIONS,
-        MAIN,
-        "gen",
-        "--prompt",
-        "wind",
-        "--ep",
-        "cpu",
-        "--gpus",
-        "2",
-        "--steps",
-        "900",
-        "--out",
-        `${dir}/x.wav`,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    // 900 steps take several seconds after loading; interrupt well before the end.
-    await new Promise((r) => setTimeout(r, 2500));
-    child.kill("SIGINT");
-    const { code, stderr } = await child.output();
-    const message = new TextDecoder().decode(stderr).trim();
-    assert.equal(code, 130, message);
-    assert.equal(message, "parastep: Interrupted (Ctrl-C): stopped cleanly, nothing was written");
-    assert.deepEqual([...Deno.readDirSync(dir)], []);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+for (const gpus of ["2", "1"]) {
+  Deno.test(`Ctrl-C during gen --gpus ${gpus} stops cleanly: exit 130, no file`, async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          ...PERMISSIONS,
+          MAIN,
+          "gen",
+          "--prompt",
+          "wind",
+          "--ep",
+          "cpu",
+          "--gpus",
+          gpus,
+          "--steps",
+          "900",
+          "--out",
+          `${dir}/x.wav`,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      // 900 steps take several seconds after loading; interrupt well before the end.
+      await new Promise((r) => setTimeout(r, 2500));
+      child.kill("SIGINT");
+      const { code, stderr } = await child.output();
+      const message = new TextDecoder().decode(stderr).trim();
+      assert.equal(code, 130, message);
+      assert.equal(message, "parastep: Interrupted (Ctrl-C): stopped cleanly, nothing was written");
+      assert.deepEqual([...Deno.readDirSync(dir)], []);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
