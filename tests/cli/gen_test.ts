@@ -74,6 +74,8 @@ Deno.test("bad input gets one exact line, exit code 2 and no file", async (t) =>
       }
     }
     const out = `${dir}/out.wav`;
+    const genBroken = () =>
+      parastep(["gen", "--ep", "cpu", "--out", out, "--prompt", "x", "--model", broken]);
     const cases: [string, string[], RegExp][] = [
       ["empty prompt", ["--prompt", "  "], /^parastep: Cannot generate as 'prompt' is empty/],
       [
@@ -124,17 +126,7 @@ Deno.test("bad input gets one exact line, exit code 2 and no file", async (t) =>
     }
     await t.step("a model folder with a missing tokenizer", async () => {
       await Deno.rename(`${broken}/tokenizer_2`, `${broken}/tokenizer_2.moved`);
-      const r = await parastep([
-        "gen",
-        "--ep",
-        "cpu",
-        "--out",
-        out,
-        "--prompt",
-        "x",
-        "--model",
-        broken,
-      ]);
+      const r = await genBroken();
       assert.equal(r.code, 2, r.stderr);
       assert.match(
         r.stderr.trimEnd(),
@@ -144,17 +136,7 @@ Deno.test("bad input gets one exact line, exit code 2 and no file", async (t) =>
     });
     await t.step("a model folder with a missing component file", async () => {
       await Deno.rename(`${broken}/vocoder.onnx`, `${broken}/vocoder.moved`);
-      const r = await parastep([
-        "gen",
-        "--ep",
-        "cpu",
-        "--out",
-        out,
-        "--prompt",
-        "x",
-        "--model",
-        broken,
-      ]);
+      const r = await genBroken();
       assert.equal(r.code, 2, r.stderr);
       assert.match(
         r.stderr.trimEnd(),
@@ -164,17 +146,7 @@ Deno.test("bad input gets one exact line, exit code 2 and no file", async (t) =>
     });
     await t.step("a model folder with a mismatched component", async () => {
       await Deno.copyFile(`${broken}/projection.onnx`, `${broken}/vocoder.onnx`);
-      const r = await parastep([
-        "gen",
-        "--ep",
-        "cpu",
-        "--out",
-        out,
-        "--prompt",
-        "x",
-        "--model",
-        broken,
-      ]);
+      const r = await genBroken();
       assert.equal(r.code, 2, r.stderr);
       assert.equal(r.stderr.trimEnd().split("\n").length, 1, r.stderr);
       assert.match(

@@ -168,3 +168,30 @@ export function maxAbsDiff(a: number | Float64Array, b: number | Float64Array): 
   for (let j = 0; j < a.length; j++) max = Math.max(max, Math.abs(at(a, j) - at(b, j)));
   return max;
 }
+
+/** `G(eps) = u + g (c - u)` over a float32 `[uncond; cond]` eps of `2 * n` values. */
+export function guideFloat32(eps: Float32Array, n: number, g: number): Float32Array {
+  const guided = new Float32Array(n);
+  for (let j = 0; j < n; j++) {
+    const u = eps[j]!;
+    guided[j] = u + g * (eps[n + j]! - u);
+  }
+  return guided;
+}
+
+/** The DDIM-like step of the toys on float32 latents: predict x_0, re-noise to the next alpha-bar. */
+export function stepFloat32(
+  alphaBar: Float64Array,
+  e: Float32Array,
+  i: number,
+  x: Float32Array,
+): Float32Array {
+  const a = alphaBar[i]!;
+  const aNext = alphaBar[i + 1]!;
+  const next = new Float32Array(x.length);
+  for (let j = 0; j < x.length; j++) {
+    const x0 = (x[j]! - Math.sqrt(1 - a) * e[j]!) / Math.sqrt(a);
+    next[j] = Math.sqrt(aNext) * x0 + Math.sqrt(1 - aNext) * e[j]!;
+  }
+  return next;
+}

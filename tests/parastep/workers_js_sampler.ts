@@ -12,6 +12,7 @@
  */
 
 import type { DeviceAssignment, OpenedSampler } from "../../src/parastep/mod.ts";
+import { guideFloat32, stepFloat32, toyTable } from "./_toy.ts";
 
 /** How the toy fails, and where. */
 export interface JsToyFailure {
@@ -74,14 +75,7 @@ export function openSampler(init: JsToyInit, device: DeviceAssignment): OpenedSa
   if (fail?.how === "open") throw new Error(`injected open failure on rank ${device.rank}`);
 
   // Per-step tables for T steps: alpha-bar rises from noisy (small) to clean (near 1).
-  const alphaBar = new Float64Array(T + 1);
-  for (let i = 0; i <= T; i++) alphaBar[i] = 0.02 + 0.96 * (i / T) ** 1.5;
-  const c = new Float64Array(T);
-  const d = new Float64Array(T);
-  for (let i = 0; i < T; i++) {
-    c[i] = 0.8 - 0.3 * i / T;
-    d[i] = 0.5 + 0.2 * Math.cos(i);
-  }
+  const { alphaBar, c, d } = toyTable(T);
 
   // Delayed calls in flight: disposal rejects them, as closing a session cancels its runs.
   const pending = new Set<
@@ -130,27 +124,12 @@ export function openSampler(init: JsToyInit, device: DeviceAssignment): OpenedSa
       }
       return compute(x, i);
     },
-    guide(eps) {
-      const guided = new Float32Array(n);
-      for (let j = 0; j < n; j++) {
-        const u = eps[j]!;
-        guided[j] = u + g * (eps[n + j]! - u);
-      }
-      return guided;
-    },
+    guide: (eps) => guideFloat32(eps, n, g),
     step(e, i, x) {
       if (fail?.how === "step" && i === fail.step) {
         throw new Error(`injected step failure at step ${i} on rank ${device.rank}`);
       }
-      // DDIM-like: predict x_0 from (x, e), re-noise to the next alpha-bar.
-      const a = alphaBar[i]!;
-      const aNext = alphaBar[i + 1]!;
-      const next = new Float32Array(n);
-      for (let j = 0; j < n; j++) {
-        const x0 = (x[j]! - Math.sqrt(1 - a) * e[j]!) / Math.sqrt(a);
-        next[j] = Math.sqrt(aNext) * x0 + Math.sqrt(1 - aNext) * e[j]!;
-      }
-      return next;
+      return stepFloat32(alphaBar, e, i, x);
     },
     [Symbol.asyncDispose]() {
       closed = true;

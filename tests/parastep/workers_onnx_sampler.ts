@@ -17,6 +17,7 @@ import { Env, Session, Tensor } from "../../ffi/mod.ts";
 import type { DeviceAssignment, OpenedSampler } from "../../src/parastep/mod.ts";
 import { testFloats } from "../support/models.ts";
 import { buildModel } from "../support/onnx_builder.ts";
+import { guideFloat32, stepFloat32, toyTable } from "./_toy.ts";
 
 /** Latent row width (the MatMul size). */
 export const WIDTH = 256;
@@ -126,9 +127,8 @@ export function openSampler(init: OnnxToyInit, device: DeviceAssignment): Opened
   const condTensor = new Tensor("float32", condBoth, [2 * rows, WIDTH]);
   // Per-step tables: the model's time input and the DDIM-like alpha-bars.
   const t = new Float32Array(T);
-  const alphaBar = new Float64Array(T + 1);
   for (let i = 0; i < T; i++) t[i] = 1 - i / T;
-  for (let i = 0; i <= T; i++) alphaBar[i] = 0.02 + 0.96 * (i / T) ** 1.5;
+  const { alphaBar } = toyTable(T);
   const probe = init.probe === undefined ? null : new BroadcastChannel(init.probe);
 
   return {
@@ -151,24 +151,8 @@ export function openSampler(init: OnnxToyInit, device: DeviceAssignment): Opened
       if (!(eps?.data instanceof Float32Array)) throw new Error("toy model returned no eps");
       return eps.data;
     },
-    guide(eps) {
-      const guided = new Float32Array(n);
-      for (let j = 0; j < n; j++) {
-        const u = eps[j]!;
-        guided[j] = u + g * (eps[n + j]! - u);
-      }
-      return guided;
-    },
-    step(e, i, x) {
-      const a = alphaBar[i]!;
-      const aNext = alphaBar[i + 1]!;
-      const next = new Float32Array(n);
-      for (let j = 0; j < n; j++) {
-        const x0 = (x[j]! - Math.sqrt(1 - a) * e[j]!) / Math.sqrt(a);
-        next[j] = Math.sqrt(aNext) * x0 + Math.sqrt(1 - aNext) * e[j]!;
-      }
-      return next;
-    },
+    guide: (eps) => guideFloat32(eps, n, g),
+    step: (e, i, x) => stepFloat32(alphaBar, e, i, x),
     async [Symbol.asyncDispose]() {
       probe?.close();
       await session.closeAsync();
