@@ -40,8 +40,8 @@ import {
   type TransportCounters,
 } from "./transport.ts";
 
-/** Latents and eps on the channel: float32 arrays (CFG-doubled for eps). */
-export type Float32StepMessage = StepMessage<Float32Array, Float32Array>;
+/** Latents and guided eps on the channel: float32 arrays of the latents' size. */
+export type Float32StepMessage = StepMessage<Float32Array>;
 
 /** Counters of one {@link ChannelTransport}. */
 export interface ChannelCounters extends TransportCounters {
@@ -124,7 +124,7 @@ const KINDS: readonly MessageKind[] = ["eps", "latents", "warmup"];
  * if (message.kind !== "eps" || message.eps[1] !== 2) throw new Error();
  * ```
  */
-export class ChannelTransport implements Transport<Float32Array, Float32Array>, Disposable {
+export class ChannelTransport implements Transport<Float32Array>, Disposable {
   /** The generation id every message must carry. */
   readonly gen: string;
   /** This rank. */
@@ -132,7 +132,7 @@ export class ChannelTransport implements Transport<Float32Array, Float32Array>, 
   /** `N`: ranks in the generation. */
   readonly devices: number;
   readonly #prefix: string;
-  readonly #inbox = new Inbox<Float32Array, Float32Array>();
+  readonly #inbox = new Inbox<Float32Array>();
   /** `parastep:<gen>`: this rank posts its broadcasts here and hears the others'. */
   readonly #broadcast: BroadcastChannel;
   /** `parastep:<gen>/<p>-><rank>` for every peer `p`, indexed by `p` (undefined at `rank`). */

@@ -41,10 +41,10 @@ export interface SamplerJob<Init> {
   /** The initial latents `x_0`, identical for every rank by construction (only rank 0 gets them). */
   x0: Float32Array;
   /**
-   * The most floats one step message carries (the warm-up message: latents plus a pre-guidance
-   * eps): sizes the shared payload arenas. Larger messages go inline on the channel.
+   * The most floats one step message carries (the warm-up message: latents plus the guided
+   * eps, the same size): sizes the shared payload arenas. Larger messages go inline on the channel.
    *
-   * @default {3 * x0.length: latents plus a classifier-free-guidance eps of twice their size}
+   * @default {2 * x0.length}
    */
   payloadFloats?: number;
 }
@@ -308,7 +308,7 @@ export async function runWorkers<Init>(
     // Step payloads go through shared memory; BroadcastChannel carries the tagged messages.
     const arenas = options.sharedPayloads === false
       ? undefined
-      : createArenas(N, job.payloadFloats ?? 3 * Math.max(1, x0.length));
+      : createArenas(N, job.payloadFloats ?? 2 * Math.max(1, x0.length));
     // 2. Spawn every worker and send init: conditioning and latents cross once, here.
     for (let rank = 0; rank < N; rank++) {
       const handle = spawn(rank, workerUrl, progress, fail);

@@ -8,10 +8,13 @@
  *
  * Differences from the literal pseudo-code, all output-preserving:
  * - Warm-up runs on rank 0 alone, which then broadcasts `x_W` and the last `eps` once.
+ * - Every `eps` is sent guided, `G(eps)`, computed by its sender: rank 0 would apply the same
+ *   pure `G` to it, and with classifier-free guidance it halves the bytes on the wire.
  * - Ranks `r > 0` skip the scheduler steps whose latents are discarded (after their own prediction
  *   in a round, or in a last partial round without position `r`); `S` takes `i` explicitly, so no
  *   scheduler state can drift.
- * - `G(cache)` is computed once per cache value rather than at each reuse step.
+ * - `G(cache)` is computed once per cache value rather than at each reuse step (a rank keeps its
+ *   cache guided).
  *
  * @module
  */
@@ -279,7 +282,7 @@ export interface RankResult<X> {
  * ```ts
  * import { InMemoryHub } from "./transport.ts";
  * const sampler = { model: (x: number) => x, guide: (e: number) => e, step: (e: number, _i: number, x: number) => x - 0.1 * e };
- * const hub = new InMemoryHub<number, number>(1);
+ * const hub = new InMemoryHub<number>(1);
  * const { output } = await runRank(0, { steps: 3, warmup: 1, devices: 1 }, sampler, 1, hub.endpoint(0));
  * if (output !== 0.9 ** 3) throw new Error();
  * ```
@@ -289,7 +292,7 @@ export async function runRank<X, E>(
   plan: ParaStepPlan,
   sampler: Sampler<X, E>,
   x0: X,
-  transport: Transport<X, E>,
+  transport: Transport<X>,
   options: RunRankOptions = {},
 ): Promise<RankResult<X>> {
   checkPlan(plan);
@@ -309,7 +312,7 @@ async function runRankZero<X, E>(
   plan: ParaStepPlan,
   sampler: Sampler<X, E>,
   x0: X,
-  transport: Transport<X, E>,
+  transport: Transport<X>,
   options: RunRankOptions,
 ): Promise<RankResult<X>> {
   const T = plan.steps;
@@ -323,25 +326,25 @@ async function runRankZero<X, E>(
     signal?.throwIfAborted();
     const cell = stepRole(plan, i, 0);
     const role = cell.role;
-    let eps: E;
+    let guided: X;
     if (role.kind === "receive") {
       const message = await receive(
         transport,
         { gen, step: i, kind: "eps", from: role.from },
         signal,
       );
-      eps = message.eps;
+      guided = message.eps;
       depth = Math.max(depth, message.depth);
     } else {
       // "warmup" and "compute": a network call on the true latents.
-      eps = await call.model(x, i);
+      guided = call.guide(await call.model(x, i), i);
       modelCalls += 1;
       depth += 1;
     }
-    x = call.step(call.guide(eps, i), i, x);
+    x = call.step(guided, i, x);
     options.onStep?.(i);
     if (cell.broadcast === "warmup") {
-      await transport.broadcast({ gen, step: i, kind: "warmup", from: 0, depth, x, cache: eps });
+      await transport.broadcast({ gen, step: i, kind: "warmup", from: 0, depth, x, cache: guided });
     } else if (cell.broadcast === "latents") {
       await transport.broadcast({ gen, step: i, kind: "latents", from: 0, depth, x });
     }
@@ -354,7 +357,7 @@ async function runPredictor<X, E>(
   rank: number,
   plan: ParaStepPlan,
   sampler: Sampler<X, E>,
-  transport: Transport<X, E>,
+  transport: Transport<X>,
   options: RunRankOptions,
 ): Promise<RankResult<X>> {
   const { steps: T, warmup: W } = plan;
@@ -368,25 +371,21 @@ async function runPredictor<X, E>(
   }
   const warm = await receive(transport, { gen, step: W - 1, kind: "warmup", from: 0 }, signal);
   let x = warm.x;
-  // cache_r: the last eps this rank computed (at first, the last warm-up eps); its guided value
-  // is the same at every reuse step, so it is computed once per cache.
+  // cache_r, guided: G of the last eps this rank computed (at first, of the last warm-up eps).
+  // G depends on eps alone, so guiding once per cache gives every reuse step the same value.
   let cache = warm.cache;
-  let guidedCache: X | undefined;
   depth = Math.max(depth, warm.depth);
   for (let i = W; i < T; i++) {
     signal?.throwIfAborted();
     const cell = stepRole(plan, i, rank);
     const role = cell.role;
     if (role.kind === "reuse" && !role.discarded) {
-      guidedCache ??= call.guide(cache, i);
-      x = call.step(guidedCache, i, x);
+      x = call.step(cache, i, x);
     } else if (role.kind === "predict") {
-      const eps = await call.model(x, i);
+      cache = call.guide(await call.model(x, i), i);
       modelCalls += 1;
       depth += 1;
-      cache = eps;
-      guidedCache = undefined;
-      await transport.send(0, { gen, step: i, kind: "eps", from: rank, depth, eps });
+      await transport.send(0, { gen, step: i, kind: "eps", from: rank, depth, eps: cache });
     }
     if (cell.broadcast === "latents") {
       const message = await receive(transport, { gen, step: i, kind: "latents", from: 0 }, signal);
@@ -427,14 +426,14 @@ function callbacks<X, E>(rank: number, sampler: Sampler<X, E>) {
 }
 
 /** Receive one message and narrow it by kind; the tag is checked here whatever the transport does. */
-async function receive<X, E, K extends StepMessage<X, E>["kind"]>(
-  transport: Transport<X, E>,
+async function receive<X, K extends StepMessage<X>["kind"]>(
+  transport: Transport<X>,
   expected: MessageTag & { kind: K },
   signal: AbortSignal | undefined,
-): Promise<Extract<StepMessage<X, E>, { kind: K }>> {
+): Promise<Extract<StepMessage<X>, { kind: K }>> {
   const message = await transport.receive(expected, signal);
   checkTag(expected, message);
-  return message as Extract<StepMessage<X, E>, { kind: K }>;
+  return message as Extract<StepMessage<X>, { kind: K }>;
 }
 
 /** Options for {@link runInProcess}. */
@@ -503,7 +502,7 @@ export async function runInProcess<X, E>(
   checkPlan(plan);
   const N = plan.devices;
   const gen = options.gen ?? crypto.randomUUID();
-  const hub = new InMemoryHub<X, E>(N, { copy: options.copy ?? true });
+  const hub = new InMemoryHub<X>(N, { copy: options.copy ?? true });
   const controller = new AbortController();
   const onOuterAbort = (): void => controller.abort(options.signal?.reason);
   if (options.signal?.aborted) onOuterAbort();

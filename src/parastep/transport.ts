@@ -4,8 +4,13 @@
  *
  * A transport moves three kinds of message (see docs/parastep.md):
  * - `"warmup"`: rank 0 -> all, once, after the warm-up; carries `x_W` and the last warm-up `eps`.
- * - `"eps"`: rank `r` -> rank 0, once per round for each position `r > 0`; carries the pre-guidance `eps`.
+ * - `"eps"`: rank `r` -> rank 0, once per round for each position `r > 0`; carries its `eps`.
  * - `"latents"`: rank 0 -> all, at the end of every full round; carries the true latents.
+ *
+ * Every `eps` travels guided, as `G(eps)`: the receiver only ever uses it through `G` (rank 0
+ * steps with it, ranks r > 0 reuse it), `G` is a pure function of `eps`, so the sender applying it
+ * gives the same numbers, and with classifier-free guidance `G(eps)` is half the size of `eps`.
+ * So every payload has the latents' type `X`.
  *
  * Receivers always ask for one exact tag and get either that message or an {@link ExchangeError}:
  * correctness never rests on every rank calling send and receive in the same order.
@@ -41,12 +46,12 @@ export interface MessageClock {
   readonly depth: number;
 }
 
-/** Rank `r` -> rank 0: the pre-guidance noise predicted on rank `r`'s extrapolated latents. */
-export interface EpsMessage<E> extends MessageTag, MessageClock {
+/** Rank `r` -> rank 0: the noise predicted on rank `r`'s extrapolated latents, guided. */
+export interface EpsMessage<X> extends MessageTag, MessageClock {
   /** Always `"eps"`. */
   readonly kind: "eps";
-  /** `eps(x^_i, t_i)`, before guidance. */
-  readonly eps: E;
+  /** `G(eps(x^_i, t_i))`: the guided noise, shaped like the latents. */
+  readonly eps: X;
 }
 
 /** Rank 0 -> all at the end of a full round: the true latents. */
@@ -58,17 +63,17 @@ export interface LatentsMessage<X> extends MessageTag, MessageClock {
 }
 
 /** Rank 0 -> all after the warm-up: the latents and the cache every rank starts round 0 with. */
-export interface WarmupMessage<X, E> extends MessageTag, MessageClock {
+export interface WarmupMessage<X> extends MessageTag, MessageClock {
   /** Always `"warmup"`. */
   readonly kind: "warmup";
   /** `x_W`. */
   readonly x: X;
-  /** The last warm-up `eps` (pre-guidance), the first reuse source of every rank. */
-  readonly cache: E;
+  /** `G` of the last warm-up `eps`: the first reuse source of every rank. */
+  readonly cache: X;
 }
 
 /** Any step message, discriminated by `kind`. */
-export type StepMessage<X, E> = EpsMessage<E> | LatentsMessage<X> | WarmupMessage<X, E>;
+export type StepMessage<X> = EpsMessage<X> | LatentsMessage<X> | WarmupMessage<X>;
 
 /** Exchange counters of one rank's transport endpoint. */
 export interface TransportCounters {
@@ -91,14 +96,13 @@ export interface TransportCounters {
  * Implementations must keep messages from one sender in the order sent; messages from different
  * senders may interleave arbitrarily. {@link Inbox} implements the receiving half.
  *
- * @typeParam X Latents.
- * @typeParam E Pre-guidance noise.
+ * @typeParam X Latents (and guided noise).
  */
-export interface Transport<X, E> {
+export interface Transport<X> {
   /** Send `message` to rank `to` only. */
-  send(to: number, message: StepMessage<X, E>): void | Promise<void>;
+  send(to: number, message: StepMessage<X>): void | Promise<void>;
   /** Send `message` to every other rank. */
-  broadcast(message: StepMessage<X, E>): void | Promise<void>;
+  broadcast(message: StepMessage<X>): void | Promise<void>;
   /**
    * Resolve with the next message from rank `expected.from`.
    *
@@ -107,7 +111,7 @@ export interface Transport<X, E> {
    * @returns The message, whose tag equals `expected`.
    * @throws {ExchangeError} When the next message from that sender carries another tag.
    */
-  receive(expected: MessageTag, signal?: AbortSignal): Promise<StepMessage<X, E>>;
+  receive(expected: MessageTag, signal?: AbortSignal): Promise<StepMessage<X>>;
   /** A snapshot of this endpoint's counters. */
   counters(): TransportCounters;
 }
@@ -190,7 +194,7 @@ export function payloadBytes(value: unknown): number {
 }
 
 /** The payload of a step message, without tag and clock. */
-export function payloadOf<X, E>(message: StepMessage<X, E>): unknown {
+export function payloadOf<X>(message: StepMessage<X>): unknown {
   switch (message.kind) {
     case "eps":
       return message.eps;
@@ -201,10 +205,10 @@ export function payloadOf<X, E>(message: StepMessage<X, E>): unknown {
   }
 }
 
-interface Waiter<X, E> {
+interface Waiter<X> {
   readonly expected: MessageTag;
   readonly started: number;
-  resolve(message: StepMessage<X, E>): void;
+  resolve(message: StepMessage<X>): void;
   reject(reason: unknown): void;
 }
 
@@ -213,12 +217,11 @@ interface Waiter<X, E> {
  * checks, abort, and receive-side counters. A transport feeds it with {@link Inbox.deliver} from its
  * message handler (e.g. `BroadcastChannel.onmessage`) and forwards `receive` to it.
  *
- * @typeParam X Latents.
- * @typeParam E Pre-guidance noise.
+ * @typeParam X Latents (and guided noise).
  */
-export class Inbox<X, E> {
-  readonly #queues = new Map<number, StepMessage<X, E>[]>();
-  #waiter: Waiter<X, E> | null = null;
+export class Inbox<X> {
+  readonly #queues = new Map<number, StepMessage<X>[]>();
+  #waiter: Waiter<X> | null = null;
   #failure: { reason: unknown } | null = null;
   #messagesReceived = 0;
   #bytesReceived = 0;
@@ -228,7 +231,7 @@ export class Inbox<X, E> {
    * Accept a message that arrived for this rank. If a receive is waiting for this sender, it is
    * settled now (with an {@link ExchangeError} when the tag differs); otherwise the message is queued.
    */
-  deliver(message: StepMessage<X, E>): void {
+  deliver(message: StepMessage<X>): void {
     const waiter = this.#waiter;
     if (waiter !== null && waiter.expected.from === message.from) {
       this.#settle(waiter, message);
@@ -247,7 +250,7 @@ export class Inbox<X, E> {
    * @returns The message.
    * @throws {ExchangeError} When the next message from that sender carries another tag.
    */
-  receive(expected: MessageTag, signal?: AbortSignal): Promise<StepMessage<X, E>> {
+  receive(expected: MessageTag, signal?: AbortSignal): Promise<StepMessage<X>> {
     if (this.#failure !== null) return Promise.reject(this.#failure.reason);
     if (signal?.aborted) return Promise.reject(signal.reason);
     if (this.#waiter !== null) {
@@ -273,7 +276,7 @@ export class Inbox<X, E> {
         this.#waitMs += performance.now() - waiter.started;
         reject(signal?.reason);
       };
-      const waiter: Waiter<X, E> = {
+      const waiter: Waiter<X> = {
         expected,
         started: performance.now(),
         resolve: (message) => {
@@ -323,7 +326,7 @@ export class Inbox<X, E> {
     };
   }
 
-  #settle(waiter: Waiter<X, E>, message: StepMessage<X, E>): void {
+  #settle(waiter: Waiter<X>, message: StepMessage<X>): void {
     if (this.#waiter === waiter) this.#waiter = null;
     this.#waitMs += performance.now() - waiter.started;
     try {
@@ -361,22 +364,21 @@ export interface InMemoryHubOptions {
  * An in-process message hub for `N` ranks: {@link InMemoryHub.endpoint} gives each rank its
  * {@link Transport}. It logs every message sent and can list messages nobody received.
  *
- * @typeParam X Latents.
- * @typeParam E Pre-guidance noise.
+ * @typeParam X Latents (and guided noise).
  * @example
  * ```ts
- * const hub = new InMemoryHub<number, number>(2);
+ * const hub = new InMemoryHub<number>(2);
  * const tag = { gen: "g", step: 0, kind: "eps", from: 1 } as const;
  * await hub.endpoint(1).send(0, { ...tag, depth: 1, eps: 0.5 });
  * const message = await hub.endpoint(0).receive(tag);
  * if (message.kind !== "eps" || message.eps !== 0.5) throw new Error("unexpected");
  * ```
  */
-export class InMemoryHub<X, E> {
+export class InMemoryHub<X> {
   /** Number of ranks. */
   readonly size: number;
-  readonly #inboxes: Inbox<X, E>[] = [];
-  readonly #endpoints: Transport<X, E>[] = [];
+  readonly #inboxes: Inbox<X>[] = [];
+  readonly #endpoints: Transport<X>[] = [];
   readonly #log: LoggedMessage[] = [];
   readonly #copy: boolean;
 
@@ -394,7 +396,7 @@ export class InMemoryHub<X, E> {
     this.size = size;
     this.#copy = options.copy ?? true;
     for (let r = 0; r < size; r++) {
-      this.#inboxes.push(new Inbox<X, E>());
+      this.#inboxes.push(new Inbox<X>());
       this.#endpoints.push(this.#makeEndpoint(r));
     }
   }
@@ -404,7 +406,7 @@ export class InMemoryHub<X, E> {
    *
    * @throws {RangeError} When `rank` is not in `0..size-1`.
    */
-  endpoint(rank: number): Transport<X, E> {
+  endpoint(rank: number): Transport<X> {
     const endpoint = this.#endpoints[rank];
     if (endpoint === undefined) {
       throw new RangeError(
@@ -432,12 +434,12 @@ export class InMemoryHub<X, E> {
     for (const inbox of this.#inboxes) inbox.fail(reason);
   }
 
-  #makeEndpoint(rank: number): Transport<X, E> {
+  #makeEndpoint(rank: number): Transport<X> {
     const inbox = this.#inboxes[rank];
     if (inbox === undefined) throw new Error(`Missing inbox for rank ${rank}`);
     let messagesSent = 0;
     let bytesSent = 0;
-    const record = (to: number | "all", message: StepMessage<X, E>): void => {
+    const record = (to: number | "all", message: StepMessage<X>): void => {
       if (message.from !== rank) {
         throw new RangeError(
           `Cannot send from rank ${rank} as the message says 'from' is ${message.from}`,
@@ -448,7 +450,7 @@ export class InMemoryHub<X, E> {
       bytesSent += bytes;
       this.#log.push({ ...tagOf(message), depth: message.depth, to, bytes });
     };
-    const copy = (message: StepMessage<X, E>): StepMessage<X, E> =>
+    const copy = (message: StepMessage<X>): StepMessage<X> =>
       this.#copy ? structuredClone(message) : message;
     return {
       send: (to, message) => {

@@ -42,9 +42,10 @@ Deno.test("bench measures sequential, ParaStep and BatchStep and writes its JSON
     assert.equal(row("ParaStep N=2").criticalPathCalls, W + Math.ceil((T - W) / 2));
     assert.equal(row("BatchStep L=2").criticalPathCalls, W + Math.ceil((T - 1 - W) / 2) + 1);
     assert.equal(row("ParaStep N=2").idealSpeedup, T / (W + Math.ceil((T - W) / 2)));
-    // Bytes: the warm-up message (latents + CFG eps), then per full round one eps and one latents.
+    // Bytes: the warm-up message (latents + guided eps), then per full round one guided eps and
+    // one latents broadcast, each the latents' size.
     const x = 8 * 32 * 4 * 4;
-    assert.equal(row("ParaStep N=2").bytesExchanged, 3 * x + Math.floor((T - W) / 2) * 3 * x);
+    assert.equal(row("ParaStep N=2").bytesExchanged, 2 * x + Math.floor((T - W) / 2) * 2 * x);
     assert.equal(row("sequential, 1 thread").snrDb, Infinity);
     assert.ok(
       Number.isFinite(row("ParaStep N=2").snrDb),

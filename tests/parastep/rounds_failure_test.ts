@@ -15,7 +15,7 @@ Deno.test("runRank() on rank 0 throws ExchangeError when rank 1 sends eps for th
   const plan = { steps: 6, warmup: 2, devices: 2 };
   const toy = scalarToy(6);
   for (const [field, wrong] of [["step", { step: 4 }], ["gen", { gen: "stale" }]] as const) {
-    const hub = new InMemoryHub<number, ScalarEps>(2);
+    const hub = new InMemoryHub<number>(2);
     const rank0 = runRank(0, plan, toy, SCALAR_X0, hub.endpoint(0), { gen: "g" });
     // A faulty rank 1: takes the warm-up, then answers for the wrong tag.
     const peer = hub.endpoint(1);
@@ -26,7 +26,7 @@ Deno.test("runRank() on rank 0 throws ExchangeError when rank 1 sends eps for th
       kind: "eps",
       from: 1,
       depth: 3,
-      eps: [0, 0],
+      eps: 0,
       ...wrong,
     });
     const error = await assertRejects(rank0, ExchangeError, "expected {gen=g, step=3, kind=eps");
@@ -37,7 +37,7 @@ Deno.test("runRank() on rank 0 throws ExchangeError when rank 1 sends eps for th
 
 Deno.test("runRank() on rank 1 throws ExchangeError when the warm-up comes from another generation", async () => {
   const plan = { steps: 6, warmup: 2, devices: 2 };
-  const hub = new InMemoryHub<number, ScalarEps>(2);
+  const hub = new InMemoryHub<number>(2);
   const rank1 = runRank(1, plan, scalarToy(6), SCALAR_X0, hub.endpoint(1), { gen: "new" });
   await hub.endpoint(0).broadcast({
     gen: "old",
@@ -46,7 +46,7 @@ Deno.test("runRank() on rank 1 throws ExchangeError when the warm-up comes from 
     from: 0,
     depth: 2,
     x: 0,
-    cache: [0, 0],
+    cache: 0,
   });
   const error = await assertRejects(rank1, ExchangeError, "received {gen=old");
   assertEquals(error.expected?.gen, "new");
@@ -89,7 +89,7 @@ Deno.test("aborting runRank() while it waits for a missing peer rejects promptly
   const plan = { steps: 8, warmup: 2, devices: 2 };
   const toy = scalarToy(8);
   for (const rank of [0, 1]) {
-    const hub = new InMemoryHub<number, ScalarEps>(2);
+    const hub = new InMemoryHub<number>(2);
     const controller = new AbortController();
     const started = performance.now();
     const run = runRank(rank, plan, toy, SCALAR_X0, hub.endpoint(rank), {
@@ -193,7 +193,7 @@ Deno.test("aborting runInProcess() from outside ends every rank with the signal'
 
 Deno.test("runRank() and runInProcess() validate the plan and rank up front", async () => {
   const toy = scalarToy(5);
-  const hub = new InMemoryHub<number, ScalarEps>(2);
+  const hub = new InMemoryHub<number>(2);
   await assertRejects(
     runRank(2, { steps: 5, warmup: 1, devices: 2 }, toy, 0, hub.endpoint(0)),
     RangeError,

@@ -147,14 +147,14 @@ Deno.test("message log: one warmup broadcast, then N - 1 eps into rank 0 and one
     if (m.kind === "eps") {
       assertEquals(m.to, 0);
       assertEquals(m.from, (m.step - W) % N, `eps at step ${m.step} comes from rank pos`);
-      assertEquals(m.bytes, 2 * 4 * 8); // [2 * n] float64
+      assertEquals(m.bytes, 4 * 8); // G(eps): [n] float64, half the CFG-doubled eps
     } else {
       assertEquals(m.to, "all");
       assertEquals(m.from, 0);
     }
   }
   const warm = messages[0] as LoggedMessage;
-  assertEquals([warm.step, warm.depth, warm.bytes], [W - 1, W, 4 * 8 + 2 * 4 * 8]);
+  assertEquals([warm.step, warm.depth, warm.bytes], [W - 1, W, 4 * 8 + 4 * 8]);
   const latents = messages.filter((m) => m.kind === "latents");
   assertEquals(latents.map((m) => m.step), [6, 10, 14]);
   // Each broadcast carries rank 0's clock: W plus the rounds done.
@@ -181,12 +181,13 @@ Deno.test("counters: bytes and messages per rank agree with the log", async () =
     () => toy,
     SCALAR_X0,
   );
-  // Rank 0 sends 1 warmup (8 + 16 bytes) and 3 latents (8); rank r sends 3 eps pairs (16).
-  assertEquals(counters.map((c) => [c.messagesSent, c.bytesSent]), [[4, 48], [3, 48], [3, 48]]);
+  // Rank 0 sends 1 warmup (x and guided cache, 8 + 8 bytes) and 3 latents (8); rank r sends 3
+  // guided eps (8 each, not the 16 of an [uncond, cond] pair).
+  assertEquals(counters.map((c) => [c.messagesSent, c.bytesSent]), [[4, 40], [3, 24], [3, 24]]);
   // Rank 0 receives 6 eps; every other rank receives the warmup and 3 latents broadcasts.
-  assertEquals(counters.map((c) => [c.messagesReceived, c.bytesReceived]), [[6, 96], [4, 48], [
+  assertEquals(counters.map((c) => [c.messagesReceived, c.bytesReceived]), [[6, 48], [4, 40], [
     4,
-    48,
+    40,
   ]]);
   assertEquals(messages.length, 4 + 3 + 3);
   for (const c of counters) assert(c.waitMs >= 0 && Number.isFinite(c.waitMs));
@@ -287,7 +288,7 @@ Deno.test("two generations run at once keep their state apart", async () => {
 Deno.test("runRank() over hand-wired endpoints: output on rank 0 only, Lamport clocks per rank", async () => {
   const [T, W, N] = [9, 2, 3]; // T - W = 7: 2 full rounds, then m = 1
   const toy = scalarToy(T);
-  const hub = new InMemoryHub<number, readonly [number, number]>(N);
+  const hub = new InMemoryHub<number>(N);
   const plan = { steps: T, warmup: W, devices: N };
   const results = await Promise.all(
     [0, 1, 2].map((r) => runRank(r, plan, toy, SCALAR_X0, hub.endpoint(r), { gen: "g" })),
@@ -310,7 +311,7 @@ Deno.test("runRank() on rank 0 advances its clock to the depth carried by a rece
   // the measured critical path: the count is measured from messages, not from the formula.
   const [T, W, N] = [6, 2, 2];
   const toy = scalarToy(T);
-  const hub = new InMemoryHub<number, readonly [number, number]>(N);
+  const hub = new InMemoryHub<number>(N);
   const rank0 = runRank(0, { steps: T, warmup: W, devices: N }, toy, SCALAR_X0, hub.endpoint(0), {
     gen: "g",
   });
@@ -321,7 +322,7 @@ Deno.test("runRank() on rank 0 advances its clock to the depth carried by a rece
     const got = await peer.receive(tag);
     assert(got.kind !== "eps");
     x = got.x;
-    const eps = toy.model(x, step + 2) as readonly [number, number];
+    const eps = toy.guide(toy.model(x, step + 2) as readonly [number, number]);
     await peer.send(0, {
       gen: "g",
       step: step + 2,
@@ -341,7 +342,7 @@ Deno.test("runRank() on rank 0 advances its clock to the depth carried by a rece
 Deno.test("runRank() on rank r > 0 advances its clock to the depth carried by a broadcast", async () => {
   const [T, W, N] = [6, 2, 2];
   const toy = scalarToy(T);
-  const hub = new InMemoryHub<number, readonly [number, number]>(N);
+  const hub = new InMemoryHub<number>(N);
   const rank1 = runRank(1, { steps: T, warmup: W, devices: N }, toy, SCALAR_X0, hub.endpoint(1), {
     gen: "g",
   });
@@ -353,7 +354,7 @@ Deno.test("runRank() on rank r > 0 advances its clock to the depth carried by a 
     from: 0,
     depth: 2,
     x: 0.5,
-    cache: [0, 1],
+    cache: 0.75,
   });
   const first = await root.receive({ gen: "g", step: 3, kind: "eps", from: 1 });
   assertEquals(first.depth, 3);

@@ -9,7 +9,7 @@ import {
 } from "../../src/parastep/mod.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 
-type Msg = StepMessage<Float64Array, Float64Array>;
+type Msg = StepMessage<Float64Array>;
 
 const EPS_TAG = { gen: "g", step: 4, kind: "eps", from: 1 } as const;
 
@@ -18,7 +18,7 @@ function eps(tag: MessageTag & { kind: "eps" }, values: number[] = [1, 2]): Msg 
 }
 
 Deno.test("Inbox.receive() resolves with a queued message whose tag matches", async () => {
-  const inbox = new Inbox<Float64Array, Float64Array>();
+  const inbox = new Inbox<Float64Array>();
   inbox.deliver(eps(EPS_TAG, [5, 6]));
   const message = await inbox.receive(EPS_TAG);
   assert(message.kind === "eps");
@@ -28,7 +28,7 @@ Deno.test("Inbox.receive() resolves with a queued message whose tag matches", as
 });
 
 Deno.test("Inbox.receive() waits for a later message and keeps each sender's order", async () => {
-  const inbox = new Inbox<Float64Array, Float64Array>();
+  const inbox = new Inbox<Float64Array>();
   const pending = inbox.receive(EPS_TAG);
   // Another sender's message neither settles nor disturbs the wait.
   inbox.deliver(eps({ ...EPS_TAG, step: 5, from: 2 }));
@@ -47,7 +47,7 @@ Deno.test("Inbox.receive() throws ExchangeError with both tags on any tag differ
   for (const [field, tag] of wrong) {
     // Queued before the receive, and arriving while it waits: both paths check.
     for (const queuedFirst of [true, false]) {
-      const inbox = new Inbox<Float64Array, Float64Array>();
+      const inbox = new Inbox<Float64Array>();
       if (queuedFirst) inbox.deliver(eps(tag));
       const pending = inbox.receive(EPS_TAG);
       if (!queuedFirst) inbox.deliver(eps(tag));
@@ -57,7 +57,7 @@ Deno.test("Inbox.receive() throws ExchangeError with both tags on any tag differ
     }
   }
   // A latents message where eps was wanted, from the right sender.
-  const inbox = new Inbox<Float64Array, Float64Array>();
+  const inbox = new Inbox<Float64Array>();
   inbox.deliver({ ...EPS_TAG, kind: "latents", depth: 1, x: new Float64Array(2) });
   const error = await assertRejects(inbox.receive(EPS_TAG), ExchangeError);
   assertEquals(error.received?.kind, "latents");
@@ -75,7 +75,7 @@ Deno.test("checkTag() accepts only the exact tag", () => {
 });
 
 Deno.test("aborting a waiting receive rejects it promptly with the signal's reason", async () => {
-  const inbox = new Inbox<Float64Array, Float64Array>();
+  const inbox = new Inbox<Float64Array>();
   const controller = new AbortController();
   const started = performance.now();
   const pending = inbox.receive(EPS_TAG, controller.signal);
@@ -96,7 +96,7 @@ Deno.test("aborting a waiting receive rejects it promptly with the signal's reas
 });
 
 Deno.test("Inbox.fail() rejects the pending receive and every later one", async () => {
-  const inbox = new Inbox<Float64Array, Float64Array>();
+  const inbox = new Inbox<Float64Array>();
   const pending = inbox.receive(EPS_TAG);
   inbox.fail(new Error("channel closed"));
   inbox.fail(new Error("second reason is ignored"));
@@ -106,7 +106,7 @@ Deno.test("Inbox.fail() rejects the pending receive and every later one", async 
 });
 
 Deno.test("Inbox.receive() refuses a second receive while one is pending", async () => {
-  const inbox = new Inbox<Float64Array, Float64Array>();
+  const inbox = new Inbox<Float64Array>();
   const first = inbox.receive(EPS_TAG);
   await assertRejects(inbox.receive({ ...EPS_TAG, from: 2 }), Error, "is still pending");
   inbox.deliver(eps(EPS_TAG));
@@ -114,7 +114,7 @@ Deno.test("Inbox.receive() refuses a second receive while one is pending", async
 });
 
 Deno.test("Inbox counters count received messages, bytes and waiting time", async () => {
-  const inbox = new Inbox<Float64Array, Float64Array>();
+  const inbox = new Inbox<Float64Array>();
   const pending = inbox.receive(EPS_TAG);
   await new Promise((resolve) => setTimeout(resolve, 20));
   inbox.deliver(eps(EPS_TAG, [1, 2, 3]));
@@ -135,7 +135,7 @@ Deno.test("payloadBytes() counts typed arrays by bytes and numbers as 8", () => 
 });
 
 Deno.test("InMemoryHub routes sends and broadcasts, logs them in order and copies payloads", async () => {
-  const hub = new InMemoryHub<Float64Array, Float64Array>(3);
+  const hub = new InMemoryHub<Float64Array>(3);
   const x = Float64Array.from([1, 2, 3]);
   await hub.endpoint(0).broadcast({
     gen: "g",
@@ -144,12 +144,12 @@ Deno.test("InMemoryHub routes sends and broadcasts, logs them in order and copie
     from: 0,
     depth: 1,
     x,
-    cache: new Float64Array(6),
+    cache: new Float64Array(3),
   });
   await hub.endpoint(2).send(0, eps({ ...EPS_TAG, from: 2 }));
   assertEquals(
     hub.log().map((m) => [m.kind, m.from, m.to, m.bytes, m.depth]),
-    [["warmup", 0, "all", 72, 1], ["eps", 2, 0, 16, 3]],
+    [["warmup", 0, "all", 48, 1], ["eps", 2, 0, 16, 3]],
   );
   const warmTag = { gen: "g", step: 0, kind: "warmup", from: 0 } as const;
   const got = await hub.endpoint(1).receive(warmTag);
@@ -158,11 +158,11 @@ Deno.test("InMemoryHub routes sends and broadcasts, logs them in order and copie
   assertEquals(x[0], 1);
   assertEquals(hub.undelivered().map((u) => [u.rank, u.tag.kind]), [[0, "eps"], [2, "warmup"]]);
   assertEquals(hub.endpoint(0).counters().messagesSent, 1);
-  assertEquals(hub.endpoint(1).counters().bytesReceived, 72);
+  assertEquals(hub.endpoint(1).counters().bytesReceived, 48);
 });
 
 Deno.test("InMemoryHub rejects sends to itself, to a missing rank, or under another rank's name", () => {
-  const hub = new InMemoryHub<number, number>(2);
+  const hub = new InMemoryHub<number>(2);
   const message = { gen: "g", step: 0, kind: "eps", from: 1, depth: 0, eps: 1 } as const;
   assertThrows(() => hub.endpoint(1).send(1, message), RangeError, "'to' must be another rank");
   assertThrows(() => hub.endpoint(1).send(2, message), RangeError, "current value is 2");
@@ -173,7 +173,7 @@ Deno.test("InMemoryHub rejects sends to itself, to a missing rank, or under anot
 });
 
 Deno.test("InMemoryHub.fail() ends every rank's pending receive", async () => {
-  const hub = new InMemoryHub<number, number>(3);
+  const hub = new InMemoryHub<number>(3);
   const waits = [0, 1, 2].map((r) =>
     hub.endpoint(r).receive({ gen: "g", step: 0, kind: "latents", from: (r + 1) % 3 })
   );

@@ -8,6 +8,8 @@
  *   the doc allows.
  * - Each round: rank 0 calls the model at position 0; rank `r > 0` at position `r` (when the round
  *   has it) and sends that eps to rank 0; a full round ends with rank 0 broadcasting `x`.
+ * - Every eps travels guided, `G(eps)`, so it is the size of the latents (README, "Where we
+ *   differ").
  *
  * @module
  */
@@ -23,7 +25,7 @@ export interface RankExpectation {
   bytesReceived: number;
 }
 
-/** Expectations for one generation with latents of `xLength` and eps of `epsLength` floats. */
+/** Expectations for one generation. */
 export interface Expectation {
   ranks: RankExpectation[];
   criticalPathCalls: number;
@@ -31,13 +33,13 @@ export interface Expectation {
   bytes: number;
 }
 
-/** Derive the expectations of `plan` (see the module doc). */
-export function expectedCosts(plan: ParaStepPlan, xLength: number, epsLength: number): Expectation {
+/** Derive the expectations of `plan` with latents of `xLength` floats (see the module doc). */
+export function expectedCosts(plan: ParaStepPlan, xLength: number): Expectation {
   const { steps: T, warmup: W, devices: N } = plan;
   const F = Math.floor((T - W) / N);
   const m = (T - W) % N;
   const xBytes = 4 * xLength; // float32
-  const epsBytes = 4 * epsLength;
+  const epsBytes = xBytes; // guided
   const warmupBroadcasts = N > 1 && T > W ? 1 : 0;
   const latentBroadcasts = N > 1 ? F : 0;
   const ranks: RankExpectation[] = [];

@@ -53,13 +53,13 @@ Deno.test("runWorkers() with the ONNX toy at N = 2 matches runInProcess over one
   assert.deepEqual(result.modelCalls, reference.modelCalls);
   assert.equal(result.criticalPathCalls, reference.criticalPathCalls);
 
-  const expected = expectedCosts(plan, rows * WIDTH, 2 * rows * WIDTH);
+  const expected = expectedCosts(plan, rows * WIDTH);
   assert.deepEqual(result.modelCalls, expected.ranks.map((r) => r.modelCalls));
   assert.equal(result.criticalPathCalls, expected.criticalPathCalls);
   assert.equal(result.messages, expected.messages);
   assert.equal(result.bytesExchanged, expected.bytes);
-  // T - W = 7: three full rounds and one partial. Warm-up x + eps, 3 latents, 3 eps.
-  assert.equal(result.bytesExchanged, (65536 + 131072) + 3 * 65536 + 3 * 131072);
+  // T - W = 7: three full rounds and one partial. Warm-up x + guided eps, 3 latents, 3 guided eps.
+  assert.equal(result.bytesExchanged, (65536 + 65536) + 3 * 65536 + 3 * 65536);
   for (const stats of result.ranks) {
     assert.equal(stats.executionProvider, "cpu");
     assert.equal(stats.device.intraOpThreads, threads);

@@ -23,10 +23,11 @@ Deno.test("ParaStep on 2 Workers gives the in-process engine's output bit for bi
   // T = 12, W = 5, N = 2: 5 + ceil(7 / 2) = 9 calls on the critical path.
   assert.equal(workers.denoise.criticalPathCalls, 9);
   assert.equal(inProcess.denoise.criticalPathCalls, 9);
-  // Exchanged: one warm-up broadcast (x and CFG-doubled eps), then per full round one eps
-  // into rank 0 and one latents broadcast; the last (partial) round sends nothing.
+  // Exchanged: one warm-up broadcast (x and the guided eps), then per full round one guided eps
+  // into rank 0 and one latents broadcast; the last (partial) round sends nothing. Guided, an eps
+  // is the latents' size (the raw CFG-doubled one would be twice that).
   const x = 1 * 8 * 32 * 4 * 4;
-  const eps = 2 * x;
+  const eps = x;
   const fullRounds = Math.floor((12 - 5) / 2);
   assert.equal(workers.denoise.bytesExchanged, x + eps + fullRounds * (eps + x));
   // And ParaStep is not the sequential sampler: the output differs from N = 1.
