@@ -63,10 +63,16 @@ export interface BenchRow {
   /** Parallel rounds per run (0 for single-device modes). */
   readonly rounds: number;
   /**
-   * Milliseconds per round that exchanging steps adds to the critical path: rank 0's median wait
-   * per round for the other ranks' eps (see `DenoiseReport.exchangeMsPerRound`).
+   * Milliseconds per round that exchanging steps adds to the critical path: rank 0's time sending
+   * plus its wait for the other ranks' eps, median over rounds, then over runs (see
+   * `DenoiseReport.exchangeMsPerRound`).
    */
   readonly exchangeMsPerRound: number;
+  /**
+   * Median one-way transit of the round's latents broadcast and eps message (post to payload in
+   * hand), median over runs; both lie on the critical path when the ranks' calls take equally long.
+   */
+  readonly hopMs: { readonly latents: number; readonly eps: number };
   /** {@link BenchRow.exchangeMsPerRound} as a share of one sequential step. */
   readonly exchangeShareOfStep: number;
   /**
@@ -100,6 +106,10 @@ interface Measured {
   report?: DenoiseReport;
   runsMs: number[];
   medianMs: number;
+  /** Per run: `DenoiseReport.exchangeMsPerRound` and `hopMs`. */
+  exchangeMs: number[];
+  latentsHopMs: number[];
+  epsHopMs: number[];
 }
 
 /** Runs `parastep bench` and returns the report (the CLI prints it). */
@@ -181,7 +191,13 @@ export async function runBench(
       stride,
     });
   }
-  const measured: Measured[] = configs.map(() => ({ runsMs: [], medianMs: 0 }));
+  const measured: Measured[] = configs.map(() => ({
+    runsMs: [],
+    medianMs: 0,
+    exchangeMs: [],
+    latentsHopMs: [],
+    epsHopMs: [],
+  }));
   const progress = new ProgressBar("bench", command.runs * configs.length * T);
   try {
     for (let run = 0; run < command.runs; run++) {
@@ -205,6 +221,9 @@ export async function runBench(
         const m = measured[k]!;
         m.report = report;
         m.runsMs.push(report.loopMs);
+        m.exchangeMs.push(report.exchangeMsPerRound);
+        m.latentsHopMs.push(report.hopMs.latents);
+        m.epsHopMs.push(report.hopMs.eps);
       }
     }
   } finally {
@@ -236,8 +255,9 @@ export async function runBench(
       criticalPathCalls: calls,
       bytesExchanged: report.bytesExchanged,
       rounds,
-      exchangeMsPerRound: report.exchangeMsPerRound,
-      exchangeShareOfStep: report.exchangeMsPerRound / stepMs,
+      exchangeMsPerRound: median(m.exchangeMs),
+      exchangeShareOfStep: median(m.exchangeMs) / stepMs,
+      hopMs: { latents: median(m.latentsHopMs), eps: median(m.epsHopMs) },
       overheadMsPerRound: rounds > 0 ? (m.medianMs - calls * stepMs) / rounds : 0,
       snrDb: snr(reference.waveform, out.waveform),
       lsdDb: logSpectralDistance(reference.waveform, out.waveform),
@@ -285,8 +305,8 @@ export function formatBench(r: BenchReport): string {
     `median of ${r.runs} runs, denoising loop only (sessions opened beforehand); ` +
     `sequential step ${r.stepMs.toFixed(1)} ms with 1 thread`,
     "",
-    "| config | devices x threads | median ms | speedup | vs all cores | ideal | calls on critical path | KiB exchanged | exchange ms/round (% of a step) | overhead ms/round | SNR dB | LSD dB | mel PSNR dB |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "| config | devices x threads | median ms | speedup | vs all cores | ideal | calls on critical path | KiB exchanged | exchange ms/round (% of a step) | hops ms (latents + eps) | overhead ms/round | SNR dB | LSD dB | mel PSNR dB |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ];
   for (const x of r.rows) {
     const cells = [
@@ -301,6 +321,7 @@ export function formatBench(r: BenchReport): string {
       x.rounds
         ? `${x.exchangeMsPerRound.toFixed(2)} (${(100 * x.exchangeShareOfStep).toFixed(1)}%)`
         : "-",
+      x.rounds ? `${x.hopMs.latents.toFixed(2)} + ${x.hopMs.eps.toFixed(2)}` : "-",
       x.rounds ? x.overheadMsPerRound.toFixed(2) : "-",
       db(x.snrDb),
       db(x.lsdDb),

@@ -45,22 +45,23 @@ export type Float32StepMessage = StepMessage<Float32Array>;
 
 /** Counters of one {@link ChannelTransport}. */
 export interface ChannelCounters extends TransportCounters {
-  /** Milliseconds spent in `postMessage` (serializing payloads). */
+  /** Milliseconds spent sending: copying payloads into the arena and `postMessage`. */
   sendMs: number;
   /** Messages dropped as not belonging to this generation or rank (see the module doc). */
   strayMessages: number;
   /**
-   * Per kind of message received: how many, and their summed transit time in ms, from the
+   * Per kind of message received: each one's transit time in ms, in arrival order, from the
    * sender's post to this rank holding the payload (serialising, delivery, copying out).
    */
-  transit: Record<MessageKind, { count: number; totalMs: number }>;
+  transitMs: Record<MessageKind, number[]>;
 }
 
 /** Options for {@link ChannelTransport}. */
 export interface ChannelTransportOptions {
   /**
-   * `T`, the generation's step count: sizes the per-step wait table of
-   * {@link ChannelTransport.waitMsByStep} up front, so receives never allocate for it.
+   * `T`, the generation's step count: sizes the per-step tables of
+   * {@link ChannelTransport.waitMsByStep} and {@link ChannelTransport.sendMsByStep} up front, so
+   * sends and receives never allocate for them.
    *
    * @default {0 (no per-step table)}
    */
@@ -145,11 +146,8 @@ export class ChannelTransport implements Transport<Float32Array>, Disposable {
   #bytesSent = 0;
   #sendMs = 0;
   #stray = 0;
-  readonly #transit: ChannelCounters["transit"] = {
-    eps: { count: 0, totalMs: 0 },
-    latents: { count: 0, totalMs: 0 },
-    warmup: { count: 0, totalMs: 0 },
-  };
+  readonly #transitMs: ChannelCounters["transitMs"] = { eps: [], latents: [], warmup: [] };
+  readonly #sendByStep: Float64Array;
   readonly #shared: SharedPayloads | null;
   /** Messages this rank has written to its arena. */
   #sharedSeq = 0;
@@ -186,6 +184,7 @@ export class ChannelTransport implements Transport<Float32Array>, Disposable {
     this.devices = devices;
     this.#prefix = options.prefix ?? CHANNEL_PREFIX;
     this.#waitByStep = new Float64Array(steps);
+    this.#sendByStep = new Float64Array(steps);
     if (options.arenas !== undefined && options.arenas.length !== devices) {
       throw new RangeError(
         `Cannot open a step channel as 'arenas' must hold one arena per rank (${devices}): ` +
@@ -266,13 +265,18 @@ export class ChannelTransport implements Transport<Float32Array>, Disposable {
       ...this.#inbox.counters(),
       sendMs: this.#sendMs,
       strayMessages: this.#stray,
-      transit: structuredClone(this.#transit),
+      transitMs: structuredClone(this.#transitMs),
     };
   }
 
   /** A copy of the milliseconds spent waiting in `receive`, per step index (length `T`). */
   waitMsByStep(): Float64Array {
     return this.#waitByStep.slice();
+  }
+
+  /** A copy of the milliseconds spent sending (arena copy and `postMessage`), per step index. */
+  sendMsByStep(): Float64Array {
+    return this.#sendByStep.slice();
   }
 
   /** Tags of messages that arrived for this rank but were never received. */
@@ -338,7 +342,11 @@ export class ChannelTransport implements Transport<Float32Array>, Disposable {
     } else {
       channel.postMessage({ ...compact(message), sentAt });
     }
-    this.#sendMs += performance.now() - started;
+    const elapsed = performance.now() - started;
+    this.#sendMs += elapsed;
+    if (message.step >= 0 && message.step < this.#sendByStep.length) {
+      this.#sendByStep[message.step]! += elapsed;
+    }
     this.#messagesSent += 1;
     this.#bytesSent += payloadBytes(payloadOf(message));
   }
@@ -356,9 +364,7 @@ export class ChannelTransport implements Transport<Float32Array>, Disposable {
     }
     const sentAt = (data as { sentAt?: unknown }).sentAt;
     if (typeof sentAt === "number") {
-      const transit = this.#transit[message.kind];
-      transit.count += 1;
-      transit.totalMs += performance.timeOrigin + performance.now() - sentAt;
+      this.#transitMs[message.kind].push(performance.timeOrigin + performance.now() - sentAt);
     }
     this.#inbox.deliver(message);
   }

@@ -158,6 +158,8 @@ export interface WorkersResult {
   bytesExchanged: number;
   /** Milliseconds every rank spent waiting for messages, per round: `[rank][round]`. */
   waitMsPerRound: number[][];
+  /** Milliseconds every rank spent sending messages, per round: `[rank][round]`. */
+  sendMsPerRound: number[][];
   /** Wall times of the phases. */
   wallMs: WorkersWallTimes;
   /** How each worker was shut down, indexed by rank. */
@@ -381,6 +383,7 @@ export async function runWorkers<Init>(
     messages: ranks.reduce((sum, s) => sum + s.counters.messagesSent, 0),
     bytesExchanged: ranks.reduce((sum, s) => sum + s.counters.bytesSent, 0),
     waitMsPerRound: ranks.map((s) => s.waitMsPerRound),
+    sendMsPerRound: ranks.map((s) => s.sendMsPerRound),
     wallMs: {
       startMs: outcome.startMs,
       runMs: outcome.runMs,

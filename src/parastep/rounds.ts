@@ -342,12 +342,13 @@ async function runRankZero<X, E>(
       depth += 1;
     }
     x = call.step(guided, i, x);
-    options.onStep?.(i);
+    // The broadcast first: the other ranks wait for it, while progress can wait.
     if (cell.broadcast === "warmup") {
       await transport.broadcast({ gen, step: i, kind: "warmup", from: 0, depth, x, cache: guided });
     } else if (cell.broadcast === "latents") {
       await transport.broadcast({ gen, step: i, kind: "latents", from: 0, depth, x });
     }
+    options.onStep?.(i);
   }
   return { rank: 0, output: x, modelCalls, depth, counters: transport.counters() };
 }

@@ -108,6 +108,8 @@ export interface RankStats {
   warmupWaitMs: number;
   /** Milliseconds waiting for messages, per round `floor((i - W) / N)`. */
   waitMsPerRound: number[];
+  /** Milliseconds sending messages (arena copy and post), per round. */
+  sendMsPerRound: number[];
   /** Milliseconds from `init` to ready. */
   openMs: number;
   /** Milliseconds of `runRank`. */
@@ -336,7 +338,7 @@ class RankWorker {
       try {
         const result = await runRank(rank, plan, tracker, x0, transport, options);
         const runMs = performance.now() - started;
-        const waits = splitWaits(plan, transport.waitMsByStep());
+        const waits = perRound(plan, transport.waitMsByStep());
         const stats: RankStats = {
           rank,
           modelCalls: result.modelCalls,
@@ -344,6 +346,7 @@ class RankWorker {
           counters: transport.counters(),
           warmupWaitMs: waits.warmup,
           waitMsPerRound: waits.perRound,
+          sendMsPerRound: perRound(plan, transport.sendMsByStep()).perRound,
           openMs: this.#openMs,
           runMs,
           executionProvider: this.#executionProvider,
@@ -501,8 +504,8 @@ function serialize(error: unknown): SerializedError {
   return { name: "Error", message: String(error) };
 }
 
-/** Wait times by step -> warm-up total and per-round totals. */
-function splitWaits(
+/** Times by step -> the warm-up's total and each round's total. */
+function perRound(
   plan: ParaStepPlan,
   byStep: Float64Array,
 ): { warmup: number; perRound: number[] } {

@@ -654,6 +654,8 @@ export interface GenerateOptions {
   readonly denoiseWith?: DenoiseEngine;
 }
 
+const NO_HOPS = { latents: 0, eps: 0 } as const;
+
 /** What a denoising engine reports besides the final latents. */
 export interface DenoiseReport {
   readonly output: Float32Array;
@@ -670,11 +672,18 @@ export interface DenoiseReport {
   /** Milliseconds of the denoising loop itself, first step to last. */
   readonly loopMs: number;
   /**
-   * Milliseconds per round that exchanging steps adds to the critical path: the median over rounds
-   * of rank 0's wait for the round's eps after finishing its own call. It covers the latents hop
-   * out, the eps hop back and the other ranks' few scheduler steps. 0 in process.
+   * Milliseconds per round that exchanging steps adds to the critical path, as rank 0 lives it:
+   * the median over rounds of its time sending (the latents broadcast) plus its wait for the
+   * round's eps after finishing its own call. The wait covers the latents hop out, the eps hop
+   * back, and any lead the other rank's call had over rank 0's own (or, negatively, hides the hops
+   * when the other rank's call was quicker). 0 in process.
    */
   readonly exchangeMsPerRound: number;
+  /**
+   * Median one-way transit of the round's two messages, post to payload in hand: `latents`
+   * (rank 0 to the others) and `eps` (into rank 0). 0 in process.
+   */
+  readonly hopMs: { readonly latents: number; readonly eps: number };
 }
 
 /** Everything a denoising engine gets. */
@@ -746,6 +755,7 @@ export async function denoiseInProcess(job: DenoiseJob): Promise<DenoiseReport> 
       loadMs,
       loopMs: performance.now() - loopStart,
       exchangeMsPerRound: 0,
+      hopMs: NO_HOPS,
     };
   }
   const devices = mode === "sequential" ? 1 : job.devices;
@@ -764,6 +774,7 @@ export async function denoiseInProcess(job: DenoiseJob): Promise<DenoiseReport> 
     loadMs,
     loopMs: performance.now() - loopStart,
     exchangeMsPerRound: 0,
+    hopMs: NO_HOPS,
   };
 }
 

@@ -128,9 +128,13 @@ export async function denoiseWithWorkers(job: DenoiseJob): Promise<DenoiseReport
     ...(job.onStep ? { onStep: job.onStep } : {}),
   });
   const ep = result.ranks[0]?.executionProvider;
-  // Rank 0 waits each round from finishing its own call until the others' eps are in hand.
+  // Rank 0's exchange per round: sending the round's latents, and waiting from the end of its own
+  // call until the others' eps are in hand.
   const waits = result.waitMsPerRound[0] ?? [];
-  const medianWait = waits.length === 0 ? 0 : median(waits);
+  const sends = result.sendMsPerRound[0] ?? [];
+  const exchange = waits.map((wait, k) => wait + (sends[k] ?? 0));
+  const latentsHops = result.ranks.slice(1).flatMap((r) => r.counters.transitMs.latents);
+  const epsHops = result.ranks[0]?.counters.transitMs.eps ?? [];
   return {
     output: result.output,
     ep: (ep ?? job.ep) as ExecutionProvider,
@@ -139,6 +143,11 @@ export async function denoiseWithWorkers(job: DenoiseJob): Promise<DenoiseReport
     bytesExchanged: result.bytesExchanged,
     loadMs: result.wallMs.startMs,
     loopMs: result.wallMs.runMs,
-    exchangeMsPerRound: medianWait,
+    exchangeMsPerRound: medianOrZero(exchange),
+    hopMs: { latents: medianOrZero(latentsHops), eps: medianOrZero(epsHops) },
   };
+}
+
+function medianOrZero(values: readonly number[]): number {
+  return values.length === 0 ? 0 : median(values);
 }

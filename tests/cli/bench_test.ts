@@ -46,6 +46,13 @@ Deno.test("bench measures sequential, ParaStep and BatchStep and writes its JSON
     // one latents broadcast, each the latents' size.
     const x = 8 * 32 * 4 * 4;
     assert.equal(row("ParaStep N=2").bytesExchanged, 2 * x + Math.floor((T - W) / 2) * 2 * x);
+    // Exchange is measured on the ParaStep row only: the two hops of a round took some time, and
+    // single-device rows exchange nothing.
+    const para = row("ParaStep N=2");
+    assert.ok(para.hopMs.latents > 0 && para.hopMs.eps > 0, JSON.stringify(para.hopMs));
+    assert.ok(para.exchangeMsPerRound > 0 && Number.isFinite(para.exchangeMsPerRound));
+    assert.deepEqual(row("sequential, 1 thread").hopMs, { latents: 0, eps: 0 });
+    assert.equal(row("BatchStep L=2").exchangeMsPerRound, 0);
     assert.equal(row("sequential, 1 thread").snrDb, Infinity);
     assert.ok(
       Number.isFinite(row("ParaStep N=2").snrDb),
