@@ -10,6 +10,8 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 export type EpChoice = "cpu" | "cuda" | "webgpu" | "auto";
 /** Denoising modes the CLI accepts. */
 export type ModeChoice = "parastep" | "batchstep" | "sequential";
+/** How ParaStep ranks share a round's results (see `Exchange` in src/parastep/rounds.ts). */
+export type ExchangeChoice = "gather" | "allgather";
 /** WAV sample formats. */
 export type WavFormatChoice = "pcm16" | "float32";
 
@@ -37,6 +39,8 @@ export interface RunFlags {
   readonly ep: EpChoice;
   readonly warmup: number | undefined;
   readonly stride: number | undefined;
+  /** Absent: `gen` uses "gather", `bench` measures both. */
+  readonly exchange: ExchangeChoice | undefined;
   readonly threads: number | undefined;
   readonly verbose: boolean;
 }
@@ -192,6 +196,7 @@ const RUN_OPTIONS = {
   devices: { type: "string" },
   warmup: { type: "string" },
   stride: { type: "string" },
+  exchange: { type: "string" },
   threads: { type: "string" },
   verbose: { type: "boolean", short: "v" },
   help: { type: "boolean", short: "h" },
@@ -225,6 +230,9 @@ function runFlags(v: Values, verbose: boolean): RunFlags {
     ep: v.choice("ep", ["cpu", "cuda", "webgpu", "auto"] as const, "auto"),
     warmup: v.integer("warmup"),
     stride: v.integer("stride", 1),
+    exchange: v.string("exchange") === undefined
+      ? undefined
+      : v.choice("exchange", ["gather", "allgather"] as const, "gather"),
     threads: v.integer("threads"),
     verbose: v.flag("verbose") || verbose,
   };

@@ -17,7 +17,7 @@ import { writeFileAtomic } from "../io/atomic.ts";
 import { logSpectralDistance, psnr, snr } from "../metrics/audio.ts";
 import { median } from "../metrics/stats.ts";
 import { resolveModel } from "../models/model.ts";
-import { criticalPathCalls } from "../parastep/rounds.ts";
+import { criticalPathCalls, type Exchange, EXCHANGES } from "../parastep/rounds.ts";
 import { checkDevices } from "../pipelines/audioldm2.ts";
 import {
   checkRequest,
@@ -42,6 +42,10 @@ export interface BenchRow {
   /** e.g. "sequential, 1 thread", "ParaStep N=2", "BatchStep L=2". */
   readonly config: string;
   readonly mode: DenoiseMode;
+  /** How ParaStep ranks shared each round's results; absent for single-device modes. */
+  readonly exchange?: Exchange;
+  /** BatchStep's stride L; absent for other modes. */
+  readonly stride?: number;
   /** Devices (Workers) used. */
   readonly devices: number;
   /** Intra-op threads per device. */
@@ -148,6 +152,7 @@ export async function runBench(
     devices: number;
     threads: number;
     stride: number;
+    exchange?: Exchange;
   }
   const configs: Config[] = [
     {
@@ -170,15 +175,19 @@ export async function runBench(
     });
   }
   const strides = new Set<number>();
+  const exchanges: readonly Exchange[] = command.exchange ? [command.exchange] : EXCHANGES;
   for (const N of command.gpus.filter((n) => n > 1)) {
-    configs.push({
-      label: `ParaStep N=${N}`,
-      engine: denoiseWithWorkers,
-      mode: "parastep",
-      devices: N,
-      threads: Math.max(1, Math.floor(cores / N)),
-      stride: 1,
-    });
+    for (const exchange of exchanges) {
+      configs.push({
+        label: `ParaStep N=${N}` + (exchange === "allgather" ? ", all-gather" : ""),
+        engine: denoiseWithWorkers,
+        mode: "parastep",
+        devices: N,
+        threads: Math.max(1, Math.floor(cores / N)),
+        stride: 1,
+        exchange,
+      });
+    }
     const stride = command.stride ?? N;
     if (strides.has(stride)) continue;
     strides.add(stride);
@@ -215,6 +224,7 @@ export async function runBench(
           stride: c.stride,
           ep,
           threads: c.threads,
+          ...(c.exchange ? { exchange: c.exchange } : {}),
           onStep: (i) => progress.update(done + i + 1),
           ...(options.signal ? { signal: options.signal } : {}),
         });
@@ -245,6 +255,8 @@ export async function runBench(
     return {
       config: c.label,
       mode: c.mode,
+      ...(c.exchange ? { exchange: c.exchange } : {}),
+      ...(c.mode === "batchstep" ? { stride: c.stride } : {}),
       devices: c.devices,
       threads: c.threads,
       medianMs: m.medianMs,
@@ -333,13 +345,14 @@ export function formatBench(r: BenchReport): string {
 }
 
 /**
- * Speedup against N: measured ParaStep and BatchStep (against sequential with
- * one thread) beside the ideal curve T / (W + ceil((T - W) / N)).
+ * Speedup against N: measured ParaStep (each exchange) and BatchStep (against
+ * sequential with one thread) beside the ideal curve T / (W + ceil((T - W) / N)).
  */
 export function speedupSvg(r: BenchReport): string {
-  const para = r.rows.filter((x) => x.mode === "parastep");
+  const para = r.rows.filter((x) => x.mode === "parastep" && x.exchange !== "allgather");
+  const allGather = r.rows.filter((x) => x.mode === "parastep" && x.exchange === "allgather");
   const batch = r.rows.filter((x) => x.mode === "batchstep");
-  const maxN = Math.max(2, ...para.map((x) => x.devices));
+  const maxN = Math.max(2, ...para.map((x) => x.devices), ...allGather.map((x) => x.devices));
   const ideal = Array.from({ length: maxN }, (_, k) => ({
     n: k + 1,
     s: criticalPathCalls({ steps: r.steps, warmup: r.warmup, devices: k + 1 }),
@@ -348,8 +361,19 @@ export function speedupSvg(r: BenchReport): string {
     { n: 1, s: 1 },
     ...para.map((x) => ({ n: x.devices, s: x.speedup })),
   ];
-  const batchPoints = batch.map((x, k) => ({ n: para[k]?.devices ?? 2, s: x.speedup }));
-  const maxS = Math.max(...ideal.map((p) => p.s), ...points.map((p) => p.s), 1) * 1.1;
+  const allGatherPoints = [
+    { n: 1, s: 1 },
+    ...allGather.map((x) => ({ n: x.devices, s: x.speedup })),
+  ];
+  // BatchStep with stride L makes the calls of ParaStep on N = L devices: plotted at N = L.
+  const batchPoints = batch.map((x) => ({ n: x.stride ?? 2, s: x.speedup }));
+  const maxS = Math.max(
+    ...ideal.map((p) => p.s),
+    ...points.map((p) => p.s),
+    ...allGatherPoints.map((p) => p.s),
+    ...batchPoints.map((p) => p.s),
+    1,
+  ) * 1.1;
   const [w, h, m] = [480, 320, 48];
   const X = (n: number) => m + ((n - 1) / Math.max(1, maxN - 1)) * (w - 2 * m);
   const Y = (s: number) => h - m - (s / maxS) * (h - 2 * m);
@@ -381,10 +405,19 @@ ${ticks.join("\n")}
 <path d="${path(ideal)}" fill="none" stroke="#999" stroke-dasharray="6 4"/>
 <path d="${path(points)}" fill="none" stroke="#1f77b4" stroke-width="2"/>
 ${dots(points, "#1f77b4")}
+${
+    allGather.length
+      ? `<path d="${path(allGatherPoints)}" fill="none" stroke="#2ca02c" stroke-width="2"/>`
+      : ""
+  }
+${dots(allGather.map((x) => ({ n: x.devices, s: x.speedup })), "#2ca02c")}
 ${dots(batchPoints, "#ff7f0e")}
 <text x="${w - m}" y="${m}" text-anchor="end" fill="#999">ideal T / (W + ceil((T-W)/N))</text>
 <text x="${w - m}" y="${m + 16}" text-anchor="end" fill="#1f77b4">ParaStep (measured)</text>
-<text x="${w - m}" y="${m + 32}" text-anchor="end" fill="#ff7f0e">BatchStep L=N (measured)</text>
+<text x="${w - m}" y="${
+    m + 32
+  }" text-anchor="end" fill="#2ca02c">ParaStep, all-gather (measured)</text>
+<text x="${w - m}" y="${m + 48}" text-anchor="end" fill="#ff7f0e">BatchStep L=N (measured)</text>
 </svg>
 `;
 }

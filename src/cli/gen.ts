@@ -69,6 +69,7 @@ export async function runGen(
       devices: command.gpus,
       ...(command.warmup !== undefined ? { warmup: command.warmup } : {}),
       ...(command.stride !== undefined ? { stride: command.stride } : {}),
+      ...(command.exchange !== undefined ? { exchange: command.exchange } : {}),
       ...(command.threads !== undefined ? { threads: command.threads } : {}),
       logLevel: command.verbose ? "warning" : "error",
       onStep: (i) => progress.update(i + 1),
@@ -97,7 +98,8 @@ export async function runGen(
   }
   const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
   const devices = denoise.mode === "parastep" && denoise.devices > 1
-    ? `ParaStep on ${denoise.devices} devices (W=${denoise.warmup})`
+    ? `ParaStep on ${denoise.devices} devices (W=${denoise.warmup}` +
+      (denoise.exchange === "allgather" ? ", all-gather" : "") + ")"
     : denoise.mode === "batchstep"
     ? "BatchStep on 1 device"
     : "sequential on 1 device";

@@ -43,6 +43,14 @@ const RUN_FLAGS =
   --gpus N, --devices N   Devices, one Worker each (CUDA device r for worker r)
   --warmup W              Sequential warm-up steps before the parallel rounds (default: 5)
   --stride L              BatchStep stride (default: 2)
+  --exchange gather|allgather
+                          How ParaStep devices share a round's results: gather sends
+                          eps to device 0, which broadcasts the latents (the paper's
+                          method); allgather has every device broadcast its eps and
+                          apply the round itself: one message less to wait for per
+                          round, same output and bytes on one host, N - 1 times the
+                          inbound bytes per device over a network (gen default:
+                          gather; bench: both)
   --threads K             ORT intra-op threads for encode/decode (default: all cores)
   -v, --verbose           Let ONNX Runtime log warnings`;
 

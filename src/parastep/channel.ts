@@ -2,7 +2,8 @@
  * The step exchange over `BroadcastChannel`, for ranks that run in separate Workers of one process.
  *
  * Channel names (all per generation, so two generations never share a channel):
- * - `parastep:<gen>`: broadcasts (rank 0 -> all: warm-up and end-of-round latents);
+ * - `parastep:<gen>`: broadcasts (rank 0 -> all: warm-up and end-of-round latents; with the
+ *   all-gather exchange, every rank's eps too);
  * - `parastep:<gen>/<from>-><to>`: point-to-point (rank `r` -> rank 0: eps).
  *
  * Why a channel per sender-receiver pair: a `BroadcastChannel` message is deserialized by every

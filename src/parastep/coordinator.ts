@@ -13,7 +13,7 @@
  */
 
 import { assignDevices, type DeviceAssignment, type DeviceEp } from "./devices.ts";
-import { checkPlan, type ParaStepPlan } from "./rounds.ts";
+import { checkPlan, type Exchange, type ParaStepPlan } from "./rounds.ts";
 import { ExchangeError } from "./transport.ts";
 import { createArenas } from "./shared_payloads.ts";
 import type {
@@ -38,6 +38,12 @@ export interface SamplerJob<Init> {
   module: string | URL;
   /** The family's payload for `openSampler`; must be structured-cloneable. */
   init: Init;
+  /**
+   * How ranks share a round's results.
+   *
+   * @default {"gather"}
+   */
+  exchange?: Exchange;
   /** The initial latents `x_0`, identical for every rank by construction (only rank 0 gets them). */
   x0: Float32Array;
   /**
@@ -326,6 +332,7 @@ export async function runWorkers<Init>(
         device: devices[rank]!,
         progressIntervalMs,
         ...(arenas ? { arenas } : {}),
+        ...(job.exchange !== undefined ? { exchange: job.exchange } : {}),
       };
       try {
         handle.worker.postMessage(init);

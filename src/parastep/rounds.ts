@@ -15,6 +15,9 @@
  *   scheduler state can drift.
  * - `G(cache)` is computed once per cache value rather than at each reuse step (a rank keeps its
  *   cache guided).
+ * - Optionally (`exchange: "allgather"`) every rank shares its eps with every other and applies
+ *   the round itself, instead of rank 0 applying it and broadcasting the latents (see
+ *   {@link Exchange}).
  *
  * @module
  */
@@ -60,6 +63,24 @@ export interface ParaStepPlan {
   /** `N`: ranks (devices), an integer >= 1. */
   devices: number;
 }
+
+/**
+ * How the ranks of a round share their results:
+ * - `"gather"`, the method as docs/parastep.md states it: ranks `r > 0` send their eps to rank 0,
+ *   which applies the round and broadcasts the latents. A round waits for two messages one after
+ *   the other (eps in, latents out).
+ * - `"allgather"`: every rank broadcasts its eps and applies the whole round itself, so the next
+ *   round starts without waiting for latents: one message on a round's critical path. Every rank
+ *   applies the same steps to the same values, so the output is the same bit for bit, and over
+ *   BroadcastChannel it posts as many messages and bytes (N latents-sized ones per round; one
+ *   fewer in a last round that is full, where gather still broadcasts latents). Each rank receives
+ *   N - 1 messages per round instead of one: over a network (a future multi-host transport) that
+ *   is N - 1 times the inbound bytes per rank.
+ */
+export type Exchange = "gather" | "allgather";
+
+/** Every {@link Exchange}, the default first. */
+export const EXCHANGES: readonly Exchange[] = ["gather", "allgather"];
 
 /**
  * Throw a `RangeError` naming the first field of `plan` that is out of range.
@@ -243,6 +264,12 @@ export interface RunRankOptions {
   signal?: AbortSignal;
   /** Called on rank 0 after step `i` is applied to the true latents (for progress bars). */
   onStep?: (i: number) => void;
+  /**
+   * How ranks share a round's results; every rank of a generation must use the same one.
+   *
+   * @default {"gather"}
+   */
+  exchange?: Exchange;
 }
 
 /** What one rank's run returns. */
@@ -301,6 +328,9 @@ export async function runRank<X, E>(
       `Cannot run ParaStep as 'rank' must be an integer in 0..${plan.devices - 1}: ` +
         `current value is ${rank}`,
     );
+  }
+  if (options.exchange === "allgather" && plan.devices > 1) {
+    return await runAllGather(rank, plan, sampler, x0, transport, options);
   }
   return await (rank === 0
     ? runRankZero(plan, sampler, x0, transport, options)
@@ -397,6 +427,118 @@ async function runPredictor<X, E>(
   return { rank, output: undefined, modelCalls, depth, counters: transport.counters() };
 }
 
+/**
+ * Any rank with the `"allgather"` exchange. Warm-up as with `"gather"` (rank 0 alone, then one
+ * broadcast). Then every round starts with every rank holding the true `x_s`: rank `r` reuses its
+ * cache for `r` steps, predicts at `s + r` and broadcasts `G(eps)`; each rank then applies the
+ * round's `G(eps)`s in position order to its own `x_s`. The last round's results only matter to
+ * rank 0: they go to it alone, and the other ranks stop.
+ */
+async function runAllGather<X, E>(
+  rank: number,
+  plan: ParaStepPlan,
+  sampler: Sampler<X, E>,
+  x0: X,
+  transport: Transport<X>,
+  options: RunRankOptions,
+): Promise<RankResult<X>> {
+  const { steps: T, warmup: W, devices: N } = plan;
+  const gen = options.gen ?? DEFAULT_GEN;
+  const { signal } = options;
+  const call = callbacks(rank, sampler);
+  const onStep = rank === 0 ? options.onStep : undefined;
+  let x = x0;
+  let depth = 0;
+  let modelCalls = 0;
+  // cache_r, guided (see runPredictor); on rank 0 never reused, as position 0 reuses nothing.
+  let cache: X;
+  if (rank === 0) {
+    let guided: X | undefined;
+    for (let i = 0; i < W; i++) {
+      signal?.throwIfAborted();
+      guided = call.guide(await call.model(x, i), i);
+      modelCalls += 1;
+      depth += 1;
+      x = call.step(guided, i, x);
+      if (i === W - 1 && T > W) {
+        await transport.broadcast({
+          gen,
+          step: i,
+          kind: "warmup",
+          from: 0,
+          depth,
+          x,
+          cache: guided,
+        });
+      }
+      onStep?.(i);
+    }
+    cache = guided as X; // W >= 1
+  } else {
+    if (T === W) {
+      return { rank, output: undefined, modelCalls, depth, counters: transport.counters() };
+    }
+    const warm = await receive(transport, { gen, step: W - 1, kind: "warmup", from: 0 }, signal);
+    x = warm.x;
+    cache = warm.cache;
+    depth = warm.depth;
+  }
+  for (let s = W; s < T; s += N) {
+    signal?.throwIfAborted();
+    const positions = Math.min(N, T - s);
+    const last = s + N >= T;
+    let own: X | undefined;
+    let ownDepth = depth;
+    if (rank < positions) {
+      let predicted = x;
+      for (let j = 0; j < rank; j++) predicted = call.step(cache, s + j, predicted);
+      own = call.guide(await call.model(predicted, s + rank), s + rank);
+      modelCalls += 1;
+      ownDepth = depth + 1;
+      const message = {
+        gen,
+        step: s + rank,
+        kind: "eps",
+        from: rank,
+        depth: ownDepth,
+        eps: own,
+      } as const;
+      if (!last) await transport.broadcast(message);
+      else if (rank !== 0) await transport.send(0, message);
+    }
+    if (rank === 0 || !last) {
+      let roundDepth = ownDepth;
+      for (let j = 0; j < positions; j++) {
+        let guided: X;
+        if (j === rank) {
+          guided = own as X;
+        } else {
+          const message = await receive(
+            transport,
+            { gen, step: s + j, kind: "eps", from: j },
+            signal,
+          );
+          guided = message.eps;
+          roundDepth = Math.max(roundDepth, message.depth);
+        }
+        x = call.step(guided, s + j, x);
+        onStep?.(s + j);
+      }
+      depth = roundDepth;
+    } else {
+      depth = ownDepth;
+    }
+    if (own !== undefined) cache = own;
+  }
+  return {
+    rank,
+    output: rank === 0 ? x : undefined,
+    modelCalls,
+    depth,
+    counters: transport.counters(),
+  };
+}
+
 const DEFAULT_GEN = "0";
 
 /** Wrap sampler callbacks so a throw names the rank, step and stage. */
@@ -449,6 +591,12 @@ export interface RunInProcessOptions {
   signal?: AbortSignal;
   /** Called after rank 0 applies step `i` (for progress bars). */
   onStep?: (i: number) => void;
+  /**
+   * How ranks share a round's results.
+   *
+   * @default {"gather"}
+   */
+  exchange?: Exchange;
   /**
    * Deliver copies of payloads (`structuredClone`), as a real channel would.
    *
@@ -514,6 +662,7 @@ export async function runInProcess<X, E>(
   const runs: Promise<RankResult<X>>[] = [];
   for (let r = 0; r < N; r++) {
     const rankOptions: RunRankOptions = { gen, signal: controller.signal };
+    if (options.exchange !== undefined) rankOptions.exchange = options.exchange;
     if (r === 0 && options.onStep !== undefined) rankOptions.onStep = options.onStep;
     const run = Promise.resolve()
       .then(() => runRank(r, plan, samplerFor(r), x0, hub.endpoint(r), rankOptions))

@@ -5,7 +5,9 @@
  * A transport moves three kinds of message (see docs/parastep.md):
  * - `"warmup"`: rank 0 -> all, once, after the warm-up; carries `x_W` and the last warm-up `eps`.
  * - `"eps"`: rank `r` -> rank 0, once per round for each position `r > 0`; carries its `eps`.
- * - `"latents"`: rank 0 -> all, at the end of every full round; carries the true latents.
+ *   With the all-gather exchange (see `Exchange` in rounds.ts) every rank broadcasts it instead.
+ * - `"latents"`: rank 0 -> all, at the end of every full round; carries the true latents (not
+ *   sent with all-gather, where every rank applies the round itself).
  *
  * Every `eps` travels guided, as `G(eps)`: the receiver only ever uses it through `G` (rank 0
  * steps with it, ranks r > 0 reuse it), `G` is a pure function of `eps`, so the sender applying it

@@ -25,6 +25,7 @@
 import { type ChannelCounters, ChannelTransport } from "./channel.ts";
 import type { DeviceAssignment, OpenedSampler, SamplerModule } from "./devices.ts";
 import {
+  type Exchange,
   type ParaStepPlan,
   runRank,
   type RunRankOptions,
@@ -55,6 +56,8 @@ export interface InitRequest {
   readonly progressIntervalMs: number;
   /** Shared payload arenas, one per rank, the same objects on every rank (see channel.ts). */
   readonly arenas?: readonly SharedArrayBuffer[];
+  /** How ranks share a round's results (the same on every rank); absent: `"gather"`. */
+  readonly exchange?: Exchange;
 }
 
 /** Coordinator -> worker: start the run (every rank is ready). */
@@ -332,6 +335,7 @@ class RankWorker {
     if (tracker === null || transport === null || this.#closing !== null || this.#running) return;
     const { rank, plan, gen, x0, progressIntervalMs } = this.#request;
     const options: RunRankOptions = { gen, signal: this.#controller.signal };
+    if (this.#request.exchange !== undefined) options.exchange = this.#request.exchange;
     if (rank === 0) options.onStep = this.#progress(plan.steps, progressIntervalMs);
     this.#running = (async () => {
       const started = performance.now();

@@ -32,7 +32,13 @@ import {
   openComponent,
 } from "../models/model.ts";
 import { type BatchSampler, checkBatchStepPlan, runBatchStep } from "../parastep/batchstep.ts";
-import { checkPlan, runInProcess, type Sampler } from "../parastep/rounds.ts";
+import {
+  checkPlan,
+  type Exchange,
+  EXCHANGES,
+  runInProcess,
+  type Sampler,
+} from "../parastep/rounds.ts";
 import { randn } from "../random.ts";
 import { ddim, type DdimTable } from "../schedulers/ddim.ts";
 import { concatBatch, concatSequence, repeatBatch, sliceBatch, sliceSequence } from "../tensor.ts";
@@ -639,6 +645,8 @@ export interface GenerateOptions {
   readonly warmup?: number;
   /** BatchStep stride L. @default 2 */
   readonly stride?: number;
+  /** How ParaStep ranks share a round's results (see `Exchange`). @default "gather" */
+  readonly exchange?: Exchange;
   /** Intra-op threads of the encode and decode sessions; 0 lets ORT choose. @default 0 */
   readonly threads?: number;
   /** The least severe ONNX Runtime message printed. @default "error" */
@@ -705,6 +713,8 @@ export interface DenoiseJob {
    * @default rank r uses device r
    */
   readonly deviceIds?: readonly number[];
+  /** How ParaStep ranks share a round's results. @default "gather" */
+  readonly exchange?: Exchange;
   readonly onStep?: (i: number) => void;
   readonly signal?: AbortSignal;
 }
@@ -744,7 +754,11 @@ export async function denoiseInProcess(job: DenoiseJob): Promise<DenoiseReport> 
       { steps: T, warmup: job.warmup, stride: job.stride },
       denoiser,
       x0,
-      { ...(job.signal ? { signal: job.signal } : {}), ...(onStep ? { onStep } : {}) },
+      {
+        ...(job.signal ? { signal: job.signal } : {}),
+        ...(onStep ? { onStep } : {}),
+        ...(job.exchange ? { exchange: job.exchange } : {}),
+      },
     );
     return {
       output,
@@ -787,6 +801,7 @@ export interface Generation {
     readonly mode: DenoiseMode;
     readonly devices: number;
     readonly warmup: number;
+    readonly exchange: Exchange;
   };
   /** Wall time of each stage, in milliseconds. */
   readonly timings: {
@@ -823,6 +838,14 @@ export async function generate(
   }
   const warmup = options.warmup ?? Math.min(model.manifest.defaults.warmup, checked.steps);
   const stride = options.stride ?? 2;
+  const exchange = options.exchange ?? "gather";
+  if (!EXCHANGES.includes(exchange)) {
+    throw new RangeError(
+      `Cannot generate as 'exchange' must be one of ${
+        EXCHANGES.join(", ")
+      }: current value is ${exchange}`,
+    );
+  }
   if (mode === "batchstep") checkBatchStepPlan({ steps: checked.steps, warmup, stride });
   else checkDevices(checked.steps, warmup, mode === "sequential" ? 1 : devices);
   const ep = options.ep ?? "cpu";
@@ -856,6 +879,7 @@ export async function generate(
       warmup,
       stride,
       ep,
+      exchange,
       ...(onStep ? { onStep: (i: number) => onStep(i, checked.steps) } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
     });
@@ -874,7 +898,7 @@ export async function generate(
     request: checked,
     waveform,
     mel,
-    denoise: { ...report, mode, devices: mode === "parastep" ? devices : 1, warmup },
+    denoise: { ...report, mode, devices: mode === "parastep" ? devices : 1, warmup, exchange },
     timings: {
       encodeMs,
       loadMs: report.loadMs,

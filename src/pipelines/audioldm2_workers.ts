@@ -118,6 +118,7 @@ export async function denoiseWithWorkers(job: DenoiseJob): Promise<DenoiseReport
     module: new URL(import.meta.url),
     init: samplerInit(job.model.dir, request.steps, request.latentDims, job.conditioning),
     x0: job.x0,
+    ...(job.exchange ? { exchange: job.exchange } : {}),
   }, {
     devices: assignDevices(job.devices, { ep: job.ep }).map((d) => ({
       ...d,

@@ -40,6 +40,7 @@ Deno.test("parseCommand reads gen with defaults and every flag", () => {
   assert.equal(gen.seed, 0);
   assert.equal(gen.wavFormat, "pcm16");
   assert.equal(gen.steps, undefined);
+  assert.equal(gen.exchange, undefined); // generate() then uses "gather"
   const full = parseCommand([
     "gen",
     "-m",
@@ -66,6 +67,8 @@ Deno.test("parseCommand reads gen with defaults and every flag", () => {
     "3",
     "--stride",
     "3",
+    "--exchange",
+    "allgather",
     "-o",
     "x.wav",
     "--spectrogram",
@@ -90,6 +93,7 @@ Deno.test("parseCommand reads gen with defaults and every flag", () => {
     mode: "batchstep",
     warmup: 3,
     stride: 3,
+    exchange: "allgather",
     out: "x.wav",
     spectrogram: "x.png",
     wavFormat: "float32",
@@ -107,6 +111,12 @@ Deno.test("parseCommand reads bench's device list", () => {
   assert.equal(bench.runs, 5);
   assert.equal(bench.json, "r.json");
   assert.deepEqual((parseCommand(["bench"]) as { gpus: readonly number[] }).gpus, [1, 2]);
+  // No --exchange: bench measures both; with it, that one.
+  assert.equal((parseCommand(["bench"]) as { exchange?: string }).exchange, undefined);
+  assert.equal(
+    (parseCommand(["bench", "--exchange", "gather"]) as { exchange?: string }).exchange,
+    "gather",
+  );
 });
 
 Deno.test("bad flag values are one-line usage errors without the usage text", () => {
@@ -125,6 +135,10 @@ Deno.test("bad flag values are one-line usage errors without the usage text", ()
     /--ep: 'tpu' \(choose one of cpu, cuda, webgpu, auto\)/,
   );
   refuses(["gen", "-p", "x", "--mode", "fast"], /--mode: 'fast'/);
+  refuses(
+    ["gen", "-p", "x", "--exchange", "ring"],
+    /--exchange: 'ring' \(choose one of gather, allgather\)/,
+  );
   refuses(["gen", "-p", "x", "--gpus", "2", "--devices", "2"], /not both/);
   refuses(["bench", "--gpus", "1,x"], /--gpus: 'x'/);
 });

@@ -33,6 +33,7 @@ Deno.test("bench measures sequential, ParaStep and BatchStep and writes its JSON
       "sequential, 1 thread",
       ...(cores > 1 ? [`sequential, ${cores} threads`] : []),
       "ParaStep N=2",
+      "ParaStep N=2, all-gather",
       "BatchStep L=2",
     ]);
     const [T, W] = [9, 5];
@@ -53,6 +54,16 @@ Deno.test("bench measures sequential, ParaStep and BatchStep and writes its JSON
     assert.ok(para.exchangeMsPerRound > 0 && Number.isFinite(para.exchangeMsPerRound));
     assert.deepEqual(row("sequential, 1 thread").hopMs, { latents: 0, eps: 0 });
     assert.equal(row("BatchStep L=2").exchangeMsPerRound, 0);
+    // All-gather: the same calls and output (so the same quality), and the same bytes but for the
+    // latents broadcast that ends gather's last full round (T - W = 4 is two full rounds).
+    const allGather = row("ParaStep N=2, all-gather");
+    assert.equal(allGather.exchange, "allgather");
+    assert.equal(para.exchange, "gather");
+    assert.equal(allGather.criticalPathCalls, para.criticalPathCalls);
+    assert.equal(allGather.bytesExchanged, para.bytesExchanged - x);
+    assert.equal(allGather.snrDb, para.snrDb);
+    assert.equal(allGather.hopMs.latents, 0); // no latents messages
+    assert.ok(allGather.hopMs.eps > 0);
     assert.equal(row("sequential, 1 thread").snrDb, Infinity);
     assert.ok(
       Number.isFinite(row("ParaStep N=2").snrDb),
@@ -65,7 +76,8 @@ Deno.test("bench measures sequential, ParaStep and BatchStep and writes its JSON
     assert.deepEqual(json, report);
     const svg = await Deno.readTextFile(`${dir}/bench.svg`);
     assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
-    assert.equal(svg.match(/<circle /g)?.length, 3); // N = 1 and N = 2 for ParaStep, one BatchStep
+    // N = 1 and N = 2 for ParaStep, N = 2 for all-gather, one BatchStep.
+    assert.equal(svg.match(/<circle /g)?.length, 4);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

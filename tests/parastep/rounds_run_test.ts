@@ -111,6 +111,68 @@ Deno.test("runInProcess() matches the literal simulation on Float64Array latents
   }
 });
 
+/**
+ * The messages of the all-gather exchange, from its description alone (rounds.ts, `Exchange`):
+ * the warm-up broadcast, then every rank's eps broadcast in each round but the last, whose eps go
+ * to rank 0 alone. As `kind@step<-from->to`, sorted.
+ */
+function allGatherMessages(T: number, W: number, N: number): string[] {
+  const out: string[] = [];
+  if (N > 1 && T > W) out.push(`warmup@${W - 1}<-0->all`);
+  for (let s = W; s < T && N > 1; s += N) {
+    const positions = Math.min(N, T - s);
+    for (let r = 0; r < positions; r++) {
+      if (s + N < T) out.push(`eps@${s + r}<-${r}->all`);
+      else if (r > 0) out.push(`eps@${s + r}<-${r}->0`);
+    }
+  }
+  return out.sort();
+}
+
+Deno.test("the all-gather exchange matches the literal simulation for all T <= 30, W <= T, N <= 6, with its own messages", async () => {
+  for (let T = 1; T <= 30; T++) {
+    const toy = scalarToy(T);
+    for (let W = 1; W <= T; W++) {
+      for (let N = 1; N <= 6; N++) {
+        const where = `T=${T} W=${W} N=${N}`;
+        const result = await runInProcess(
+          { steps: T, warmup: W, devices: N },
+          () => toy,
+          SCALAR_X0,
+          { exchange: "allgather" },
+        );
+        const ref = literalParaStep(T, W, N, reference(toy), SCALAR_X0);
+        assertSameBits(result.output, ref.output);
+        assertEquals(result.modelCalls, expectedCalls(T, W, N), `${where} calls`);
+        assertEquals(result.criticalPathCalls, W + Math.ceil((T - W) / N), `${where} path`);
+        assertEquals(result.depths[0], result.criticalPathCalls, `${where} rank 0 clock`);
+        assertEquals(
+          result.messages.map((m) => `${m.kind}@${m.step}<-${m.from}->${m.to}`).sort(),
+          allGatherMessages(T, W, N),
+          `${where} messages`,
+        );
+      }
+    }
+  }
+});
+
+Deno.test("the all-gather exchange on Float64Array latents equals the gather exchange bit for bit", async () => {
+  const x0 = vectorX0(4);
+  for (const [T, W, N] of [[17, 3, 4], [12, 2, 2], [13, 2, 2], [9, 9, 3], [20, 5, 3]] as const) {
+    const toy = vectorToy(T);
+    const plan = { steps: T, warmup: W, devices: N };
+    const gather = await runInProcess(plan, () => toy, x0);
+    const all = await runInProcess(plan, () => toy, x0, { exchange: "allgather" });
+    assertSameBits(all.output, gather.output);
+    assertSameBits(all.output, literalParaStep(T, W, N, reference(toy), x0).output);
+    // N latents-sized messages per round either way, except that a last round which is full ends
+    // with gather's latents broadcast, which all-gather does not send.
+    const bytes = (r: typeof all) => r.counters.reduce((sum, c) => sum + c.bytesSent, 0);
+    const lastFull = T > W && (T - W) % N === 0;
+    assertEquals(bytes(all), bytes(gather) - (lastFull ? 4 * 8 : 0), `T=${T} W=${W} N=${N} bytes`);
+  }
+});
+
 Deno.test("the toy is sensitive: ParaStep N > 1 differs from sequential and between N", async () => {
   // Guards the tests above: if stale eps made no difference, they could not catch a wrong schedule.
   const T = 20;

@@ -79,3 +79,37 @@ export function firstBitDifference(a: Float32Array, b: Float32Array): number {
   for (let j = 0; j < ua.length; j++) if (ua[j] !== ub[j]) return j;
   return -1;
 }
+
+/**
+ * The same for the all-gather exchange, from its description alone (rounds.ts, `Exchange`): the
+ * same warm-up broadcast; then in every round but the last each rank with a position broadcasts
+ * its guided eps (the others all receive it); in the last round, ranks `1..positions-1` send theirs
+ * to rank 0 alone.
+ */
+export function expectedAllGatherCosts(plan: ParaStepPlan, xLength: number): Expectation {
+  const { steps: T, warmup: W, devices: N } = plan;
+  const gather = expectedCosts(plan, xLength); // calls and critical path are the method's
+  const bytes = 4 * xLength;
+  const rounds = Math.ceil((T - W) / N);
+  const lastPositions = rounds === 0 ? 0 : T - W - (rounds - 1) * N;
+  const warm = N > 1 && T > W ? 1 : 0;
+  const before = Math.max(0, rounds - 1); // rounds whose eps every rank broadcasts
+  const ranks: RankExpectation[] = [];
+  for (let r = 0; r < N; r++) {
+    const sent = before + (r > 0 && r < lastPositions ? 1 : 0) + (r === 0 ? warm : 0);
+    const received = before * (N - 1) + (r === 0 ? Math.max(0, lastPositions - 1) : warm);
+    ranks.push({
+      modelCalls: gather.ranks[r]!.modelCalls,
+      messagesSent: N > 1 ? sent : 0,
+      bytesSent: N > 1 ? (sent + (r === 0 ? warm : 0)) * bytes : 0,
+      messagesReceived: N > 1 ? received : 0,
+      bytesReceived: N > 1 ? (received + (r === 0 ? 0 : warm)) * bytes : 0,
+    });
+  }
+  return {
+    ranks,
+    criticalPathCalls: gather.criticalPathCalls,
+    messages: ranks.reduce((sum, r) => sum + r.messagesSent, 0),
+    bytes: ranks.reduce((sum, r) => sum + r.bytesSent, 0),
+  };
+}

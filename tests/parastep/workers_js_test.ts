@@ -8,7 +8,7 @@ import {
   type WorkersResult,
 } from "../../src/parastep/mod.ts";
 import { jsToyCond, type JsToyInit, jsToyX0, openSampler } from "./workers_js_sampler.ts";
-import { expectedCosts, firstBitDifference } from "./workers_expect.ts";
+import { expectedAllGatherCosts, expectedCosts, firstBitDifference } from "./workers_expect.ts";
 import {
   assertAllClosed,
   HANG_MS,
@@ -91,6 +91,64 @@ Deno.test("runWorkers() with N = 1 is the sequential sampler: T calls and no mes
   await assertMatchesReference(plan, result, x0);
   assert.deepEqual(result.modelCalls, [6]);
   assert.equal(result.messages, 0);
+});
+
+Deno.test("runWorkers() with the all-gather exchange matches runInProcess (gather) bit for bit, with its own message counts", async () => {
+  // N = 2 with a partial last round, N = 3 with a partial and with a full last round.
+  for (
+    const plan of [
+      { steps: 13, warmup: 2, devices: 2 },
+      { steps: 14, warmup: 3, devices: 3 },
+      { steps: 12, warmup: 3, devices: 3 },
+    ]
+  ) {
+    const x0 = jsToyX0(N_LATENT, plan.steps);
+    const result = await within(
+      HANG_MS,
+      runWorkers({ plan, module: JS_MODULE, init: init(plan.steps), x0, exchange: "allgather" }),
+    );
+    const reference = await inProcessReference(plan, (d) => openSampler(init(plan.steps), d), x0);
+    const diff = firstBitDifference(result.output, reference.output);
+    assert.equal(diff, -1, `output differs from runInProcess at element ${diff}`);
+    const expected = expectedAllGatherCosts(plan, N_LATENT);
+    assert.deepEqual(result.modelCalls, expected.ranks.map((r) => r.modelCalls));
+    assert.equal(result.criticalPathCalls, expected.criticalPathCalls);
+    assert.equal(result.messages, expected.messages);
+    assert.equal(result.bytesExchanged, expected.bytes);
+    result.ranks.forEach((stats, rank) => {
+      const want = expected.ranks[rank]!;
+      const got = stats.counters;
+      const where = `${JSON.stringify(plan)} rank ${rank}`;
+      assert.equal(got.messagesSent, want.messagesSent, `${where} messages sent`);
+      assert.equal(got.bytesSent, want.bytesSent, `${where} bytes sent`);
+      assert.equal(got.messagesReceived, want.messagesReceived, `${where} messages received`);
+      assert.equal(got.bytesReceived, want.bytesReceived, `${where} bytes received`);
+      assert.equal(got.strayMessages, 0, `${where} stray messages`);
+      assert.deepEqual(stats.undelivered, [], `${where} undelivered`);
+    });
+    assertAllClosed(result.shutdown, plan.devices);
+  }
+});
+
+Deno.test("runWorkers() with the all-gather exchange ends naming the rank when a model fails", async () => {
+  // Rank 2 predicts at steps 5, 8, 11 (W = 3, N = 3); the others wait for its eps.
+  const plan = { steps: 14, warmup: 3, devices: 3 };
+  let shutdown: ShutdownReport[] | undefined;
+  const run = runWorkers(
+    {
+      plan,
+      module: JS_MODULE,
+      init: init(plan.steps, { delayMs: 5, fail: { rank: 2, step: 8, how: "model" } }),
+      x0: jsToyX0(N_LATENT),
+      exchange: "allgather",
+    },
+    { onShutdown: (reports) => shutdown = reports },
+  );
+  const error = await within(HANG_MS, run.then(() => null, (e: unknown) => e));
+  assert.ok(error instanceof RankError, `expected a RankError, got ${String(error)}`);
+  assert.equal(error.rank, 2);
+  assert.equal(error.step, 8);
+  assertAllClosed(shutdown, 3);
 });
 
 /** Run a failing generation; return the error, the shutdown reports and the elapsed time. */

@@ -34,3 +34,25 @@ Deno.test("ParaStep on 2 Workers gives the in-process engine's output bit for bi
   const sequential = await generate(model, request, { ep: "cpu", devices: 1 });
   assert.notDeepEqual(sequential.waveform, workers.waveform);
 });
+
+Deno.test("ParaStep on 2 Workers with the all-gather exchange gives the same waveform as gather", async () => {
+  const options = { ep: "cpu", devices: 2, denoiseWith: denoiseWithWorkers } as const;
+  const gather = await generate(model, request, options);
+  const allGather = await generate(model, request, { ...options, exchange: "allgather" });
+  assert.equal(allGather.denoise.exchange, "allgather");
+  assert.deepEqual(allGather.waveform, gather.waveform);
+  assert.equal(allGather.denoise.criticalPathCalls, gather.denoise.criticalPathCalls);
+  // T - W = 7 ends with a partial round, so both exchange the same bytes.
+  assert.equal(allGather.denoise.bytesExchanged, gather.denoise.bytesExchanged);
+  // No latents cross the channel; eps do.
+  assert.equal(allGather.denoise.hopMs.latents, 0);
+  assert.ok(allGather.denoise.hopMs.eps > 0);
+});
+
+Deno.test("generate() refuses an unknown exchange before opening anything", async () => {
+  await assert.rejects(
+    // deno-lint-ignore no-explicit-any
+    generate(model, request, { exchange: "ring" as any }),
+    /'exchange' must be one of gather, allgather: current value is ring/,
+  );
+});
