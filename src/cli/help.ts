@@ -44,13 +44,10 @@ const RUN_FLAGS =
   --warmup W              Sequential warm-up steps before the parallel rounds (default: 5)
   --stride L              BatchStep stride (default: 2)
   --exchange gather|allgather
-                          How ParaStep devices share a round's results: gather sends
-                          eps to device 0, which broadcasts the latents (the paper's
-                          method); allgather has every device broadcast its eps and
-                          apply the round itself: one message less to wait for per
-                          round, same output and bytes on one host, N - 1 times the
-                          inbound bytes per device over a network (gen default:
-                          gather; bench: both)
+                          How devices share a round: gather (eps to device 0, which
+                          broadcasts the latents, as in the paper) or allgather (each
+                          device broadcasts its eps and applies the round: one message
+                          less to wait for, same output) (default: gather; bench: both)
   --threads K             ORT intra-op threads for encode/decode (default: all cores)
   -v, --verbose           Let ONNX Runtime log warnings`;
 
@@ -85,8 +82,11 @@ Example:
   bench: `Usage: parastep bench [flags]
 
 For each device count N, times the sequential baseline, ParaStep with N
-devices and BatchStep on the same seed, and compares their outputs with the
-sequential one (SNR, log-spectral distance, mel PSNR).
+devices (with each exchange, unless --exchange picks one) and BatchStep on
+the same seed, and compares their outputs with the sequential one (SNR,
+log-spectral distance, mel PSNR). Exchange per round is the time rank 0
+spends sending and waiting for the others' eps in a round (median); hops are
+the median one-way times of the latents and eps messages.
 
 Flags:
 ${
