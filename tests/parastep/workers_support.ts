@@ -6,6 +6,7 @@
 
 import {
   assignDevices,
+  type Exchange,
   type OpenedSampler,
   type ParaStepPlan,
   runInProcess,
@@ -48,10 +49,11 @@ export async function inProcessReference(
   ) => Promise<OpenedSampler> | OpenedSampler,
   x0: Float32Array,
   intraOpThreads = 1,
+  exchange: Exchange = "gather",
 ) {
   const device = { ...assignDevices(1)[0]!, intraOpThreads };
   await using sampler = await open(device);
-  return await runInProcess(plan, () => sampler, x0);
+  return await runInProcess(plan, () => sampler, x0, { exchange });
 }
 
 /** Assert that every worker replied `closed` (sampler disposed, nothing in flight), none timed out. */
