@@ -73,10 +73,12 @@ export interface BenchRow {
    */
   readonly exchangeMsPerRound: number;
   /**
-   * Median one-way transit of the round's latents broadcast and eps message (post to payload in
-   * hand), median over runs; both lie on the critical path when the ranks' calls take equally long.
+   * Median one-way transit of the round's latents broadcast and of its eps messages (post to
+   * payload in hand), median over runs; null for a kind the configuration does not send (latents
+   * with all-gather, both on one device). With gather both hops lie on a round's critical path when
+   * the ranks' calls take equally long; with all-gather only the eps hop does.
    */
-  readonly hopMs: { readonly latents: number; readonly eps: number };
+  readonly hopMs: { readonly latents: number | null; readonly eps: number | null };
   /** {@link BenchRow.exchangeMsPerRound} as a share of one sequential step. */
   readonly exchangeShareOfStep: number;
   /**
@@ -112,8 +114,8 @@ interface Measured {
   medianMs: number;
   /** Per run: `DenoiseReport.exchangeMsPerRound` and `hopMs`. */
   exchangeMs: number[];
-  latentsHopMs: number[];
-  epsHopMs: number[];
+  latentsHopMs: (number | null)[];
+  epsHopMs: (number | null)[];
 }
 
 /** Runs `parastep bench` and returns the report (the CLI prints it). */
@@ -269,7 +271,7 @@ export async function runBench(
       rounds,
       exchangeMsPerRound: median(m.exchangeMs),
       exchangeShareOfStep: median(m.exchangeMs) / stepMs,
-      hopMs: { latents: median(m.latentsHopMs), eps: median(m.epsHopMs) },
+      hopMs: { latents: medianOfRuns(m.latentsHopMs), eps: medianOfRuns(m.epsHopMs) },
       overheadMsPerRound: rounds > 0 ? (m.medianMs - calls * stepMs) / rounds : 0,
       snrDb: snr(reference.waveform, out.waveform),
       lsdDb: logSpectralDistance(reference.waveform, out.waveform),
@@ -306,6 +308,16 @@ export async function runBench(
   return report;
 }
 
+/** The median of per-run values, or null when no run measured one. */
+function medianOfRuns(values: readonly (number | null)[]): number | null {
+  const measured = values.filter((v): v is number => v !== null);
+  return measured.length === 0 ? null : median(measured);
+}
+
+function hop(ms: number | null): string {
+  return ms === null ? "-" : ms.toFixed(2);
+}
+
 function db(x: number): string {
   return Number.isFinite(x) ? x.toFixed(1) : "inf";
 }
@@ -333,7 +345,7 @@ export function formatBench(r: BenchReport): string {
       x.rounds
         ? `${x.exchangeMsPerRound.toFixed(2)} (${(100 * x.exchangeShareOfStep).toFixed(1)}%)`
         : "-",
-      x.rounds ? `${x.hopMs.latents.toFixed(2)} + ${x.hopMs.eps.toFixed(2)}` : "-",
+      x.rounds ? `${hop(x.hopMs.latents)} + ${hop(x.hopMs.eps)}` : "-",
       x.rounds ? x.overheadMsPerRound.toFixed(2) : "-",
       db(x.snrDb),
       db(x.lsdDb),
@@ -352,7 +364,12 @@ export function speedupSvg(r: BenchReport): string {
   const para = r.rows.filter((x) => x.mode === "parastep" && x.exchange !== "allgather");
   const allGather = r.rows.filter((x) => x.mode === "parastep" && x.exchange === "allgather");
   const batch = r.rows.filter((x) => x.mode === "batchstep");
-  const maxN = Math.max(2, ...para.map((x) => x.devices), ...allGather.map((x) => x.devices));
+  const maxN = Math.max(
+    2,
+    ...para.map((x) => x.devices),
+    ...allGather.map((x) => x.devices),
+    ...batch.map((x) => x.stride ?? 2),
+  );
   const ideal = Array.from({ length: maxN }, (_, k) => ({
     n: k + 1,
     s: criticalPathCalls({ steps: r.steps, warmup: r.warmup, devices: k + 1 }),
@@ -387,6 +404,15 @@ export function speedupSvg(r: BenchReport): string {
     `<text x="${m - 8}" y="${Y(s) + 4}" text-anchor="end">${s}</text>` +
     `<line x1="${m}" x2="${w - m}" y1="${Y(s)}" y2="${Y(s)}" stroke="#eee"/>`
   );
+  // One legend line per series drawn; BatchStep with stride L sits at N = L (the same calls).
+  const series: [string, string, number][] = [
+    ["#1f77b4", "ParaStep (measured)", para.length],
+    ["#2ca02c", "ParaStep, all-gather (measured)", allGather.length],
+    ["#ff7f0e", "BatchStep, at N = L (measured)", batch.length],
+  ];
+  const legend = series.filter(([, , rows]) => rows > 0).map(([colour, label], k) =>
+    `<text x="${w - m}" y="${m + 16 * (k + 1)}" text-anchor="end" fill="${colour}">${label}</text>`
+  );
   const dots = (ps: { n: number; s: number }[], colour: string) =>
     ps.map((p) => `<circle cx="${X(p.n)}" cy="${Y(p.s)}" r="4" fill="${colour}"/>`).join("");
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif" font-size="12">
@@ -413,11 +439,7 @@ ${
 ${dots(allGather.map((x) => ({ n: x.devices, s: x.speedup })), "#2ca02c")}
 ${dots(batchPoints, "#ff7f0e")}
 <text x="${w - m}" y="${m}" text-anchor="end" fill="#999">ideal T / (W + ceil((T-W)/N))</text>
-<text x="${w - m}" y="${m + 16}" text-anchor="end" fill="#1f77b4">ParaStep (measured)</text>
-<text x="${w - m}" y="${
-    m + 32
-  }" text-anchor="end" fill="#2ca02c">ParaStep, all-gather (measured)</text>
-<text x="${w - m}" y="${m + 48}" text-anchor="end" fill="#ff7f0e">BatchStep L=N (measured)</text>
+${legend.join("\n")}
 </svg>
 `;
 }

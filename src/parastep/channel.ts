@@ -3,13 +3,21 @@
  *
  * Channel names (all per generation, so two generations never share a channel):
  * - `parastep:<gen>`: broadcasts (rank 0 -> all: warm-up and end-of-round latents; with the
- *   all-gather exchange, every rank's eps too);
+ *   all-gather exchange, every rank's eps too, but for the last round's, which go to rank 0 on
+ *   the pair channel);
  * - `parastep:<gen>/<from>-><to>`: point-to-point (rank `r` -> rank 0: eps).
  *
  * Why a channel per sender-receiver pair: a `BroadcastChannel` message is deserialized by every
  * object of that name in every Worker, whether or not it wants it. Sending eps on the shared
  * channel would make each of the `N - 2` bystander ranks copy every eps; a pair channel has exactly
  * one listener.
+ *
+ * With all-gather a sender reaches rank 0 on two channels (the broadcast one, then the pair one
+ * in the last round), so the `Transport` rule that one sender's messages arrive in order rests on
+ * Deno delivering every `BroadcastChannel` message of a Worker through one queue, in post order
+ * (true of Deno 2.9: one process-wide channel, dispatched by name). Were it ever broken, the
+ * receive would get a message with another step and fail with an {@link ExchangeError}: a clear
+ * error, never a wrong output.
  *
  * `BroadcastChannel` structured-clones payloads (the receiver gets its own copy; the sender keeps
  * its array, so ORT-backed memory is never detached) and never delivers a message to the object
@@ -109,8 +117,8 @@ export function channelName(
 const KINDS: readonly MessageKind[] = ["eps", "latents", "warmup"];
 
 /**
- * One rank's end of the step exchange over `BroadcastChannel`: a
- * `Transport<Float32Array, Float32Array>` for {@link runRank}.
+ * One rank's end of the step exchange over `BroadcastChannel`: a `Transport<Float32Array>` for
+ * {@link runRank}.
  *
  * Create every rank's transport before any rank sends (a `BroadcastChannel` only delivers to
  * objects that exist when the message is posted): the coordinator waits for every Worker's "ready",

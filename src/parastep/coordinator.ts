@@ -13,7 +13,7 @@
  */
 
 import { assignDevices, type DeviceAssignment, type DeviceEp } from "./devices.ts";
-import { checkPlan, type Exchange, type ParaStepPlan } from "./rounds.ts";
+import { checkExchange, checkPlan, type Exchange, type ParaStepPlan } from "./rounds.ts";
 import { ExchangeError } from "./transport.ts";
 import { createArenas } from "./shared_payloads.ts";
 import type {
@@ -265,6 +265,7 @@ export async function runWorkers<Init>(
   // 1. Check inputs before any worker starts.
   const { plan, x0 } = job;
   checkPlan(plan);
+  checkExchange(job.exchange);
   const N = plan.devices;
   if (!(x0 instanceof Float32Array)) {
     throw new TypeError("Cannot run ParaStep workers as 'x0' must be a Float32Array");

@@ -73,14 +73,28 @@ export interface ParaStepPlan {
  *   round starts without waiting for latents: one message on a round's critical path. Every rank
  *   applies the same steps to the same values, so the output is the same bit for bit, and over
  *   BroadcastChannel it posts as many messages and bytes (N latents-sized ones per round; one
- *   fewer in a last round that is full, where gather still broadcasts latents). Each rank receives
- *   N - 1 messages per round instead of one: over a network (a future multi-host transport) that
- *   is N - 1 times the inbound bytes per rank.
+ *   fewer in a last round that is full, where gather still broadcasts latents). Each rank other
+ *   than 0 receives N - 1 messages per round instead of one (rank 0 receives N - 1 either way):
+ *   over a network (a future multi-host transport) that is N - 1 times their inbound bytes.
  */
 export type Exchange = "gather" | "allgather";
 
 /** Every {@link Exchange}, the default first. */
 export const EXCHANGES: readonly Exchange[] = ["gather", "allgather"];
+
+/**
+ * Throw a `RangeError` unless `exchange` is absent or one of {@link EXCHANGES}.
+ *
+ * @param exchange The value to check (from options that may come from outside TypeScript).
+ */
+export function checkExchange(exchange: unknown): void {
+  if (exchange !== undefined && !(EXCHANGES as readonly unknown[]).includes(exchange)) {
+    throw new RangeError(
+      `Cannot run ParaStep as 'exchange' must be one of ${EXCHANGES.join(", ")}: ` +
+        `current value is ${String(exchange)}`,
+    );
+  }
+}
 
 /**
  * Throw a `RangeError` naming the first field of `plan` that is out of range.
@@ -329,6 +343,7 @@ export async function runRank<X, E>(
         `current value is ${rank}`,
     );
   }
+  checkExchange(options.exchange);
   if (options.exchange === "allgather" && plan.devices > 1) {
     return await runAllGather(rank, plan, sampler, x0, transport, options);
   }
@@ -649,6 +664,7 @@ export async function runInProcess<X, E>(
   options: RunInProcessOptions = {},
 ): Promise<InProcessResult<X>> {
   checkPlan(plan);
+  checkExchange(options.exchange);
   const N = plan.devices;
   const gen = options.gen ?? crypto.randomUUID();
   const hub = new InMemoryHub<X>(N, { copy: options.copy ?? true });

@@ -10,9 +10,11 @@
  *
  * Each rank owns one arena with {@linkcode SLOTS} slots and writes its k-th
  * message into slot `k mod SLOTS`. Two slots suffice: a rank's message k + 2
- * is only sent after a reply that depends on message k (eps -> latents ->
- * eps), and receivers copy a payload out as soon as its message arrives,
- * in arrival order. The slot header records the sequence number; a reader
+ * is only sent after a reply that depends on message k (gather: eps ->
+ * latents -> eps; all-gather: a rank's round k + 2 eps needs every peer's
+ * round k + 1 eps, which each peer sends only after taking in round k's),
+ * and receivers copy a payload out as soon as its message arrives, in
+ * arrival order. The slot header records the sequence number; a reader
  * that finds another one refuses the payload instead of reading torn data.
  *
  * Slot layout (Int32 words, then floats): `[seq + 1, floats, 0, 0]`, data.

@@ -662,7 +662,7 @@ export interface GenerateOptions {
   readonly denoiseWith?: DenoiseEngine;
 }
 
-const NO_HOPS = { latents: 0, eps: 0 } as const;
+const NO_HOPS = { latents: null, eps: null } as const;
 
 /** What a denoising engine reports besides the final latents. */
 export interface DenoiseReport {
@@ -681,17 +681,18 @@ export interface DenoiseReport {
   readonly loopMs: number;
   /**
    * Milliseconds per round that exchanging steps adds to the critical path, as rank 0 lives it:
-   * the median over rounds of its time sending (the latents broadcast) plus its wait for the
-   * round's eps after finishing its own call. The wait covers the latents hop out, the eps hop
-   * back, and any lead the other rank's call had over rank 0's own (or, negatively, hides the hops
-   * when the other rank's call was quicker). 0 in process.
+   * the median over rounds of its time sending (with gather its latents broadcast, with
+   * all-gather its eps) plus its wait, after its own call, for the other ranks' eps. The wait holds
+   * the message hops on the round's critical path (with gather, latents out and eps back; with
+   * all-gather, eps back) and any lead the other ranks' calls had over rank 0's own (or, when
+   * their calls were quicker, hides the hops). 0 in process.
    */
   readonly exchangeMsPerRound: number;
   /**
-   * Median one-way transit of the round's two messages, post to payload in hand: `latents`
-   * (rank 0 to the others) and `eps` (into rank 0). 0 in process.
+   * Median one-way transit of each kind of round message, post to payload in hand: `latents`
+   * (rank 0 to the others; gather only) and `eps` (into rank 0); null for a kind never sent.
    */
-  readonly hopMs: { readonly latents: number; readonly eps: number };
+  readonly hopMs: { readonly latents: number | null; readonly eps: number | null };
 }
 
 /** Everything a denoising engine gets. */
@@ -801,7 +802,8 @@ export interface Generation {
     readonly mode: DenoiseMode;
     readonly devices: number;
     readonly warmup: number;
-    readonly exchange: Exchange;
+    /** How the ranks shared each round's results; null when nothing was exchanged. */
+    readonly exchange: Exchange | null;
   };
   /** Wall time of each stage, in milliseconds. */
   readonly timings: {
@@ -846,6 +848,8 @@ export async function generate(
       }: current value is ${exchange}`,
     );
   }
+  // Only ParaStep on several devices exchanges anything.
+  const exchanges = mode === "parastep" && devices > 1;
   if (mode === "batchstep") checkBatchStepPlan({ steps: checked.steps, warmup, stride });
   else checkDevices(checked.steps, warmup, mode === "sequential" ? 1 : devices);
   const ep = options.ep ?? "cpu";
@@ -898,7 +902,13 @@ export async function generate(
     request: checked,
     waveform,
     mel,
-    denoise: { ...report, mode, devices: mode === "parastep" ? devices : 1, warmup, exchange },
+    denoise: {
+      ...report,
+      mode,
+      devices: mode === "parastep" ? devices : 1,
+      warmup,
+      exchange: exchanges ? exchange : null,
+    },
     timings: {
       encodeMs,
       loadMs: report.loadMs,

@@ -129,8 +129,8 @@ export async function denoiseWithWorkers(job: DenoiseJob): Promise<DenoiseReport
     ...(job.onStep ? { onStep: job.onStep } : {}),
   });
   const ep = result.ranks[0]?.executionProvider;
-  // Rank 0's exchange per round: sending the round's latents, and waiting from the end of its own
-  // call until the others' eps are in hand.
+  // Rank 0's exchange per round: sending (gather: the round's latents; all-gather: its eps), and
+  // waiting from the end of its own call until the others' eps are in hand.
   const waits = result.waitMsPerRound[0] ?? [];
   const sends = result.sendMsPerRound[0] ?? [];
   const exchange = waits.map((wait, k) => wait + (sends[k] ?? 0));
@@ -145,10 +145,14 @@ export async function denoiseWithWorkers(job: DenoiseJob): Promise<DenoiseReport
     loadMs: result.wallMs.startMs,
     loopMs: result.wallMs.runMs,
     exchangeMsPerRound: medianOrZero(exchange),
-    hopMs: { latents: medianOrZero(latentsHops), eps: medianOrZero(epsHops) },
+    hopMs: { latents: medianOrNull(latentsHops), eps: medianOrNull(epsHops) },
   };
 }
 
 function medianOrZero(values: readonly number[]): number {
-  return values.length === 0 ? 0 : median(values);
+  return medianOrNull(values) ?? 0;
+}
+
+function medianOrNull(values: readonly number[]): number | null {
+  return values.length === 0 ? null : median(values);
 }

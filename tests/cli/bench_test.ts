@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseCommand } from "../../src/cli/args.ts";
-import { runBench } from "../../src/cli/bench.ts";
+import { type BenchRow, runBench, speedupSvg } from "../../src/cli/bench.ts";
 
 const TINY = new URL("../../models/audioldm2-tiny", import.meta.url).pathname;
 
@@ -50,9 +50,12 @@ Deno.test("bench measures sequential, ParaStep and BatchStep and writes its JSON
     // Exchange is measured on the ParaStep row only: the two hops of a round took some time, and
     // single-device rows exchange nothing.
     const para = row("ParaStep N=2");
-    assert.ok(para.hopMs.latents > 0 && para.hopMs.eps > 0, JSON.stringify(para.hopMs));
+    assert.ok(
+      (para.hopMs.latents ?? 0) > 0 && (para.hopMs.eps ?? 0) > 0,
+      JSON.stringify(para.hopMs),
+    );
     assert.ok(para.exchangeMsPerRound > 0 && Number.isFinite(para.exchangeMsPerRound));
-    assert.deepEqual(row("sequential, 1 thread").hopMs, { latents: 0, eps: 0 });
+    assert.deepEqual(row("sequential, 1 thread").hopMs, { latents: null, eps: null });
     assert.equal(row("BatchStep L=2").exchangeMsPerRound, 0);
     // All-gather: the same calls and output (so the same quality), and the same bytes but for the
     // latents broadcast that ends gather's last full round (T - W = 4 is two full rounds).
@@ -62,8 +65,8 @@ Deno.test("bench measures sequential, ParaStep and BatchStep and writes its JSON
     assert.equal(allGather.criticalPathCalls, para.criticalPathCalls);
     assert.equal(allGather.bytesExchanged, para.bytesExchanged - x);
     assert.equal(allGather.snrDb, para.snrDb);
-    assert.equal(allGather.hopMs.latents, 0); // no latents messages
-    assert.ok(allGather.hopMs.eps > 0);
+    assert.equal(allGather.hopMs.latents, null); // no latents messages
+    assert.ok((allGather.hopMs.eps ?? 0) > 0);
     assert.equal(row("sequential, 1 thread").snrDb, Infinity);
     assert.ok(
       Number.isFinite(row("ParaStep N=2").snrDb),
@@ -78,7 +81,56 @@ Deno.test("bench measures sequential, ParaStep and BatchStep and writes its JSON
     assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
     // N = 1 and N = 2 for ParaStep, N = 2 for all-gather, one BatchStep.
     assert.equal(svg.match(/<circle /g)?.length, 4);
+    assert.match(svg, /ParaStep, all-gather \(measured\)/);
+    assert.match(svg, /BatchStep, at N = L \(measured\)/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("the speedup plot keeps every dot on the chart and lists only the series it draws", () => {
+  const row = (over: Partial<BenchRow>): BenchRow => ({
+    config: "x",
+    mode: "parastep",
+    devices: 2,
+    threads: 1,
+    medianMs: 1,
+    runsMs: [1],
+    speedup: 1.5,
+    speedupVsAllCores: 1,
+    idealSpeedup: 1.79,
+    criticalPathCalls: 28,
+    bytesExchanged: 0,
+    rounds: 23,
+    exchangeMsPerRound: 0,
+    exchangeShareOfStep: 0,
+    hopMs: { latents: null, eps: null },
+    overheadMsPerRound: 0,
+    snrDb: 70,
+    lsdDb: 0,
+    melPsnrDb: 90,
+    ...over,
+  });
+  const svg = speedupSvg({
+    model: "m",
+    steps: 50,
+    warmup: 5,
+    latentDims: [1, 8, 64, 16],
+    cpuCores: 2,
+    runs: 1,
+    stepMs: 40,
+    // Only gather rows, and a BatchStep stride (4) beyond the largest N (2).
+    rows: [
+      row({ exchange: "gather" }),
+      row({ mode: "batchstep", devices: 1, stride: 4, speedup: 1.1 }),
+    ],
+    date: "",
+    deno: "",
+  });
+  const width = Number(svg.match(/width="(\d+)"/)![1]);
+  const xs = [...svg.matchAll(/<circle cx="([\d.]+)"/g)].map((m) => Number(m[1]));
+  assert.equal(xs.length, 3); // ParaStep at N = 1 and 2, BatchStep at N = L = 4
+  assert.ok(xs.every((x) => x > 0 && x < width), JSON.stringify(xs));
+  assert.doesNotMatch(svg, /all-gather/);
+  assert.match(svg, /BatchStep, at N = L/);
 });

@@ -160,7 +160,7 @@ Deno.test("ChannelTransport sends a payload that views part of a buffer as its o
   }
 });
 
-Deno.test("ChannelTransport counts the time a receive waits at its step", async () => {
+Deno.test("ChannelTransport counts the time a receive waits and a send takes at their step, and each message's transit", async () => {
   const [zero, one] = transports("g", 2, 4);
   try {
     const tag = { gen: "g", step: 2, kind: "eps", from: 1 } as const;
@@ -173,6 +173,16 @@ Deno.test("ChannelTransport counts the time a receive waits at its step", async 
     assert.ok(waits[2]! > 0);
     assert.equal(waits[0], 0);
     assert.equal(zero!.counters().waitMs > 0, true);
+    // The sender's time is booked at the message's step, the transit on the receiver by kind.
+    const sends = one!.sendMsByStep();
+    assert.equal(sends.length, 4);
+    assert.ok(sends[2]! > 0);
+    assert.deepEqual([sends[0], sends[1], sends[3]], [0, 0, 0]);
+    assert.equal(one!.counters().sendMs, sends[2]);
+    const { transitMs } = zero!.counters();
+    assert.equal(transitMs.eps.length, 1);
+    assert.ok(transitMs.eps[0]! >= 0 && transitMs.eps[0]! < 1000, String(transitMs.eps[0]));
+    assert.deepEqual([transitMs.latents, transitMs.warmup], [[], []]);
   } finally {
     zero!.close();
     one!.close();

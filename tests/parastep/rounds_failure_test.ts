@@ -1,5 +1,7 @@
 import {
+  type Exchange,
   ExchangeError,
+  EXCHANGES,
   InMemoryHub,
   runInProcess,
   runRank,
@@ -85,22 +87,27 @@ Deno.test("runRank() checks tags itself even over a transport that does not", as
   assertEquals(error.received?.kind, "latents");
 });
 
-Deno.test("aborting runRank() while it waits for a missing peer rejects promptly", async () => {
+Deno.test("aborting runRank() while it waits for a missing peer rejects promptly, with either exchange", async () => {
   const plan = { steps: 8, warmup: 2, devices: 2 };
   const toy = scalarToy(8);
-  for (const rank of [0, 1]) {
-    const hub = new InMemoryHub<number>(2);
-    const controller = new AbortController();
-    const started = performance.now();
-    const run = runRank(rank, plan, toy, SCALAR_X0, hub.endpoint(rank), {
-      signal: controller.signal,
-    });
-    const timer = setTimeout(() => controller.abort(new Error(`stop rank ${rank}`)), 10);
-    await assertRejects(run, Error, `stop rank ${rank}`);
-    clearTimeout(timer);
-    assert(performance.now() - started < 1000, "the abort did not end the wait promptly");
-    // Rank 0 got through warm-up and position 0 before waiting on rank 1; rank 1 sent nothing.
-    assertEquals(hub.log().map((m) => m.kind), rank === 0 ? ["warmup"] : []);
+  for (const exchange of EXCHANGES) {
+    for (const rank of [0, 1]) {
+      const hub = new InMemoryHub<number>(2);
+      const controller = new AbortController();
+      const started = performance.now();
+      const run = runRank(rank, plan, toy, SCALAR_X0, hub.endpoint(rank), {
+        signal: controller.signal,
+        exchange,
+      });
+      const timer = setTimeout(() => controller.abort(new Error(`stop rank ${rank}`)), 10);
+      await assertRejects(run, Error, `stop rank ${rank}`);
+      clearTimeout(timer);
+      assert(performance.now() - started < 1000, "the abort did not end the wait promptly");
+      // Rank 0 got through warm-up and position 0 before waiting on rank 1 (with all-gather it
+      // also shared its eps); rank 1 sent nothing, waiting for the warm-up.
+      const sent = rank === 1 ? [] : exchange === "gather" ? ["warmup"] : ["warmup", "eps"];
+      assertEquals(hub.log().map((m) => m.kind), sent, `${exchange} rank ${rank}`);
+    }
   }
 });
 
@@ -136,7 +143,7 @@ function instrumented(
   };
 }
 
-Deno.test("a rank whose model throws makes runInProcess() reject naming rank and step, and the other ranks stop", async () => {
+Deno.test("a rank whose model throws makes runInProcess() reject naming rank and step, and the other ranks stop (either exchange)", async () => {
   const plan = { steps: 20, warmup: 3, devices: 3 };
   // Rank 1 predicts at steps 4, 7, 10, ...; rank 0 computes at 3, 6, 9, ...
   const cases = [
@@ -145,10 +152,10 @@ Deno.test("a rank whose model throws makes runInProcess() reject naming rank and
     { rank: 2, step: 4, stage: "step" }, // a reuse step: rank 2 extrapolates at 3, 4
     { rank: 0, step: 1, stage: "guide" },
   ] as const;
-  for (const fail of cases) {
+  for (const [exchange, fail] of EXCHANGES.flatMap((e) => cases.map((c) => [e, c] as const))) {
     const log: { rank: number; i: number; at: number }[] = [];
     const error = await assertRejects(
-      runInProcess(plan, (r) => instrumented(r, fail, log), SCALAR_X0),
+      runInProcess(plan, (r) => instrumented(r, fail, log), SCALAR_X0, { exchange }),
       SamplerError,
       `Cannot run '${fail.stage}' at step ${fail.step} on rank ${fail.rank}: boom`,
     );
@@ -164,21 +171,25 @@ Deno.test("a rank whose model throws makes runInProcess() reject naming rank and
   }
 });
 
-Deno.test("aborting runInProcess() from outside ends every rank with the signal's reason", async () => {
+Deno.test("aborting runInProcess() from outside ends every rank with the signal's reason (either exchange)", async () => {
   const plan = { steps: 20, warmup: 3, devices: 3 };
+  for (const exchange of EXCHANGES) {
+    const log: { rank: number; i: number; at: number }[] = [];
+    const controller = new AbortController();
+    const run = runInProcess(plan, (r) => instrumented(r, null, log), SCALAR_X0, {
+      signal: controller.signal,
+      exchange,
+      onStep: (i) => {
+        if (i === 8) controller.abort(new Error("user cancelled"));
+      },
+    });
+    await assertRejects(run, Error, "user cancelled");
+    const calls = log.length;
+    await delay(20);
+    assertEquals(log.length, calls, exchange);
+    assert(log.every((c) => c.i <= 11), exchange);
+  }
   const log: { rank: number; i: number; at: number }[] = [];
-  const controller = new AbortController();
-  const run = runInProcess(plan, (r) => instrumented(r, null, log), SCALAR_X0, {
-    signal: controller.signal,
-    onStep: (i) => {
-      if (i === 8) controller.abort(new Error("user cancelled"));
-    },
-  });
-  await assertRejects(run, Error, "user cancelled");
-  const calls = log.length;
-  await delay(20);
-  assertEquals(log.length, calls);
-  assert(log.every((c) => c.i <= 11));
   // An already aborted signal stops it before any model call.
   const before = log.length;
   await assertRejects(
@@ -208,6 +219,19 @@ Deno.test("runRank() and runInProcess() validate the plan and rank up front", as
     runInProcess({ steps: 5, warmup: 6, devices: 2 }, () => toy, 0),
     RangeError,
     "'warmup' must be <= 'steps' (5): current value is 6",
+  );
+  // An exchange that is not one of EXCHANGES (say, from JavaScript or JSON) is refused, not run
+  // as gather.
+  const ring = { exchange: "ring" as Exchange };
+  await assertRejects(
+    runRank(0, { steps: 5, warmup: 1, devices: 2 }, toy, 0, hub.endpoint(0), ring),
+    RangeError,
+    "Cannot run ParaStep as 'exchange' must be one of gather, allgather: current value is ring",
+  );
+  await assertRejects(
+    runInProcess({ steps: 5, warmup: 1, devices: 2 }, () => toy, 0, ring),
+    RangeError,
+    "'exchange' must be one of gather, allgather",
   );
   assertEquals(hub.log(), []);
 });
