@@ -28,6 +28,7 @@ import {
   prepareLatents,
 } from "../src/pipelines/audioldm2.ts";
 import { denoiseWithWorkers } from "../src/pipelines/audioldm2_workers.ts";
+import type { Exchange } from "../src/parastep/rounds.ts";
 import { relativeError } from "../tests/support/compare.ts";
 
 const { values } = parseArgs({
@@ -74,6 +75,8 @@ interface Result {
   stepMs: number;
   loadMs: number;
   calls: number;
+  /** Rank 0's median send + wait per round (see `DenoiseReport.exchangeMsPerRound`). */
+  exchangeMsPerRound: number;
   snrVsCpuDb: number;
   relErrorVsCpu: number;
 }
@@ -87,6 +90,7 @@ async function measure(
   engine: DenoiseEngine,
   mode: DenoiseMode,
   devices: number,
+  exchange: Exchange = "gather",
 ): Promise<void> {
   const times: number[] = [];
   let report;
@@ -102,6 +106,7 @@ async function measure(
       warmup: W,
       stride: 2,
       ep,
+      exchange,
       // Every worker on the one GPU.
       deviceIds: Array.from({ length: devices }, () => 0),
     });
@@ -118,6 +123,7 @@ async function measure(
     stepMs: medianMs / report!.criticalPathCalls,
     loadMs: report!.loadMs,
     calls: report!.criticalPathCalls,
+    exchangeMsPerRound: report!.exchangeMsPerRound,
     snrVsCpuDb: snr(reference, waveform),
     relErrorVsCpu: relativeError(waveform, reference).rel,
   });
@@ -128,6 +134,14 @@ for (const ep of ["cpu", "webgpu", "cuda"] as const) {
   try {
     await measure(ep, "sequential", denoiseInProcess, "sequential", 1);
     await measure(ep, `ParaStep N=${N}, one device`, denoiseWithWorkers, "parastep", N);
+    await measure(
+      ep,
+      `ParaStep N=${N}, one device, all-gather`,
+      denoiseWithWorkers,
+      "parastep",
+      N,
+      "allgather",
+    );
   } catch (e) {
     say(`  ${ep}: failed: ${(e as Error).message}`);
   }
@@ -138,16 +152,16 @@ say(
   `${model.manifest.name}: T=${T}, W=${W}, latents [${request.latentDims}], median of ${runs} runs`,
 );
 say(
-  "| EP | config | loop ms | ms per call | calls | load ms | SNR vs CPU dB | rel. error vs CPU |",
+  "| EP | config | loop ms | ms per call | calls | load ms | exchange ms/round | SNR vs CPU dB | rel. error vs CPU |",
 );
-say("|---|---|---|---|---|---|---|---|");
+say("|---|---|---|---|---|---|---|---|---|");
 for (const r of results) {
   say(
     `| ${r.ep} | ${r.config} | ${r.medianMs.toFixed(1)} | ${r.stepMs.toFixed(2)} | ${r.calls} | ${
       r.loadMs.toFixed(0)
-    } | ${Number.isFinite(r.snrVsCpuDb) ? r.snrVsCpuDb.toFixed(1) : "inf"} | ${
-      r.relErrorVsCpu.toExponential(2)
-    } |`,
+    } | ${r.exchangeMsPerRound.toFixed(2)} | ${
+      Number.isFinite(r.snrVsCpuDb) ? r.snrVsCpuDb.toFixed(1) : "inf"
+    } | ${r.relErrorVsCpu.toExponential(2)} |`,
   );
 }
 if (out) {
