@@ -21,6 +21,7 @@ import { resolveModel } from "../src/models/model.ts";
 import {
   checkRequest,
   Decoder,
+  defaultWarmup,
   type DenoiseEngine,
   denoiseInProcess,
   type DenoiseMode,
@@ -63,7 +64,7 @@ const request = checkRequest(model, {
   ...(values.steps ? { steps: Number(values.steps) } : {}),
 });
 const T = request.steps;
-const W = Math.min(model.manifest.defaults.warmup, T);
+const W = defaultWarmup(model, T);
 const { conditioning } = await encodePrompt(env, model, request);
 using decoder = Decoder.open(env, model);
 const x0 = prepareLatents(request);

@@ -18,7 +18,7 @@ import { logSpectralDistance, psnr, snr } from "../metrics/audio.ts";
 import { median } from "../metrics/stats.ts";
 import { resolveModel } from "../models/model.ts";
 import { criticalPathCalls, type Exchange, EXCHANGES } from "../parastep/rounds.ts";
-import { checkDevices } from "../pipelines/audioldm2.ts";
+import { checkDevices, defaultWarmup } from "../pipelines/audioldm2.ts";
 import {
   checkRequest,
   Decoder,
@@ -107,15 +107,17 @@ export interface BenchReport {
   readonly deno: string;
 }
 
+/** A configuration's runs, in order; its numbers are medians over them. */
 interface Measured {
-  /** The last run's report (every run computes the same output). */
-  report?: DenoiseReport;
+  /** Every run's report (every run computes the same output). */
+  reports: DenoiseReport[];
   runsMs: number[];
   medianMs: number;
-  /** Per run: `DenoiseReport.exchangeMsPerRound` and `hopMs`. */
-  exchangeMs: number[];
-  latentsHopMs: (number | null)[];
-  epsHopMs: (number | null)[];
+}
+
+function summarize(reports: DenoiseReport[]): Measured {
+  const runsMs = reports.map((r) => r.loopMs);
+  return { reports, runsMs, medianMs: median(runsMs) };
 }
 
 /** Runs `parastep bench` and returns the report (the CLI prints it). */
@@ -135,7 +137,7 @@ export async function runBench(
     seed: command.seed,
   });
   const T = request.steps;
-  const W = command.warmup ?? Math.min(model.manifest.defaults.warmup, T);
+  const W = command.warmup ?? defaultWarmup(model, T);
   const cores = navigator.hardwareConcurrency;
   const ep = command.ep;
   // Refuse a bad plan before minutes of encoding and warm-up go into it.
@@ -202,13 +204,7 @@ export async function runBench(
       stride,
     });
   }
-  const measured: Measured[] = configs.map(() => ({
-    runsMs: [],
-    medianMs: 0,
-    exchangeMs: [],
-    latentsHopMs: [],
-    epsHopMs: [],
-  }));
+  const reports: DenoiseReport[][] = configs.map(() => []);
   const progress = new ProgressBar("bench", command.runs * configs.length * T);
   try {
     for (let run = 0; run < command.runs; run++) {
@@ -230,27 +226,23 @@ export async function runBench(
           onStep: (i) => progress.update(done + i + 1),
           ...(options.signal ? { signal: options.signal } : {}),
         });
-        const m = measured[k]!;
-        m.report = report;
-        m.runsMs.push(report.loopMs);
-        m.exchangeMs.push(report.exchangeMsPerRound);
-        m.latentsHopMs.push(report.hopMs.latents);
-        m.epsHopMs.push(report.hopMs.eps);
+        reports[k]!.push(report);
       }
     }
   } finally {
     progress.finish();
   }
-  for (const m of measured) m.medianMs = median(m.runsMs);
+  const measured = reports.map(summarize);
 
   const sequential1 = measured[0]!;
   const sequentialAll = measured[cores > 1 ? 1 : 0]!;
-  const reference = decoder.decode(request, sequential1.report!.output);
+  const reference = decoder.decode(request, sequential1.reports.at(-1)!.output);
   const [, , frames, bins] = reference.mel.dims;
   const stepMs = sequential1.medianMs / T;
   const rows = configs.map((c, k): BenchRow => {
     const m = measured[k]!;
-    const report = m.report!;
+    const report = m.reports.at(-1)!;
+    const exchangeMs = median(m.reports.map((r) => r.exchangeMsPerRound));
     const out = decoder.decode(request, report.output);
     const rounds = c.mode === "parastep" && c.devices > 1 ? Math.ceil((T - W) / c.devices) : 0;
     const calls = report.criticalPathCalls;
@@ -269,9 +261,12 @@ export async function runBench(
       criticalPathCalls: calls,
       bytesExchanged: report.bytesExchanged,
       rounds,
-      exchangeMsPerRound: median(m.exchangeMs),
-      exchangeShareOfStep: median(m.exchangeMs) / stepMs,
-      hopMs: { latents: medianOfRuns(m.latentsHopMs), eps: medianOfRuns(m.epsHopMs) },
+      exchangeMsPerRound: exchangeMs,
+      exchangeShareOfStep: exchangeMs / stepMs,
+      hopMs: {
+        latents: medianOfRuns(m.reports.map((r) => r.hopMs.latents)),
+        eps: medianOfRuns(m.reports.map((r) => r.hopMs.eps)),
+      },
       overheadMsPerRound: rounds > 0 ? (m.medianMs - calls * stepMs) / rounds : 0,
       snrDb: snr(reference.waveform, out.waveform),
       lsdDb: logSpectralDistance(reference.waveform, out.waveform),

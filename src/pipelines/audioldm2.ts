@@ -818,6 +818,11 @@ export interface Generation {
   };
 }
 
+/** The model's warm-up W for a run of `steps` steps: its manifest default, at most `steps`. */
+export function defaultWarmup(model: ModelFolder, steps: number): number {
+  return Math.min(model.manifest.defaults.warmup, steps);
+}
+
 /**
  * The whole pipeline: check, encode, prepare latents, denoise (with the chosen
  * engine and mode), decode.
@@ -838,7 +843,7 @@ export async function generate(
       `Cannot generate as 'devices' must be an integer >= 1: current value is ${devices}`,
     );
   }
-  const warmup = options.warmup ?? Math.min(model.manifest.defaults.warmup, checked.steps);
+  const warmup = options.warmup ?? defaultWarmup(model, checked.steps);
   const stride = options.stride ?? 2;
   const exchange = options.exchange ?? "gather";
   if (!EXCHANGES.includes(exchange)) {

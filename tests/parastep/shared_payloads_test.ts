@@ -40,8 +40,9 @@ Deno.test("ChannelTransport with shared arenas carries a run bit for bit, tags o
   const x0 = jsToyX0(n);
   const reference = await runInProcess(plan, () => sampler, x0);
   const gen = crypto.randomUUID();
-  // Room for latents + a CFG-doubled eps: every message goes through the arenas.
-  const arenas = createArenas(plan.devices, 3 * n);
+  // Room for the largest message, the warm-up's latents + guided eps (what runWorkers allocates):
+  // every message goes through the arenas.
+  const arenas = createArenas(plan.devices, 2 * n);
   const ends = [0, 1, 2].map((r) =>
     new ChannelTransport(gen, r, plan.devices, { steps: plan.steps, arenas })
   );
