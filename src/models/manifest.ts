@@ -33,14 +33,31 @@ export interface TokenizerSpec {
   readonly padTokenId: number;
 }
 
-/** Default generation settings of a model. */
-export interface ModelDefaults {
+/**
+ * Default generation settings of a model: `steps` and `warmup` for every family, then the
+ * family's own (guidance, duration, frames, ...), checked by the family.
+ */
+export type ModelDefaults = Readonly<Record<string, number>> & {
+  /** Denoising steps T. */
   readonly steps: number;
-  readonly guidance: number;
+  /** ParaStep's sequential warm-up steps W. */
   readonly warmup: number;
-  /** Seconds of audio (audio families). */
-  readonly duration: number;
-}
+};
+
+/** A `config` value: a number, or a list of numbers (e.g. per-channel means). */
+export type ConfigValue = number | readonly number[];
+
+/** The float types a model folder may be exported in. */
+export type ModelDtype = "fp32" | "fp16" | "bf16";
+
+const MODEL_DTYPES: readonly ModelDtype[] = ["fp32", "fp16", "bf16"];
+
+/** The largest fixed dimension a manifest may declare: ORT's tensors index with int32 here. */
+const MAX_DIM = 2 ** 31 - 1;
+/** The most tokens a tokenizer may be asked to pad to (real text encoders use 77 to 512). */
+export const MAX_TOKENIZER_LENGTH = 65_536;
+/** The most steps a model's defaults may ask for. */
+const MAX_DEFAULT_STEPS = 10_000;
 
 /** A validated `manifest.json`. */
 export interface Manifest {
@@ -48,15 +65,18 @@ export interface Manifest {
   readonly formatVersion: 1;
   readonly name: string;
   readonly family: string;
-  readonly dtype: "fp32" | "fp16";
+  /** The float type of the denoiser's float inputs and outputs. */
+  readonly dtype: ModelDtype;
   readonly components: Readonly<Record<string, ComponentSpec>>;
   /** diffusers' `scheduler_config.json`, checked by the scheduler that reads it. */
   readonly scheduler: Readonly<Record<string, unknown>>;
   readonly tokenizers: Readonly<Record<string, TokenizerSpec>>;
-  /** Numbers the pipeline needs (sample rate, scale factors, ...), by name. */
-  readonly config: Readonly<Record<string, number>>;
+  /** Numbers the pipeline needs (sample rate, scale factors, ...), by name; checked by the family. */
+  readonly config: Readonly<Record<string, ConfigValue>>;
   readonly defaults: ModelDefaults;
   readonly versions: Readonly<Record<string, string | number>>;
+  /** The whole parsed JSON, for a family's own top-level fields (checked by the family). */
+  readonly raw: Readonly<Record<string, unknown>>;
 }
 
 /** A model folder whose manifest is missing, malformed, or disagrees with its graphs. */
@@ -93,18 +113,24 @@ class Reader {
     return v;
   }
 
-  number(v: unknown, path: string, { integer = false, positive = false } = {}): number {
-    const ok = typeof v === "number" && Number.isFinite(v) &&
-      (!integer || Number.isInteger(v)) && (!positive || v > 0);
-    if (!ok) {
-      this.fail(path, `a ${positive ? "positive " : ""}${integer ? "integer" : "number"}`, v);
-    }
+  number(v: unknown, path: string, rule: NumberRule = {}): number {
+    if (!satisfies(v, rule)) this.fail(path, describeRule(rule), v);
     return v as number;
   }
 
   array(v: unknown, path: string): unknown[] {
     if (!Array.isArray(v)) this.fail(path, "an array", v);
     return v;
+  }
+
+  /** A path inside the model folder: relative, no `..`, no empty or absolute parts. */
+  relativePath(v: unknown, path: string): string {
+    const s = this.string(v, path);
+    const parts = s.split("/");
+    if (s.startsWith("/") || s.includes("\\") || parts.some((p) => p === ".." || p === "")) {
+      this.fail(path, "a path inside the model folder (relative, without '..')", s);
+    }
+    return s;
   }
 
   io(v: unknown, path: string): IoSpec {
@@ -115,14 +141,52 @@ class Reader {
       name: this.string(o.name, `${path}.name`),
       dtype: dtype as DataType,
       dims: this.array(o.dims, `${path}.dims`).map((d, k) =>
-        typeof d === "string" ? d : this.number(d, `${path}.dims[${k}]`, { integer: true })
+        typeof d === "string"
+          ? d
+          : this.number(d, `${path}.dims[${k}]`, { integer: true, min: 1, max: MAX_DIM })
       ),
     };
   }
 }
 
+/** The range a manifest number must lie in. */
+export interface NumberRule {
+  /** Must be an integer. @default false */
+  readonly integer?: boolean;
+  /** The least value allowed. */
+  readonly min?: number;
+  /** Whether `min` itself is excluded (e.g. a scale factor > 0). @default false */
+  readonly minExclusive?: boolean;
+  /** The largest value allowed. */
+  readonly max?: number;
+  /** Must be a power of two (VAE scale factors). @default false */
+  readonly powerOfTwo?: boolean;
+}
+
+function satisfies(v: unknown, rule: NumberRule): boolean {
+  if (typeof v !== "number" || !Number.isFinite(v)) return false;
+  if (rule.integer && !Number.isInteger(v)) return false;
+  if (rule.min !== undefined && (rule.minExclusive ? v <= rule.min : v < rule.min)) return false;
+  if (rule.max !== undefined && v > rule.max) return false;
+  if (rule.powerOfTwo && !(v > 0 && Number.isInteger(Math.log2(v)))) return false;
+  return true;
+}
+
+function describeRule(rule: NumberRule): string {
+  const kind = rule.powerOfTwo ? "a power of two" : rule.integer ? "an integer" : "a number";
+  const { min, max } = rule;
+  if (min !== undefined && max !== undefined) {
+    return `${kind} ${rule.minExclusive ? `> ${min} and <= ${max}` : `in ${min}..${max}`}`;
+  }
+  if (min !== undefined) return `${kind} ${rule.minExclusive ? ">" : ">="} ${min}`;
+  if (max !== undefined) return `${kind} <= ${max}`;
+  return kind;
+}
+
 /**
- * Validates a parsed `manifest.json`.
+ * Validates a parsed `manifest.json`: the schema every family shares, with ranges. The
+ * family-specific `config` and `defaults` entries are checked by the family
+ * ({@linkcode checkNumbers}).
  *
  * @param raw the parsed JSON
  * @param file the file it came from, for messages
@@ -139,13 +203,19 @@ export function parseManifest(raw: unknown, file: string): Manifest {
       o.formatVersion,
     );
   }
-  if (o.dtype !== "fp32" && o.dtype !== "fp16") r.fail("dtype", `"fp32" or "fp16"`, o.dtype);
+  if (!MODEL_DTYPES.includes(o.dtype as ModelDtype)) {
+    r.fail(
+      "dtype",
+      MODEL_DTYPES.map((d) => `"${d}"`).join(", ").replace(/, ([^,]*)$/, " or $1"),
+      o.dtype,
+    );
+  }
   const components: Record<string, ComponentSpec> = {};
   for (const [name, c] of Object.entries(r.object(o.components, "components"))) {
     const p = `components.${name}`;
     const co = r.object(c, p);
     components[name] = {
-      file: r.string(co.file, `${p}.file`),
+      file: r.relativePath(co.file, `${p}.file`),
       inputs: r.array(co.inputs, `${p}.inputs`).map((v, k) => r.io(v, `${p}.inputs[${k}]`)),
       outputs: r.array(co.outputs, `${p}.outputs`).map((v, k) => r.io(v, `${p}.outputs[${k}]`)),
     };
@@ -155,44 +225,97 @@ export function parseManifest(raw: unknown, file: string): Manifest {
     const p = `tokenizers.${name}`;
     const to = r.object(t, p);
     tokenizers[name] = {
-      dir: r.string(to.dir, `${p}.dir`),
+      dir: r.relativePath(to.dir, `${p}.dir`),
       modelMaxLength: r.number(to.modelMaxLength, `${p}.modelMaxLength`, {
         integer: true,
-        positive: true,
+        min: 1,
+        max: MAX_TOKENIZER_LENGTH,
       }),
-      padTokenId: r.number(to.padTokenId, `${p}.padTokenId`, { integer: true }),
+      padTokenId: r.number(to.padTokenId, `${p}.padTokenId`, { integer: true, min: 0 }),
     };
   }
-  const config: Record<string, number> = {};
+  const config: Record<string, ConfigValue> = {};
   for (const [name, v] of Object.entries(r.object(o.config ?? {}, "config"))) {
-    config[name] = r.number(v, `config.${name}`);
+    config[name] = Array.isArray(v)
+      ? v.map((x, k) => r.number(x, `config.${name}[${k}]`))
+      : r.number(v, `config.${name}`);
   }
   const d = r.object(o.defaults, "defaults");
+  const defaults: Record<string, number> = {};
+  for (const [name, v] of Object.entries(d)) defaults[name] = r.number(v, `defaults.${name}`);
+  const steps = r.number(d.steps, "defaults.steps", {
+    integer: true,
+    min: 1,
+    max: MAX_DEFAULT_STEPS,
+  });
+  const warmup = r.number(d.warmup, "defaults.warmup", {
+    integer: true,
+    min: 1,
+    max: MAX_DEFAULT_STEPS,
+  });
   return {
     format: "parastep-model",
     formatVersion: 1,
     name: r.string(o.name, "name"),
     family: r.string(o.family, "family"),
-    dtype: o.dtype as "fp32" | "fp16",
+    dtype: o.dtype as ModelDtype,
     components,
     scheduler: r.object(o.scheduler, "scheduler"),
     tokenizers,
     config,
-    defaults: {
-      steps: r.number(d.steps, "defaults.steps", { integer: true, positive: true }),
-      guidance: r.number(d.guidance, "defaults.guidance"),
-      warmup: r.number(d.warmup, "defaults.warmup", { integer: true, positive: true }),
-      duration: r.number(d.duration, "defaults.duration", { positive: true }),
-    },
+    defaults: { ...defaults, steps, warmup },
     versions: r.object(o.versions ?? {}, "versions") as Record<string, string | number>,
+    raw: o,
   };
+}
+
+/**
+ * Checks the manifest's `section` numbers against `rules` (one rule per required name), naming
+ * the first that is missing or out of range; returns them by name.
+ *
+ * @throws {ManifestError}
+ */
+export function checkNumbers<K extends string>(
+  manifest: Manifest,
+  file: string,
+  section: "config" | "defaults",
+  rules: Readonly<Record<K, NumberRule>>,
+): Record<K, number> {
+  const r = new Reader(file);
+  const values = manifest[section] as Readonly<Record<string, unknown>>;
+  const out = {} as Record<K, number>;
+  for (const name of Object.keys(rules) as K[]) {
+    out[name] = r.number(values[name], `${section}.${name}`, rules[name]);
+  }
+  return out;
+}
+
+/**
+ * A `config` list of numbers of the given length, or a {@linkcode ManifestError} naming it.
+ */
+export function configList(
+  manifest: Manifest,
+  file: string,
+  name: string,
+  length: number,
+  rule: NumberRule = {},
+): number[] {
+  const r = new Reader(file);
+  const v = manifest.config[name];
+  if (!Array.isArray(v) || v.length !== length) {
+    r.fail(`config.${name}`, `a list of ${length} numbers`, v);
+  }
+  return (v as readonly number[]).map((x, k) => r.number(x, `config.${name}[${k}]`, rule));
 }
 
 /** A required `config` number, or a {@linkcode ManifestError} naming it. */
 export function configNumber(manifest: Manifest, file: string, name: string): number {
   const v = manifest.config[name];
-  if (v === undefined) {
-    throw new ManifestError(file, `'config.${name}' must be a number: found missing`);
+  if (typeof v !== "number") {
+    throw new ManifestError(
+      file,
+      `'config.${name}' must be a number: found ${v === undefined ? "missing" : JSON.stringify(v)}`,
+    );
   }
   return v;
 }

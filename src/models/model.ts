@@ -7,6 +7,7 @@
 import { type Env, Session, type SessionOptions } from "../../ffi/mod.ts";
 import { checkComponent, type Manifest, ManifestError, parseManifest } from "./manifest.ts";
 import { isFile } from "../io/paths.ts";
+import { OnnxFormatError, readGraphIo } from "./onnx_graph.ts";
 import { modelsDir } from "./registry.ts";
 
 /** Where the exporter builds models that are never committed (e.g. `--size bench`). */
@@ -62,11 +63,11 @@ const KNOWN_CHECKPOINTS: Readonly<Record<string, string>> = {
  * @throws {ManifestError} when the manifest is unreadable or invalid
  */
 export function resolveModel(model: string): ModelFolder {
-  const candidates = [
-    model.replace(/\/+$/, ""),
-    `${modelsDir()}/${model}`,
-    `${CACHE_DIR}/${model}`,
-  ];
+  const path = model.replace(/\/+$/, "") || model;
+  // A path (absolute, or with a folder in it) names one place; a bare name may live in any.
+  const candidates = path.includes("/")
+    ? [path]
+    : [path, `${modelsDir()}/${path}`, `${CACHE_DIR}/${path}`];
   const dir = candidates.find((c) => isFile(`${c}/manifest.json`));
   if (dir === undefined) throw new ModelNotFoundError(model, [...new Set(candidates)]);
   const manifestFile = `${dir}/manifest.json`;
@@ -101,7 +102,7 @@ export function checkTokenizerFiles(model: ModelFolder, tokenizers: readonly str
     if (spec === undefined) {
       throw new ManifestError(
         model.manifestFile,
-        `'tokenizers.${name}' is missing: a ${model.manifest.family} model needs it; re-export the model`,
+        `'tokenizers.${name}' is missing: the ${model.manifest.family} family needs it; re-export the model`,
       );
     }
     for (const file of ["tokenizer.json", "tokenizer_config.json"]) {
@@ -112,6 +113,7 @@ export function checkTokenizerFiles(model: ModelFolder, tokenizers: readonly str
           `tokenizer '${name}' file ${path} is missing; re-export the model`,
         );
       }
+      checkInside(model, path, `tokenizer '${name}' file`);
     }
   }
 }
@@ -121,7 +123,7 @@ function componentPath(model: ModelFolder, component: string): string {
   if (spec === undefined) {
     throw new ManifestError(
       model.manifestFile,
-      `'components.${component}' is missing: a ${model.manifest.family} model needs it; re-export the model`,
+      `'components.${component}' is missing: the ${model.manifest.family} family needs it; re-export the model`,
     );
   }
   const path = `${model.dir}/${spec.file}`;
@@ -131,7 +133,53 @@ function componentPath(model: ModelFolder, component: string): string {
       `component '${component}' file ${path} is missing; re-export the model`,
     );
   }
+  checkInside(model, path, `component '${component}' file`);
   return path;
+}
+
+/** A file reached through a symlink must still lie inside the model folder. */
+function checkInside(model: ModelFolder, path: string, what: string): void {
+  let real: string;
+  let root: string;
+  try {
+    real = Deno.realPathSync(path);
+    root = Deno.realPathSync(model.dir);
+  } catch {
+    return; // not resolvable (e.g. a file embedded in a compiled executable): nothing to escape
+  }
+  if (!real.startsWith(root.endsWith("/") ? root : `${root}/`)) {
+    throw new ManifestError(
+      model.manifestFile,
+      `${what} ${path} lies outside the model folder (it resolves to ${real}); a model folder must hold its own files`,
+    );
+  }
+}
+
+/**
+ * Checks, before any work, that each of `components` is listed, present, inside the folder,
+ * and declares exactly the inputs and outputs the manifest says (read from the ONNX file itself,
+ * without opening a session).
+ *
+ * @throws {ManifestError} naming the first component that is wrong
+ */
+export function checkComponentGraphs(model: ModelFolder, components: readonly string[]): void {
+  for (const component of components) {
+    const path = componentPath(model, component);
+    const spec = model.manifest.components[component]!;
+    let io;
+    try {
+      io = readGraphIo(path);
+    } catch (e) {
+      if (!(e instanceof OnnxFormatError)) throw e;
+      throw new ManifestError(
+        model.manifestFile,
+        `component '${component}' (${spec.file}) is not a readable ONNX model: ${
+          e.message.replace(/^Cannot read ONNX model [^:]*: /, "")
+        }; re-export the model`,
+      );
+    }
+    checkComponent(model.manifestFile, component, spec, io);
+  }
 }
 
 /**

@@ -49,16 +49,31 @@ export class TextTokenizer {
    */
   static async load(dir: string, spec: TokenizerSpec): Promise<TextTokenizer> {
     const base = `${dir}/${spec.dir}`;
+    // Each file is read and parsed on its own, so a message names the file that is broken.
+    const read = async (name: string): Promise<unknown> => {
+      const path = `${base}/${name}`;
+      try {
+        return JSON.parse(await Deno.readTextFile(path));
+      } catch (e) {
+        throw new ManifestError(
+          path,
+          `cannot be read as JSON: ${(e as Error).message}; re-export the model`,
+        );
+      }
+    };
+    const [json, config] = await Promise.all([
+      read("tokenizer.json"),
+      read("tokenizer_config.json"),
+    ]);
     try {
-      const [json, config] = await Promise.all([
-        Deno.readTextFile(`${base}/tokenizer.json`).then(JSON.parse),
-        Deno.readTextFile(`${base}/tokenizer_config.json`).then(JSON.parse),
-      ]);
-      return new TextTokenizer(new Tokenizer(json, config), spec);
+      // deno-lint-ignore no-explicit-any -- tokenizers.js takes the two parsed JSON objects as is
+      return new TextTokenizer(new Tokenizer(json as any, config as any), spec);
     } catch (e) {
       throw new ManifestError(
         `${base}/tokenizer.json`,
-        `cannot be loaded as a tokenizer: ${(e as Error).message}; re-export the model`,
+        `cannot be loaded as a tokenizer with ${base}/tokenizer_config.json: ${
+          (e as Error).message
+        }; re-export the model`,
       );
     }
   }

@@ -101,6 +101,11 @@ const COSINE_MAX_BETA = 0.999;
 const COSINE_S = 0.008;
 
 const CONFIG_ACTION = "Cannot build DDIM tables";
+/**
+ * The most training timesteps a config may declare: real models use 1000, and the tables hold
+ * one float per timestep, so a corrupt value must not allocate gigabytes.
+ */
+const MAX_TRAIN_TIMESTEPS = 100_000;
 const STEP_ACTION = "Cannot take a DDIM step";
 
 /**
@@ -127,7 +132,7 @@ export function parseDdimConfig(raw: unknown): DdimConfig {
     );
   }
   const obj = raw as Readonly<Record<string, unknown>>;
-  const numTrain = integerField(obj, "num_train_timesteps", 1000, 1);
+  const numTrain = integerField(obj, "num_train_timesteps", 1000, 1, MAX_TRAIN_TIMESTEPS);
   const betaStart = numberField(obj, "beta_start", 0.0001, 0, 1);
   const betaEnd = numberField(obj, "beta_end", 0.02, 0, 1);
   const betaSchedule = literalField(obj, "beta_schedule", BETA_SCHEDULES, "linear");
@@ -136,7 +141,7 @@ export function parseDdimConfig(raw: unknown): DdimConfig {
   const clipSample = booleanField(obj, "clip_sample", true);
   const clipSampleRange = numberField(obj, "clip_sample_range", 1.0, 0, Infinity, true);
   const setAlphaToOne = booleanField(obj, "set_alpha_to_one", true);
-  const stepsOffset = integerField(obj, "steps_offset", 0, 0);
+  const stepsOffset = integerField(obj, "steps_offset", 0, 0, MAX_TRAIN_TIMESTEPS);
   const spacing = literalField(obj, "timestep_spacing", SPACINGS, "leading");
   const thresholding = booleanField(obj, "thresholding", false);
   if (thresholding) {
@@ -509,6 +514,7 @@ function integerField(
   key: string,
   fallback: number,
   min: number,
+  max: number,
 ): number {
   const v = obj[key];
   if (v === undefined) return fallback;
@@ -517,9 +523,9 @@ function integerField(
       `${CONFIG_ACTION} as '${key}' must be an integer: current value is ${describe(v)}`,
     );
   }
-  if (!Number.isSafeInteger(v) || v < min) {
+  if (!Number.isSafeInteger(v) || v < min || v > max) {
     throw new RangeError(
-      `${CONFIG_ACTION} as '${key}' must be an integer >= ${min}: current value is ${v}`,
+      `${CONFIG_ACTION} as '${key}' must be an integer in ${min}..${max}: current value is ${v}`,
     );
   }
   return v;

@@ -165,12 +165,18 @@ Deno.test("ddim refuses invalid configs with the field, allowed values and recei
     [
       { steps_offset: -1 },
       RangeError,
-      /'steps_offset' must be an integer >= 0: current value is -1$/,
+      /'steps_offset' must be an integer in 0\.\.100000: current value is -1$/,
     ],
     [
       { steps_offset: 0.5 },
       RangeError,
-      /'steps_offset' must be an integer >= 0: current value is 0.5$/,
+      /'steps_offset' must be an integer in 0\.\.100000: current value is 0.5$/,
+    ],
+    [
+      // A corrupt manifest must not make the tables allocate gigabytes.
+      { num_train_timesteps: 1e9 },
+      RangeError,
+      /'num_train_timesteps' must be an integer in 1\.\.100000: current value is 1000000000$/,
     ],
     [{ num_train_timesteps: "1000" }, TypeError, /'num_train_timesteps' must be an integer/],
     [
