@@ -29,9 +29,7 @@ export async function main(args: string[]): Promise<number> {
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
     console.error(
-      e.showUsage
-        ? `parastep: ${e.message}\n\n${usage(e.command)}`
-        : `parastep: ${e.message} (see 'parastep help${e.command ? ` ${e.command}` : ""}')`,
+      `parastep: ${e.message} (see 'parastep ${e.command ? `help ${e.command}` : "--help"}')`,
     );
     return 2;
   }

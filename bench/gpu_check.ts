@@ -15,20 +15,16 @@
 
 import { parseArgs } from "node:util";
 import { AUTO_ORDER, Env, ortLibrary, probeProvider } from "../ffi/mod.ts";
-import { snr } from "../src/metrics/audio.ts";
 import { median } from "../src/metrics/stats.ts";
 import { resolveModel } from "../src/models/model.ts";
 import {
-  checkRequest,
-  Decoder,
   defaultWarmup,
   type DenoiseEngine,
   denoiseInProcess,
   type DenoiseMode,
-  encodePrompt,
-  prepareLatents,
-} from "../src/pipelines/audioldm2.ts";
-import { denoiseWithWorkers } from "../src/pipelines/audioldm2_workers.ts";
+  denoiseWithWorkers,
+  familyOf,
+} from "../src/pipelines/mod.ts";
 import type { Exchange } from "../src/parastep/rounds.ts";
 import { relativeError } from "../tests/support/compare.ts";
 
@@ -59,15 +55,21 @@ for (const p of providers) {
 }
 
 const model = resolveModel(values.model!);
-const request = checkRequest(model, {
-  prompt: "A hammer hitting a wooden surface",
+const family = familyOf(model);
+const request = family.checkRequest(model, {
   ...(values.steps ? { steps: Number(values.steps) } : {}),
+  seed: 0,
+  flags: family.benchFlags,
 });
 const T = request.steps;
 const W = defaultWarmup(model, T);
-const { conditioning } = await encodePrompt(env, model, request);
-using decoder = Decoder.open(env, model);
-const x0 = prepareLatents(request);
+const conditioning = await family.encode(env, model, request, {});
+using decoder = family.openDecoder(env, model, {});
+const x0 = family.prepareLatents(request);
+const sampler = {
+  module: family.samplerModule,
+  init: family.samplerInit(model, request, conditioning),
+};
 
 interface Result {
   ep: string;
@@ -78,12 +80,13 @@ interface Result {
   calls: number;
   /** Rank 0's median send + wait per round (see `DenoiseReport.exchangeMsPerRound`). */
   exchangeMsPerRound: number;
-  snrVsCpuDb: number;
+  /** The family's first quality measure against the CPU's output (e.g. SNR dB for audio). */
+  qualityVsCpu: { name: string; value: number };
   relErrorVsCpu: number;
 }
 const results: Result[] = [];
 /** The CPU's output of each configuration: what every other EP's output is compared with. */
-const cpuOutput = new Map<string, Float32Array>();
+const cpuOutput = new Map<string, unknown>();
 
 async function measure(
   ep: "cpu" | "cuda" | "webgpu",
@@ -97,11 +100,9 @@ async function measure(
   let report;
   for (let k = 0; k < runs; k++) {
     report = await engine({
-      env,
-      model,
-      request,
-      conditioning,
+      sampler,
       x0,
+      steps: T,
       mode,
       devices,
       warmup: W,
@@ -114,9 +115,9 @@ async function measure(
     times.push(report.loopMs);
   }
   const medianMs = median(times);
-  const { waveform } = decoder.decode(request, report!.output);
-  if (ep === "cpu") cpuOutput.set(config, waveform);
-  const reference = cpuOutput.get(config) ?? waveform;
+  const media = await decoder.decode(request, report!.output);
+  if (ep === "cpu") cpuOutput.set(config, media);
+  const reference = cpuOutput.get(config) ?? media;
   results.push({
     ep: report!.ep,
     config,
@@ -125,8 +126,8 @@ async function measure(
     loadMs: report!.loadMs,
     calls: report!.criticalPathCalls,
     exchangeMsPerRound: report!.exchangeMsPerRound,
-    snrVsCpuDb: snr(reference, waveform),
-    relErrorVsCpu: relativeError(waveform, reference).rel,
+    qualityVsCpu: family.quality(reference, media)[0] ?? { name: "-", value: NaN },
+    relErrorVsCpu: relativeError(family.samples(media), family.samples(reference)).rel,
   });
 }
 
@@ -153,7 +154,9 @@ say(
   `${model.manifest.name}: T=${T}, W=${W}, latents [${request.latentDims}], median of ${runs} runs`,
 );
 say(
-  "| EP | config | loop ms | ms per call | calls | load ms | exchange ms/round | SNR vs CPU dB | rel. error vs CPU |",
+  `| EP | config | loop ms | ms per call | calls | load ms | exchange ms/round | ${
+    results[0]?.qualityVsCpu.name ?? "quality"
+  } vs CPU | rel. error vs CPU |`,
 );
 say("|---|---|---|---|---|---|---|---|---|");
 for (const r of results) {
@@ -161,7 +164,7 @@ for (const r of results) {
     `| ${r.ep} | ${r.config} | ${r.medianMs.toFixed(1)} | ${r.stepMs.toFixed(2)} | ${r.calls} | ${
       r.loadMs.toFixed(0)
     } | ${r.exchangeMsPerRound.toFixed(2)} | ${
-      Number.isFinite(r.snrVsCpuDb) ? r.snrVsCpuDb.toFixed(1) : "inf"
+      Number.isFinite(r.qualityVsCpu.value) ? r.qualityVsCpu.value.toFixed(1) : "inf"
     } | ${r.relErrorVsCpu.toExponential(2)} |`,
   );
 }

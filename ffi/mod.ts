@@ -29,6 +29,7 @@ export {
 export {
   appendRequestedProvider,
   AUTO_ORDER,
+  autoCandidate,
   compiledProviders,
   type ExecutionProvider,
   ORT_PROVIDER_NAME,

@@ -88,6 +88,15 @@ export function precheck(ep: ExecutionProvider): string | undefined {
   return undefined;
 }
 
+/**
+ * The provider `auto` would try first on this machine: the first of {@linkcode AUTO_ORDER} that
+ * the local checks ({@linkcode precheck}) do not rule out. A session may still fall back further
+ * if that provider then cannot open the model.
+ */
+export function autoCandidate(): ExecutionProvider {
+  return AUTO_ORDER.find((ep) => precheck(ep) === undefined) ?? "cpu";
+}
+
 /** Options for appending a provider. */
 export interface AppendOptions {
   /** CUDA device ordinal. @default {0} */

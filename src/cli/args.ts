@@ -5,6 +5,8 @@
  */
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import type { FlagSpec, FlagValue, FlagValues } from "../pipelines/family.ts";
+import { familyFlags } from "../pipelines/mod.ts";
 
 /** Execution providers the CLI accepts. */
 export type EpChoice = "cpu" | "cuda" | "webgpu" | "auto";
@@ -30,34 +32,32 @@ export interface InfoCommand {
 /** Flags shared by `gen` and `bench`: the model, the request and the devices. */
 export interface RunFlags {
   readonly model: string;
-  readonly prompt: string | undefined;
-  readonly negativePrompt: string | undefined;
   readonly steps: number | undefined;
-  readonly guidance: number | undefined;
-  readonly duration: number | undefined;
   readonly seed: number;
   readonly ep: EpChoice;
   readonly warmup: number | undefined;
   readonly stride: number | undefined;
   /** Absent: `gen` uses "gather", `bench` measures both. */
   readonly exchange: ExchangeChoice | undefined;
+  /** ORT intra-op threads of every session (the denoiser's per device). */
   readonly threads: number | undefined;
   readonly verbose: boolean;
+  /**
+   * The model family's flags that were given (`--prompt`, `--duration`, `--image`, ...), parsed;
+   * `gen` and `bench` refuse those the model's family does not take.
+   */
+  readonly flags: FlagValues;
 }
 
-/** `parastep gen`: generate one output file. */
+/** `parastep gen`: generate one output. */
 export interface GenCommand extends RunFlags {
   readonly kind: "gen";
-  readonly prompt: string;
   /** Devices N (`--gpus`, alias `--devices`). */
   readonly gpus: number;
   readonly mode: ModeChoice;
-  /** Output path; derived from the prompt and seed when absent. */
+  /** Output path; derived from the request when absent. */
   readonly out: string | undefined;
-  /** Where to write the mel spectrogram as a PNG, if anywhere. */
-  readonly spectrogram: string | undefined;
-  readonly wavFormat: WavFormatChoice;
-  /** Run every rank in this process instead of one Worker per device. */
+  /** Run all ranks in this process instead of one Worker per device. */
   readonly inProcess: boolean;
 }
 
@@ -83,22 +83,16 @@ export type Command =
 /** The subcommands. */
 export type CommandName = "info" | "gen" | "bench";
 
-/** A command line that cannot be understood: exit code 2, one line, then usage. */
+/** A command line that cannot be understood: exit code 2 and one line. */
 export class UsageError extends Error {
   override name = "UsageError";
-  /** The subcommand whose usage applies, if known. */
+  /** The subcommand whose help applies, if known. */
   readonly command: CommandName | undefined;
-  /**
-   * Whether the usage text should follow the message: yes for an unknown
-   * command or flag, no for a known flag given a bad value (the message says it all).
-   */
-  readonly showUsage: boolean;
 
-  /** `message` names the problem; `command` picks the usage text printed after it. */
-  constructor(message: string, command?: CommandName, showUsage = true) {
+  /** `message` names the problem; `command` picks the help the line points to. */
+  constructor(message: string, command?: CommandName) {
     super(message);
     this.command = command;
-    this.showUsage = showUsage;
   }
 }
 
@@ -108,22 +102,46 @@ function isCommand(name: string): name is CommandName {
   return (COMMANDS as readonly string[]).includes(name);
 }
 
-/** Runs node's parseArgs strictly, turning its errors into {@linkcode UsageError}s. */
-function strictParse<T extends ParseArgsConfig["options"]>(
-  args: string[],
-  options: T,
-  command?: CommandName,
-) {
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+/**
+ * Runs node's parseArgs strictly, turning its errors into {@linkcode UsageError}s, and refuses
+ * a flag given twice (parseArgs would silently keep the last).
+ */
+function strictParse(args: string[], options: Options, command?: CommandName) {
+  let parsed;
   try {
-    return parseArgs({ args, options, strict: true, allowPositionals: true });
+    parsed = parseArgs({ args, options, strict: true, allowPositionals: true, tokens: true });
   } catch (e) {
-    const message = e instanceof Error ? e.message : String(e);
-    // node's messages are long and end with advice about `--`; keep the first sentence.
-    throw new UsageError(message.split(". ")[0]!.replace(/\.$/, ""), command);
+    throw new UsageError(parseArgsMessage(e instanceof Error ? e.message : String(e)), command);
   }
+  const seen = new Map<string, number>();
+  for (const token of parsed.tokens ?? []) {
+    if (token.kind !== "option") continue;
+    const count = (seen.get(token.name) ?? 0) + 1;
+    seen.set(token.name, count);
+    if (count === 2) {
+      throw new UsageError(`--${token.name} was given more than once: give it once`, command);
+    }
+  }
+  return parsed;
 }
 
-const INTEGER = /^[0-9]+$/;
+/** node's parseArgs messages, in one line and with the hint kept. */
+function parseArgsMessage(message: string): string {
+  const ambiguous = /^Option '(-\w|--[\w-]+)[^']*' argument is ambiguous/.exec(message);
+  if (ambiguous) {
+    const flag = ambiguous[1]!;
+    return `${flag} needs a value: to give one that starts with a dash, write ${flag}=-VALUE`;
+  }
+  const missing = /^Option '(-\w|--[\w-]+)[^']*' argument missing/.exec(message);
+  if (missing) return `${missing[1]} needs a value`;
+  const unknown = /^Unknown option '([^']+)'/.exec(message);
+  if (unknown) return `Unknown option '${unknown[1]}'`;
+  return message.split("\n")[0]!.replace(/\.$/, "");
+}
+
+const INTEGER = /^-?[0-9]+$/;
 const NUMBER = /^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)(e[-+]?[0-9]+)?$/i;
 
 /** Reads flag values strictly: a value that is not what the flag takes is a usage error. */
@@ -135,6 +153,10 @@ class Values {
     return typeof v === "string" ? v : undefined;
   }
 
+  #bad(flag: string, v: string, what: string): never {
+    throw new UsageError(`Invalid value for --${flag}: '${v}' ${what}`, this.command);
+  }
+
   string(flag: string): string | undefined {
     return this.#raw(flag);
   }
@@ -142,25 +164,21 @@ class Values {
   integer(flag: string, min = 0): number | undefined {
     const v = this.#raw(flag);
     if (v === undefined) return undefined;
-    if (!INTEGER.test(v.trim()) || Number(v) < min) {
-      throw new UsageError(
-        `Invalid value for --${flag}: '${v}' is not an integer${min > 0 ? ` >= ${min}` : ""}`,
-        this.command,
-        false,
-      );
+    const t = v.trim();
+    if (!INTEGER.test(t)) this.#bad(flag, v, `is not an integer${min > 0 ? ` >= ${min}` : ""}`);
+    const n = Number(t);
+    if (n < min) this.#bad(flag, v, `is below ${min}: give an integer >= ${min}`);
+    if (!Number.isSafeInteger(n)) {
+      this.#bad(flag, v, `is too large: give an integer up to ${Number.MAX_SAFE_INTEGER}`);
     }
-    return Number(v);
+    return n;
   }
 
   number(flag: string): number | undefined {
     const v = this.#raw(flag);
     if (v === undefined) return undefined;
     if (!NUMBER.test(v.trim()) || !Number.isFinite(Number(v))) {
-      throw new UsageError(
-        `Invalid value for --${flag}: '${v}' is not a number`,
-        this.command,
-        false,
-      );
+      this.#bad(flag, v, "is not a number");
     }
     return Number(v);
   }
@@ -169,11 +187,7 @@ class Values {
     const v = this.#raw(flag);
     if (v === undefined) return fallback;
     if (!(choices as readonly string[]).includes(v)) {
-      throw new UsageError(
-        `Invalid value for --${flag}: '${v}' (choose one of ${choices.join(", ")})`,
-        this.command,
-        false,
-      );
+      this.#bad(flag, v, `(choose one of ${choices.join(", ")})`);
     }
     return v as T;
   }
@@ -181,15 +195,28 @@ class Values {
   flag(name: string): boolean {
     return this.values[name] === true;
   }
+
+  /** A family flag, read as its spec says. */
+  family(spec: FlagSpec): FlagValue | undefined {
+    if (!(spec.name in this.values)) return undefined;
+    switch (spec.type) {
+      case "boolean":
+        return this.flag(spec.name);
+      case "integer":
+        return this.integer(spec.name, spec.min ?? 0);
+      case "number":
+        return this.number(spec.name);
+      case "string":
+        return spec.choices === undefined
+          ? this.string(spec.name)
+          : this.choice(spec.name, spec.choices, spec.choices[0]!);
+    }
+  }
 }
 
 const RUN_OPTIONS = {
   model: { type: "string", short: "m" },
-  prompt: { type: "string", short: "p" },
-  "negative-prompt": { type: "string" },
   steps: { type: "string" },
-  guidance: { type: "string" },
-  duration: { type: "string" },
   seed: { type: "string" },
   ep: { type: "string" },
   gpus: { type: "string" },
@@ -206,8 +233,6 @@ const GEN_OPTIONS = {
   ...RUN_OPTIONS,
   mode: { type: "string" },
   out: { type: "string", short: "o" },
-  spectrogram: { type: "string" },
-  "wav-format": { type: "string" },
   "in-process": { type: "boolean" },
 } as const;
 
@@ -218,23 +243,40 @@ const BENCH_OPTIONS = {
   plot: { type: "string" },
 } as const;
 
-function runFlags(v: Values, verbose: boolean): RunFlags {
+/** The parseArgs options of every family flag `command` takes (`bench` takes no output flag). */
+function familyOptions(command: "gen" | "bench"): { options: Options; specs: FlagSpec[] } {
+  const options: Options = {};
+  const specs: FlagSpec[] = [];
+  for (const { spec } of familyFlags().values()) {
+    if (command === "bench" && spec.output) continue;
+    options[spec.name] = {
+      type: spec.type === "boolean" ? "boolean" : "string",
+      ...(spec.short ? { short: spec.short } : {}),
+    };
+    specs.push(spec);
+  }
+  return { options, specs };
+}
+
+function runFlags(v: Values, verbose: boolean, specs: readonly FlagSpec[]): RunFlags {
+  const flags: Record<string, FlagValue> = {};
+  for (const spec of specs) {
+    const value = v.family(spec);
+    if (value !== undefined) flags[spec.name] = value;
+  }
   return {
     model: v.string("model") ?? DEFAULT_MODEL,
-    prompt: v.string("prompt"),
-    negativePrompt: v.string("negative-prompt"),
-    steps: v.integer("steps"),
-    guidance: v.number("guidance"),
-    duration: v.number("duration"),
+    steps: v.integer("steps", 1),
     seed: v.integer("seed") ?? 0,
     ep: v.choice("ep", ["cpu", "cuda", "webgpu", "auto"] as const, "auto"),
-    warmup: v.integer("warmup"),
+    warmup: v.integer("warmup", 1),
     stride: v.integer("stride", 1),
     exchange: v.string("exchange") === undefined
       ? undefined
       : v.choice("exchange", ["gather", "allgather"] as const, "gather"),
-    threads: v.integer("threads"),
+    threads: v.integer("threads", 1),
     verbose: v.flag("verbose") || verbose,
+    flags,
   };
 }
 
@@ -243,11 +285,7 @@ function devicesFlag(values: Record<string, unknown>, command: CommandName): str
   const gpus = values.gpus;
   const devices = values.devices;
   if (typeof gpus === "string" && typeof devices === "string") {
-    throw new UsageError(
-      "Give --gpus or --devices, not both (they are the same flag)",
-      command,
-      false,
-    );
+    throw new UsageError("Give --gpus or --devices, not both (they are the same flag)", command);
   }
   return (typeof gpus === "string" ? gpus : typeof devices === "string" ? devices : undefined);
 }
@@ -255,7 +293,8 @@ function devicesFlag(values: Record<string, unknown>, command: CommandName): str
 /**
  * Parses `parastep [global flags] <command> [flags]`.
  *
- * @throws {UsageError} for an unknown command, flag or value
+ * @throws {UsageError} for an unknown command, flag or value, a flag given twice, or a flag
+ *   that does nothing with the others given
  */
 export function parseCommand(args: string[]): Command {
   const first = args.findIndex((a) => !a.startsWith("-"));
@@ -277,7 +316,7 @@ export function parseCommand(args: string[]): Command {
   }
   if (!isCommand(name)) throw new UsageError(`Unknown command '${name}'`);
   if (g.help) return { kind: "help", topic: name };
-  const verbose = g.verbose ?? false;
+  const verbose = g.verbose === true;
   const noPositionals = (positionals: string[]) => {
     if (positionals.length > 0) {
       throw new UsageError(`Unexpected argument '${positionals[0]}'`, name);
@@ -294,34 +333,55 @@ export function parseCommand(args: string[]): Command {
       noPositionals(positionals);
       return {
         kind: "info",
-        json: values.json ?? false,
-        verbose: (values.verbose || verbose) ?? false,
+        json: values.json === true,
+        verbose: values.verbose === true || verbose,
       };
     }
     case "gen": {
-      const { values, positionals } = strictParse(rest, GEN_OPTIONS, name);
+      const family = familyOptions("gen");
+      const { values, positionals } = strictParse(
+        rest,
+        { ...GEN_OPTIONS, ...family.options },
+        name,
+      );
       if (values.help) return { kind: "help", topic: name };
       noPositionals(positionals);
       const v = new Values(values, name);
-      const flags = runFlags(v, verbose);
-      if (flags.prompt === undefined) {
-        throw new UsageError("Missing --prompt: describe the audio to generate", name, false);
-      }
+      const flags = runFlags(v, verbose, family.specs);
       const gpus = new Values({ gpus: devicesFlag(values, name) }, name).integer("gpus", 1) ?? 1;
+      const mode = v.choice("mode", ["parastep", "batchstep", "sequential"] as const, "parastep");
+      // Flags that would do nothing with the others given are refused, not ignored.
+      if (flags.exchange !== undefined && !(mode === "parastep" && gpus > 1)) {
+        throw new UsageError(
+          "--exchange applies to ParaStep on several devices (--gpus N > 1 with --mode parastep)",
+          name,
+        );
+      }
+      if (flags.stride !== undefined && mode !== "batchstep") {
+        throw new UsageError("--stride applies to --mode batchstep only", name);
+      }
+      if (mode !== "parastep" && gpus > 1) {
+        throw new UsageError(
+          `--mode ${mode} runs on one device: drop --gpus or use --mode parastep`,
+          name,
+        );
+      }
       return {
         kind: "gen",
         ...flags,
-        prompt: flags.prompt,
         gpus,
-        mode: v.choice("mode", ["parastep", "batchstep", "sequential"] as const, "parastep"),
+        mode,
         out: v.string("out"),
-        spectrogram: v.string("spectrogram"),
-        wavFormat: v.choice("wav-format", ["pcm16", "float32"] as const, "pcm16"),
         inProcess: v.flag("in-process"),
       };
     }
     case "bench": {
-      const { values, positionals } = strictParse(rest, BENCH_OPTIONS, name);
+      const family = familyOptions("bench");
+      const { values, positionals } = strictParse(
+        rest,
+        { ...BENCH_OPTIONS, ...family.options },
+        name,
+      );
       if (values.help) return { kind: "help", topic: name };
       noPositionals(positionals);
       const v = new Values(values, name);
@@ -331,7 +391,7 @@ export function parseCommand(args: string[]): Command {
       );
       return {
         kind: "bench",
-        ...runFlags(v, verbose),
+        ...runFlags(v, verbose, family.specs),
         gpus: [...new Set(gpus)].sort((a, b) => a - b),
         runs: v.integer("runs", 1) ?? 3,
         json: v.string("json"),

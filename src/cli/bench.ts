@@ -14,28 +14,27 @@
 
 import { Env } from "../../ffi/mod.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
-import { logSpectralDistance, psnr, snr } from "../metrics/audio.ts";
 import { median } from "../metrics/stats.ts";
-import { resolveModel } from "../models/model.ts";
+import { checkComponentGraphs, resolveModel } from "../models/model.ts";
 import { criticalPathCalls, type Exchange, EXCHANGES } from "../parastep/rounds.ts";
-import { checkDevices, defaultWarmup } from "../pipelines/audioldm2.ts";
 import {
-  checkRequest,
-  Decoder,
+  checkCapacity,
+  checkDevices,
+  defaultWarmup,
   type DenoiseEngine,
   denoiseInProcess,
   type DenoiseMode,
   type DenoiseReport,
-  encodePrompt,
-  prepareLatents,
-} from "../pipelines/audioldm2.ts";
-import { denoiseWithWorkers } from "../pipelines/audioldm2_workers.ts";
+  denoiseWithWorkers,
+  familyOf,
+  type PipelineFamily,
+  type QualityMetric,
+  type RequestBase,
+} from "../pipelines/mod.ts";
 import type { BenchCommand } from "./args.ts";
+import { checkFamilyFlags } from "./gen.ts";
 import { checkWritable } from "./output.ts";
 import { ProgressBar } from "./progress.ts";
-
-/** The prompt measured when `--prompt` is not given. */
-export const DEFAULT_BENCH_PROMPT = "A hammer hitting a wooden surface";
 
 /** One measured configuration. */
 export interface BenchRow {
@@ -86,15 +85,18 @@ export interface BenchRow {
    * sequential per-step cost: exchange, waiting and scheduling together.
    */
   readonly overheadMsPerRound: number;
-  /** Quality of the output against the sequential one (infinite when identical). */
-  readonly snrDb: number;
-  readonly lsdDb: number;
-  readonly melPsnrDb: number;
+  /**
+   * Quality of the output against the sequential one, by the family's measures (for audio:
+   * "SNR dB", "LSD dB", "mel PSNR dB"); infinite when identical.
+   */
+  readonly quality: Readonly<Record<string, number>>;
 }
 
 /** The whole report, as `--json` writes it. */
 export interface BenchReport {
   readonly model: string;
+  /** The model's family, e.g. "audioldm2". */
+  readonly family: string;
   readonly steps: number;
   readonly warmup: number;
   readonly latentDims: readonly number[];
@@ -126,27 +128,49 @@ export async function runBench(
   options: { signal?: AbortSignal } = {},
 ): Promise<BenchReport> {
   const model = resolveModel(command.model);
+  const family = familyOf(model);
+  checkFamilyFlags(family, command.model, command.flags);
   if (command.json !== undefined) checkWritable(command.json, "the JSON report");
   if (command.plot !== undefined) checkWritable(command.plot, "the plot");
-  const request = checkRequest(model, {
-    prompt: command.prompt ?? DEFAULT_BENCH_PROMPT,
-    ...(command.negativePrompt !== undefined ? { negativePrompt: command.negativePrompt } : {}),
+  try {
+    return await measure(family, model, command, options.signal);
+  } catch (e) {
+    // An abort surfaces as whatever failed first (a cancelled run): report the abort.
+    if (options.signal?.aborted) throw options.signal.reason;
+    throw e;
+  }
+}
+
+async function measure<R extends RequestBase, C, M>(
+  family: PipelineFamily<R, C, M>,
+  model: ReturnType<typeof resolveModel>,
+  command: BenchCommand,
+  signal: AbortSignal | undefined,
+): Promise<BenchReport> {
+  const request = family.checkRequest(model, {
     ...(command.steps !== undefined ? { steps: command.steps } : {}),
-    ...(command.guidance !== undefined ? { guidance: command.guidance } : {}),
-    ...(command.duration !== undefined ? { duration: command.duration } : {}),
     seed: command.seed,
+    flags: { ...family.benchFlags, ...command.flags },
   });
   const T = request.steps;
   const W = command.warmup ?? defaultWarmup(model, T);
   const cores = navigator.hardwareConcurrency;
   const ep = command.ep;
   // Refuse a bad plan before minutes of encoding and warm-up go into it.
-  for (const N of command.gpus) checkDevices(T, W, N);
+  for (const N of command.gpus) {
+    checkDevices(T, W, N);
+    checkCapacity(model, family.denoiser, { ep, devices: N });
+  }
+  checkComponentGraphs(model, family.components);
   using env = Env.create({ logLevel: command.verbose ? "warning" : "error" });
-  const { conditioning } = await encodePrompt(env, model, request);
-  using decoder = Decoder.open(env, model);
-  const x0 = prepareLatents(request);
-
+  const session = command.threads !== undefined ? { intraOpThreads: command.threads } : {};
+  const conditioning = await family.encode(env, model, request, { session });
+  using decoder = family.openDecoder(env, model, { session });
+  const x0 = family.prepareLatents(request);
+  const sampler = {
+    module: family.samplerModule,
+    init: family.samplerInit(model, request, conditioning),
+  };
   // Every configuration, measured round-robin (one run of each per pass) so that drift in the
   // machine's speed over the benchmark spreads over all of them alike.
   interface Config {
@@ -211,11 +235,9 @@ export async function runBench(
       for (const [k, c] of configs.entries()) {
         const done = (run * configs.length + k) * T;
         const report = await c.engine({
-          env,
-          model,
-          request,
-          conditioning,
+          sampler,
           x0,
+          steps: T,
           mode: c.mode,
           devices: c.devices,
           warmup: W,
@@ -224,7 +246,7 @@ export async function runBench(
           threads: c.threads,
           ...(c.exchange ? { exchange: c.exchange } : {}),
           onStep: (i) => progress.update(done + i + 1),
-          ...(options.signal ? { signal: options.signal } : {}),
+          ...(signal ? { signal } : {}),
         });
         reports[k]!.push(report);
       }
@@ -236,17 +258,17 @@ export async function runBench(
 
   const sequential1 = measured[0]!;
   const sequentialAll = measured[cores > 1 ? 1 : 0]!;
-  const reference = decoder.decode(request, sequential1.reports.at(-1)!.output);
-  const [, , frames, bins] = reference.mel.dims;
+  const reference = await decoder.decode(request, sequential1.reports.at(-1)!.output);
   const stepMs = sequential1.medianMs / T;
-  const rows = configs.map((c, k): BenchRow => {
+  const rows: BenchRow[] = [];
+  for (const [k, c] of configs.entries()) {
     const m = measured[k]!;
     const report = m.reports.at(-1)!;
     const exchangeMs = median(m.reports.map((r) => r.exchangeMsPerRound));
-    const out = decoder.decode(request, report.output);
+    const out = await decoder.decode(request, report.output);
     const rounds = c.mode === "parastep" && c.devices > 1 ? Math.ceil((T - W) / c.devices) : 0;
     const calls = report.criticalPathCalls;
-    return {
+    rows.push({
       config: c.label,
       mode: c.mode,
       ...(c.exchange ? { exchange: c.exchange } : {}),
@@ -268,16 +290,12 @@ export async function runBench(
         eps: medianOfRuns(m.reports.map((r) => r.hopMs.eps)),
       },
       overheadMsPerRound: rounds > 0 ? (m.medianMs - calls * stepMs) / rounds : 0,
-      snrDb: snr(reference.waveform, out.waveform),
-      lsdDb: logSpectralDistance(reference.waveform, out.waveform),
-      melPsnrDb: psnr(
-        { data: reference.mel.data, shape: [frames!, bins!] },
-        { data: out.mel.data, shape: [frames!, bins!] },
-      ),
-    };
-  });
+      quality: byName(family.quality(reference, out)),
+    });
+  }
   const report: BenchReport = {
     model: model.dir,
+    family: family.name,
     steps: T,
     warmup: W,
     latentDims: request.latentDims,
@@ -303,6 +321,10 @@ export async function runBench(
   return report;
 }
 
+function byName(metrics: readonly QualityMetric[]): Record<string, number> {
+  return Object.fromEntries(metrics.map((m) => [m.name, m.value]));
+}
+
 /** The median of per-run values, or null when no run measured one. */
 function medianOfRuns(values: readonly (number | null)[]): number | null {
   const measured = values.filter((v): v is number => v !== null);
@@ -319,13 +341,15 @@ function db(x: number): string {
 
 /** The report as a Markdown table plus a header line. */
 export function formatBench(r: BenchReport): string {
+  const metrics = Object.keys(r.rows[0]?.quality ?? {});
   const lines = [
     `${r.model}: T=${r.steps}, W=${r.warmup}, latents [${r.latentDims}], ${r.cpuCores} CPU cores, ` +
     `median of ${r.runs} runs, denoising loop only (sessions opened beforehand); ` +
     `sequential step ${r.stepMs.toFixed(1)} ms with 1 thread`,
     "",
-    "| config | devices x threads | median ms | speedup | vs all cores | ideal | calls on critical path | KiB exchanged | exchange ms/round (% of a step) | hops ms (latents + eps) | overhead ms/round | SNR dB | LSD dB | mel PSNR dB |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "| config | devices x threads | median ms | speedup | vs all cores | ideal | calls on critical path | KiB exchanged | exchange ms/round (% of a step) | hops ms (latents + eps) | overhead ms/round | " +
+    metrics.map((name) => `${name} |`).join(" "),
+    "|---|---|---|---|---|---|---|---|---|---|---|" + "---|".repeat(metrics.length),
   ];
   for (const x of r.rows) {
     const cells = [
@@ -342,9 +366,7 @@ export function formatBench(r: BenchReport): string {
         : "-",
       x.rounds ? `${hop(x.hopMs.latents)} + ${hop(x.hopMs.eps)}` : "-",
       x.rounds ? x.overheadMsPerRound.toFixed(2) : "-",
-      db(x.snrDb),
-      db(x.lsdDb),
-      db(x.melPsnrDb),
+      ...metrics.map((name) => db(x.quality[name] ?? NaN)),
     ];
     lines.push(`| ${cells.join(" | ")} |`);
   }

@@ -1,21 +1,23 @@
 /**
- * `parastep gen`: one prompt in, one WAV out.
+ * `parastep gen`: one request in, the model family's output files out.
  *
  * @module
  */
 
-import { encodeHeatmapPng } from "../io/png.ts";
-import { encodeWav } from "../io/wav.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { resolveModel } from "../models/model.ts";
-import { type DenoiseEngine, denoiseInProcess, generate } from "../pipelines/audioldm2.ts";
-import { denoiseWithWorkers } from "../pipelines/audioldm2_workers.ts";
+import {
+  type DenoiseEngine,
+  denoiseInProcess,
+  denoiseWithWorkers,
+  familyOf,
+  type FlagValues,
+  generate,
+  type PipelineFamily,
+} from "../pipelines/mod.ts";
 import type { GenCommand } from "./args.ts";
-import { checkWritable, defaultOutputName } from "./output.ts";
+import { checkWritable } from "./output.ts";
 import { ProgressBar } from "./progress.ts";
-
-/** The families `gen` can run. */
-const FAMILIES = ["audioldm2"];
 
 /** What `gen` did, for the summary line and for tests. */
 export interface GenSummary {
@@ -30,9 +32,31 @@ export type EngineChooser = (command: GenCommand) => DenoiseEngine;
 export const chooseEngine: EngineChooser = (command) =>
   command.inProcess ? denoiseInProcess : denoiseWithWorkers;
 
+/** A flag of another family than the model's: exit 2 before any work. */
+export class FlagNotApplicableError extends RangeError {
+  override name = "FlagNotApplicableError";
+}
+
 /**
- * Runs `gen`: checks the model and output paths first, then generates, then
- * writes the WAV (and spectrogram) atomically.
+ * Refuses family flags the model's family does not take, naming the flag, the model's family and
+ * the families it belongs to.
+ *
+ * @throws {FlagNotApplicableError}
+ */
+export function checkFamilyFlags(family: PipelineFamily, model: string, flags: FlagValues): void {
+  const own = new Set(family.flags.map((f) => f.name));
+  const foreign = Object.keys(flags).find((name) => !own.has(name));
+  if (foreign !== undefined) {
+    throw new FlagNotApplicableError(
+      `--${foreign} does not apply to '${model}', a ${family.name} model (${family.title}); ` +
+        `see 'parastep help gen' for its flags`,
+    );
+  }
+}
+
+/**
+ * Runs `gen`: checks the model, the request and every output path first, then generates, then
+ * writes the outputs atomically.
  *
  * @param signal aborting it (Ctrl-C) stops the run cleanly; nothing is written
  */
@@ -41,36 +65,31 @@ export async function runGen(
   options: { signal?: AbortSignal; chooseEngine?: EngineChooser } = {},
 ): Promise<GenSummary> {
   const model = resolveModel(command.model);
-  if (!FAMILIES.includes(model.manifest.family)) {
-    throw new RangeError(
-      `Cannot generate with '${command.model}': its family '${model.manifest.family}' is not supported yet (supported: ${
-        FAMILIES.join(", ")
-      })`,
-    );
-  }
-  const out = command.out ?? defaultOutputName(command.prompt, command.seed);
-  checkWritable(out);
-  if (command.spectrogram !== undefined) checkWritable(command.spectrogram, "the spectrogram");
+  const family = familyOf(model);
+  checkFamilyFlags(family, command.model, command.flags);
+  const request = family.checkRequest(model, {
+    ...(command.steps !== undefined ? { steps: command.steps } : {}),
+    seed: command.seed,
+    flags: command.flags,
+  });
+  const out = command.out ?? family.defaultOutput(request);
+  const plans = family.outputs(request, out, command.flags);
+  for (const plan of plans) checkWritable(plan.path, plan.what);
 
-  const progress = new ProgressBar("denoise", command.steps ?? model.manifest.defaults.steps);
+  const progress = new ProgressBar("denoise", request.steps);
   const engine = (options.chooseEngine ?? chooseEngine)(command);
   let result;
   try {
-    result = await generate(model, {
-      prompt: command.prompt,
-      ...(command.negativePrompt !== undefined ? { negativePrompt: command.negativePrompt } : {}),
-      ...(command.steps !== undefined ? { steps: command.steps } : {}),
-      ...(command.guidance !== undefined ? { guidance: command.guidance } : {}),
-      ...(command.duration !== undefined ? { duration: command.duration } : {}),
-      seed: command.seed,
-    }, {
+    result = await generate(family, model, request, {
       ep: command.ep,
       mode: command.mode,
       devices: command.gpus,
       ...(command.warmup !== undefined ? { warmup: command.warmup } : {}),
       ...(command.stride !== undefined ? { stride: command.stride } : {}),
       ...(command.exchange !== undefined ? { exchange: command.exchange } : {}),
-      ...(command.threads !== undefined ? { threads: command.threads } : {}),
+      ...(command.threads !== undefined
+        ? { threads: command.threads, denoiserThreads: command.threads }
+        : {}),
       logLevel: command.verbose ? "warning" : "error",
       onStep: (i) => progress.update(i + 1),
       denoiseWith: engine,
@@ -79,21 +98,23 @@ export async function runGen(
   } finally {
     progress.finish();
   }
-  const { request, denoise, timings } = result;
+  const { denoise, timings } = result;
   options.signal?.throwIfAborted(); // Ctrl-C during decoding: still nothing written
-  const wav = encodeWav(result.waveform, request.sampleRate, { format: command.wavFormat });
-  // The PNG first: if the WAV then fails, the PNG goes too, so a failure leaves no file.
-  if (command.spectrogram !== undefined) {
-    const [, , frames, bins] = result.mel.dims;
-    await writeFileAtomic(
-      command.spectrogram,
-      await encodeHeatmapPng(result.mel.data, [frames!, bins!]),
-    );
-  }
+  const files = await family.render(request, result.media, plans, command.flags, {
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  options.signal?.throwIfAborted();
+  // The extra outputs first: if the main one then fails, they go too, so a failure leaves no file.
+  const [main, ...extras] = files;
+  const written: string[] = [];
   try {
-    await writeFileAtomic(out, wav);
+    for (const file of extras) {
+      await writeFileAtomic(file.path, file.bytes);
+      written.push(file.path);
+    }
+    if (main !== undefined) await writeFileAtomic(main.path, main.bytes);
   } catch (e) {
-    if (command.spectrogram !== undefined) await Deno.remove(command.spectrogram).catch(() => {});
+    for (const path of written) await Deno.remove(path).catch(() => {});
     throw e;
   }
   const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
@@ -103,7 +124,7 @@ export async function runGen(
     : denoise.mode === "batchstep"
     ? "BatchStep on 1 device"
     : "sequential on 1 device";
-  const line = `wrote ${out} (${request.duration} s at ${request.sampleRate / 1000} kHz): ` +
+  const line = `wrote ${out} (${family.describe(request)}): ` +
     `encode ${s(timings.encodeMs)}, load ${s(timings.loadMs)}, denoise ${s(timings.denoiseMs)} ` +
     `(${request.steps} steps, ${devices}, ${denoise.ep}, ${denoise.criticalPathCalls} network calls on the critical path` +
     (denoise.bytesExchanged > 0

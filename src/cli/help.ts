@@ -4,6 +4,8 @@
  * @module
  */
 
+import { FAMILIES } from "../pipelines/mod.ts";
+import type { FlagSpec } from "../pipelines/family.ts";
 import type { CommandName } from "./args.ts";
 
 /** The overview printed by `parastep --help`. */
@@ -13,7 +15,7 @@ Usage:
   parastep <command> [flags]
 
 Commands:
-  gen       Generate audio from a text prompt (ParaStep over N devices)
+  gen       Generate audio or video with a model (ParaStep over N devices)
   bench     Compare sequential, ParaStep and BatchStep latency and quality
   info      Show ONNX Runtime, its execution providers, CPU cores and the models found
   help      Show help for a command
@@ -30,26 +32,56 @@ Environment:
 
 Run 'parastep help <command>' for a command's flags.`;
 
-const RUN_FLAGS =
-  `  -m, --model NAME|PATH   Model folder name under models/, or a path (default: audioldm2-tiny)
-  -p, --prompt TEXT       What to generate
-  --negative-prompt TEXT  What to steer away from (default: none)
-  --steps T               Denoising steps (default: the model's, 20 for the tiny model)
-  --guidance G            Classifier-free guidance scale; <= 1 turns it off (default: 3.5)
-  --duration SECONDS      Audio length (default: the model's)
-  --seed K                Seed of the initial noise (default: 0)
+const GEN_GPUS =
+  `  --gpus N, --devices N   Devices, one Worker each (CUDA device r for worker r); with
+                          --ep cpu at most one per core`;
+const BENCH_GPUS = `  --gpus LIST             Device counts to compare, e.g. 1,2,4 (default: 1,2)`;
+
+/** The flags `gen` and `bench` share, with the command's `--gpus` line. */
+function runFlags(gpus: string): string {
+  return `  -m, --model NAME|PATH   Model folder name under models/ or .cache/models/, or a path
+                          (default: audioldm2-tiny); its family decides the flags below
+  --steps T               Denoising steps (default: the model's; the most its scheduler can
+                          space, e.g. 999 for AudioLDM2's DDIM)
+  --seed K                Seed of the initial noise, 0 to 2^53-1 (default: 0)
   --ep cpu|cuda|webgpu|auto
                           Execution provider; auto tries cuda, webgpu, cpu (default: auto)
-  --gpus N, --devices N   Devices, one Worker each (CUDA device r for worker r)
-  --warmup W              Sequential warm-up steps before the parallel rounds (default: 5)
-  --stride L              BatchStep stride (default: 2)
+${gpus}
+  --warmup W              Sequential warm-up steps before the parallel rounds (default:
+                          the model's, 5 for AudioLDM2)
+  --stride L              BatchStep stride (default: 2; --mode batchstep only)
   --exchange gather|allgather
                           How devices share a round: gather (eps to device 0, which
                           broadcasts the latents, as in the paper) or allgather (each
                           device broadcasts its eps and applies the round: one message
                           less to wait for, same output) (default: gather; bench: both)
-  --threads K             ORT intra-op threads for encode/decode (default: all cores)
+  --threads K             ORT intra-op threads per session, at most the cores (default:
+                          all cores for encode/decode, cores / N per denoising device)
   -v, --verbose           Let ONNX Runtime log warnings`;
+}
+
+/** One family's flags as help lines (`bench` leaves out output flags). */
+function familySection(flags: readonly FlagSpec[], command: "gen" | "bench"): string {
+  return flags
+    .filter((f) => command === "gen" || !f.output)
+    .map((f) => {
+      const value = f.choices ? ` ${f.choices.join("|")}` : f.value ? ` ${f.value}` : "";
+      const name = `${f.short ? `-${f.short}, ` : ""}--${f.name}${value}`;
+      return name.length <= 22
+        ? `  ${name.padEnd(22)}  ${f.help}`
+        : `  ${name}\n${" ".repeat(26)}${f.help}`;
+    })
+    .join("\n");
+}
+
+/** Every family's flags, under the family's name. */
+function familySections(command: "gen" | "bench"): string {
+  return Object.values(FAMILIES)
+    .map((family) =>
+      `Flags of ${family.name} models, ${family.title}:\n${familySection(family.flags, command)}`
+    )
+    .join("\n\n");
+}
 
 const COMMAND_USAGE: Readonly<Record<CommandName, string>> = {
   info: `Usage: parastep info [--json] [--verbose]
@@ -61,21 +93,24 @@ would pick, the CPU cores, and the model folders found.
 Flags:
   --json          Print the same as JSON
   -v, --verbose   Let ONNX Runtime log warnings`,
-  gen: `Usage: parastep gen --prompt TEXT [flags]
+  gen: `Usage: parastep gen [flags]
 
-Generates a 16 kHz WAV from a text prompt. With --gpus N > 1 the denoising
-loop runs ParaStep on N devices (one Deno Worker each): after W sequential
-warm-up steps, each round of N steps costs one network call per device.
+Generates with the model's pipeline (its family: audio from text, video from an
+image or from text) and writes the output. With --gpus N > 1 the denoising loop
+runs ParaStep on N devices (one Deno Worker each): after W sequential warm-up
+steps, each round of N steps costs one network call per device. A flag of
+another family than the model's is refused.
 
 Flags:
-${RUN_FLAGS}
+${runFlags(GEN_GPUS)}
   --mode parastep|batchstep|sequential
                           How to spread the denoising loop (default: parastep)
-  -o, --out PATH          Output WAV (default: <prompt-slug>_s<seed>.wav here)
-  --wav-format pcm16|float32
-                          WAV sample format (default: pcm16)
-  --spectrogram PATH      Also write the mel spectrogram as a PNG
+  -o, --out PATH          Output file (default: named after the prompt or image and the
+                          seed, here); an existing file is replaced atomically, keeping
+                          its mode, and a symlink is written through to its target
   --in-process            Run all ranks in this process (no Workers)
+
+${familySections("gen")}
 
 Example:
   parastep gen --model audioldm2-tiny --prompt "rain on a tin roof" --gpus 2`,
@@ -83,21 +118,18 @@ Example:
 
 For each device count N, times the sequential baseline, ParaStep with N
 devices (with each exchange, unless --exchange picks one) and BatchStep on
-the same seed, and compares their outputs with the sequential one (SNR,
-log-spectral distance, mel PSNR). Exchange per round is the time rank 0
+the same seed, and compares their outputs with the sequential one (the
+family's quality measures: SNR, log-spectral distance and mel PSNR for audio). Exchange per round is the time rank 0
 spends sending and waiting for the others' eps in a round (median); hops are
 the median one-way times of the latents and eps messages.
 
 Flags:
-${
-    RUN_FLAGS.replace(
-      "--gpus N, --devices N   Devices, one Worker each (CUDA device r for worker r)",
-      "--gpus LIST             Device counts to compare, e.g. 1,2,4 (default: 1,2)",
-    )
-  }
+${runFlags(BENCH_GPUS)}
   --runs K                Timed runs per configuration; the median is reported (default: 3)
   --json PATH             Also write the results as JSON
-  --plot PATH.svg         Also draw speedup against N beside the ideal curve`,
+  --plot PATH.svg         Also draw speedup against N beside the ideal curve
+
+${familySections("bench")}`,
 };
 
 /** The usage text for `command`, or the overview. */

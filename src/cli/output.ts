@@ -7,19 +7,6 @@
 
 import { dirname } from "../io/paths.ts";
 
-/** The default output file: a slug of the prompt plus the seed, in the working directory. */
-export function defaultOutputName(prompt: string, seed: number, extension = "wav"): string {
-  const slug = prompt
-    .normalize("NFKD")
-    .replace(/[\u0300-\u036f]/g, "")
-    .toLowerCase()
-    .replace(/[^a-z0-9]+/g, "-")
-    .replace(/^-+|-+$/g, "")
-    .slice(0, 48)
-    .replace(/-+$/, "");
-  return `${slug || "audio"}_s${seed}.${extension}`;
-}
-
 /** The output cannot be written: bad input, exit code 2. */
 export class OutputPathError extends Error {
   override name = "OutputPathError";

@@ -51,6 +51,11 @@ export interface DeviceAssignment {
 export interface OpenedSampler extends Sampler<Float32Array, Float32Array>, AsyncDisposable {
   /** The provider the rank's denoiser actually runs on (reported back to the coordinator). */
   readonly executionProvider?: string;
+  /**
+   * BatchStep's batched call: the model on several latents at their own steps in one call
+   * (absent when the family has none; BatchStep then refuses to run).
+   */
+  readonly modelBatch?: (xs: Float32Array[], is: number[]) => Promise<Float32Array[]>;
 }
 
 /**

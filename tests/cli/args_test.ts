@@ -23,9 +23,22 @@ Deno.test("parseCommand refuses unknown commands, flags and arguments with a usa
     );
   refuses(["frobnicate"], /Unknown command 'frobnicate'/);
   refuses(["help", "frobnicate"], /Unknown command 'frobnicate'/);
-  refuses(["--bogus"], /Unknown option '--bogus'/);
-  refuses(["info", "--bogus"], /Unknown option '--bogus'/, "info");
+  refuses(["--bogus"], /^Unknown option '--bogus'$/);
+  refuses(["info", "--bogus"], /^Unknown option '--bogus'$/, "info");
   refuses(["info", "extra"], /Unexpected argument 'extra'/, "info");
+  // A flag given twice is refused, not silently overridden by the last.
+  refuses(
+    ["gen", "-p", "x", "--steps", "3", "--steps", "4"],
+    /^--steps was given more than once/,
+    "gen",
+  );
+  refuses(["gen", "--prompt", "x", "-p", "y"], /^--prompt was given more than once/, "gen");
+  // A value that starts with a dash keeps node's hint.
+  refuses(
+    ["gen", "-p", "x", "--gpus", "-1"],
+    /^--gpus needs a value: to give one that starts with a dash, write --gpus=-VALUE$/,
+    "gen",
+  );
 });
 
 Deno.test("parseCommand reads gen with defaults and every flag", () => {
@@ -33,12 +46,11 @@ Deno.test("parseCommand reads gen with defaults and every flag", () => {
   assert.equal(gen.kind, "gen");
   if (gen.kind !== "gen") return;
   assert.equal(gen.model, "audioldm2-tiny");
-  assert.equal(gen.prompt, "rain");
+  assert.deepEqual(gen.flags, { prompt: "rain" });
   assert.equal(gen.gpus, 1);
   assert.equal(gen.mode, "parastep");
   assert.equal(gen.ep, "auto");
   assert.equal(gen.seed, 0);
-  assert.equal(gen.wavFormat, "pcm16");
   assert.equal(gen.steps, undefined);
   assert.equal(gen.exchange, undefined); // generate() then uses "gather"
   const full = parseCommand([
@@ -61,11 +73,7 @@ Deno.test("parseCommand reads gen with defaults and every flag", () => {
     "cuda",
     "--devices",
     "4",
-    "--mode",
-    "batchstep",
     "--warmup",
-    "3",
-    "--stride",
     "3",
     "--exchange",
     "allgather",
@@ -82,25 +90,53 @@ Deno.test("parseCommand reads gen with defaults and every flag", () => {
   assert.deepEqual(full, {
     kind: "gen",
     model: "models/x",
-    prompt: "wind",
-    negativePrompt: "noise",
     steps: 50,
-    guidance: 2.5,
-    duration: 4,
     seed: 9,
     ep: "cuda",
     gpus: 4,
-    mode: "batchstep",
+    mode: "parastep",
     warmup: 3,
-    stride: 3,
+    stride: undefined,
     exchange: "allgather",
     out: "x.wav",
-    spectrogram: "x.png",
-    wavFormat: "float32",
     threads: 2,
     inProcess: true,
     verbose: false,
+    flags: {
+      prompt: "wind",
+      "negative-prompt": "noise",
+      guidance: 2.5,
+      duration: 4,
+      spectrogram: "x.png",
+      "wav-format": "float32",
+    },
   });
+  const batch = parseCommand(["gen", "-p", "x", "--mode", "batchstep", "--stride", "3"]);
+  assert.equal(batch.kind === "gen" && batch.stride, 3);
+});
+
+Deno.test("parseCommand refuses flags that would do nothing with the others given", () => {
+  const refuses = (args: string[], pattern: RegExp) =>
+    assert.throws(
+      () => parseCommand(args),
+      (e: unknown) => e instanceof UsageError && pattern.test(e.message) && e.command === "gen",
+    );
+  refuses(
+    ["gen", "-p", "x", "--exchange", "allgather"],
+    /--exchange applies to ParaStep on several devices/,
+  );
+  refuses(
+    ["gen", "-p", "x", "--gpus", "2", "--mode", "sequential", "--exchange", "gather"],
+    /--exchange applies to ParaStep/,
+  );
+  refuses(["gen", "-p", "x", "--stride", "2"], /--stride applies to --mode batchstep only/);
+  refuses(
+    ["gen", "-p", "x", "--mode", "batchstep", "--gpus", "2"],
+    /--mode batchstep runs on one device/,
+  );
+  // bench measures BatchStep and both exchanges, so it takes both flags.
+  const bench = parseCommand(["bench", "--stride", "2", "--exchange", "gather"]);
+  assert.equal(bench.kind, "bench");
 });
 
 Deno.test("parseCommand reads bench's device list", () => {
@@ -123,13 +159,24 @@ Deno.test("bad flag values are one-line usage errors without the usage text", ()
   const refuses = (args: string[], pattern: RegExp) =>
     assert.throws(
       () => parseCommand(args),
-      (e: unknown) => e instanceof UsageError && pattern.test(e.message) && !e.showUsage,
+      (e: unknown) => e instanceof UsageError && pattern.test(e.message),
     );
-  refuses(["gen"], /Missing --prompt/);
   refuses(["gen", "-p", "x", "--steps", "ten"], /--steps: 'ten' is not an integer/);
   refuses(["gen", "-p", "x", "--steps", "2.5"], /--steps: '2.5' is not an integer/);
+  refuses(["gen", "-p", "x", "--steps", "0"], /--steps: '0' is below 1: give an integer >= 1$/);
+  // Negative and huge seeds are named for what they are, and quoted as given.
+  refuses(["gen", "-p", "x", "--seed=-1"], /--seed: '-1' is below 0: give an integer >= 0$/);
+  refuses(
+    ["gen", "-p", "x", "--seed", "18446744073709551616"],
+    /--seed: '18446744073709551616' is too large: give an integer up to 9007199254740991$/,
+  );
   refuses(["gen", "-p", "x", "--guidance", "1e"], /--guidance: '1e' is not a number/);
-  refuses(["gen", "-p", "x", "--gpus", "0"], /--gpus: '0' is not an integer >= 1/);
+  refuses(["gen", "-p", "x", "--gpus", "0"], /--gpus: '0' is below 1: give an integer >= 1/);
+  refuses(["gen", "-p", "x", "--gpus=-1"], /--gpus: '-1' is below 1: give an integer >= 1/);
+  refuses(
+    ["gen", "-p", "x", "--wav-format", "mp3"],
+    /--wav-format: 'mp3' \(choose one of pcm16, float32\)/,
+  );
   refuses(
     ["gen", "-p", "x", "--ep", "tpu"],
     /--ep: 'tpu' \(choose one of cpu, cuda, webgpu, auto\)/,

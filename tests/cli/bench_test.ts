@@ -64,12 +64,13 @@ Deno.test("bench measures sequential, ParaStep and BatchStep and writes its JSON
     assert.equal(para.exchange, "gather");
     assert.equal(allGather.criticalPathCalls, para.criticalPathCalls);
     assert.equal(allGather.bytesExchanged, para.bytesExchanged - x);
-    assert.equal(allGather.snrDb, para.snrDb);
+    assert.equal(allGather.quality["SNR dB"], para.quality["SNR dB"]);
     assert.equal(allGather.hopMs.latents, null); // no latents messages
     assert.ok((allGather.hopMs.eps ?? 0) > 0);
-    assert.equal(row("sequential, 1 thread").snrDb, Infinity);
+    assert.deepEqual(Object.keys(para.quality), ["SNR dB", "LSD dB", "mel PSNR dB"]);
+    assert.equal(row("sequential, 1 thread").quality["SNR dB"], Infinity);
     assert.ok(
-      Number.isFinite(row("ParaStep N=2").snrDb),
+      Number.isFinite(row("ParaStep N=2").quality["SNR dB"]),
       "ParaStep's output differs from sequential",
     );
     const json = JSON.parse(
@@ -106,13 +107,12 @@ Deno.test("the speedup plot keeps every dot on the chart and lists only the seri
     exchangeShareOfStep: 0,
     hopMs: { latents: null, eps: null },
     overheadMsPerRound: 0,
-    snrDb: 70,
-    lsdDb: 0,
-    melPsnrDb: 90,
+    quality: { "SNR dB": 70, "LSD dB": 0, "mel PSNR dB": 90 },
     ...over,
   });
   const svg = speedupSvg({
     model: "m",
+    family: "audioldm2",
     steps: 50,
     warmup: 5,
     latentDims: [1, 8, 64, 16],

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { decodeWav } from "../../src/io/wav.ts";
 
 import { MAIN, parastep, PERMISSIONS } from "../support/cli.ts";
+import { copyModel, TINY_AUDIOLDM2 } from "../support/model_folders.ts";
 
 const TINY = new URL("../../models/audioldm2-tiny", import.meta.url).pathname;
 
@@ -91,8 +92,14 @@ Deno.test("bad input gets one exact line, exit code 2 and no file", async (t) =>
       [
         "steps below 1",
         ["--prompt", "x", "--steps", "0"],
-        /^parastep: Cannot generate as 'steps' must be between 1 and 1000: current value is 0$/,
+        /^parastep: Invalid value for --steps: '0' is below 1: give an integer >= 1 \(see 'parastep help gen'\)$/,
       ],
+      [
+        "more steps than the scheduler can space",
+        ["--prompt", "x", "--steps", "1000"],
+        /^parastep: Cannot generate with 1000 steps: this model's DDIM schedule \(timestep_spacing leading, steps_offset 1, 1000 training timesteps\) cannot space that many; 999 steps work$/,
+      ],
+      ["no prompt", [], /^parastep: Missing --prompt: describe the audio to generate$/],
       [
         "non-numeric guidance",
         ["--prompt", "x", "--guidance", "loud"],
@@ -116,7 +123,9 @@ Deno.test("bad input gets one exact line, exit code 2 and no file", async (t) =>
     ];
     for (const [name, args, message] of cases) {
       await t.step(name, async () => {
-        const r = await parastep(["gen", "--ep", "cpu", "--out", out, ...args]);
+        // Each flag once: a case that names its own output replaces the default one.
+        const output = args.includes("--out") ? [] : ["--out", out];
+        const r = await parastep(["gen", "--ep", "cpu", ...output, ...args]);
         assert.equal(r.code, 2, r.stderr);
         assert.equal(r.stdout, "");
         assert.equal(r.stderr.trimEnd().split("\n").length, 1, r.stderr);
@@ -197,3 +206,65 @@ for (const gpus of ["2", "1"]) {
     }
   });
 }
+
+Deno.test("a broken model is refused before any work, the same way for every engine", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const folder = `${dir}/broken`;
+    await copyModel(TINY_AUDIOLDM2, folder);
+    // The UNet replaced by the VAE decoder's graph: found from the files, before encoding.
+    await Deno.copyFile(`${folder}/vae_decoder.onnx`, `${folder}/unet.onnx`);
+    const runs = [];
+    for (const gpus of ["1", "2"]) {
+      const started = performance.now();
+      const r = await parastep([
+        "gen",
+        "--ep",
+        "cpu",
+        "--prompt",
+        "x",
+        "--gpus",
+        gpus,
+        "--model",
+        folder,
+        "--out",
+        `${dir}/x.wav`,
+      ]);
+      runs.push({ ...r, ms: performance.now() - started });
+    }
+    for (const r of runs) {
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(
+        r.stderr,
+        /^parastep: .*manifest\.json: component 'unet' \(unet\.onnx\) has inputs \[latent\] but the manifest declares \[.*\]; re-export the model\n$/,
+      );
+    }
+    assert.equal(runs[0]!.stderr, runs[1]!.stderr);
+    await assert.rejects(Deno.stat(`${dir}/x.wav`), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("runs the machine cannot hold are refused up front with the reason", async () => {
+  const cores = navigator.hardwareConcurrency;
+  const cases: [string[], RegExp][] = [
+    [
+      ["--threads", "1000000000"],
+      new RegExp(
+        `^parastep: Cannot use 1000000000 threads per session: this machine has ${cores} cores and more threads than cores only contend; use --threads 1\\.\\.${cores}$`,
+      ),
+    ],
+    [
+      ["--gpus", "200", "--steps", "999"],
+      new RegExp(
+        `^parastep: Cannot run 200 CPU devices: this machine has ${cores} cores and each device needs one; use --gpus ${cores} or fewer$`,
+      ),
+    ],
+  ];
+  for (const [args, message] of cases) {
+    const r = await parastep(["gen", "--ep", "cpu", "--prompt", "x", "--out", "/tmp/x", ...args]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr.trimEnd(), message);
+  }
+});

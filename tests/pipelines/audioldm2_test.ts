@@ -10,7 +10,7 @@ import {
   encodePrompt,
   openDenoiser,
   prepareLatents,
-} from "../../src/pipelines/audioldm2.ts";
+} from "../../src/pipelines/audioldm2/mod.ts";
 import { ddim } from "../../src/schedulers/ddim.ts";
 import { relativeError } from "../support/compare.ts";
 

@@ -1,24 +1,28 @@
 import assert from "node:assert/strict";
 import { resolveModel } from "../../src/models/model.ts";
-import { denoiseInProcess, generate } from "../../src/pipelines/audioldm2.ts";
-import { denoiseWithWorkers } from "../../src/pipelines/audioldm2_workers.ts";
+import { audioldm2, checkRequest } from "../../src/pipelines/audioldm2/mod.ts";
+import { denoiseInProcess, denoiseWithWorkers, generate } from "../../src/pipelines/mod.ts";
 
 const model = resolveModel(new URL("../../models/audioldm2-tiny", import.meta.url).pathname);
-const request = { prompt: "A hammer hitting a wooden surface", seed: 3, steps: 12 };
+const request = checkRequest(model, {
+  prompt: "A hammer hitting a wooden surface",
+  seed: 3,
+  steps: 12,
+});
 
 Deno.test("ParaStep on 2 Workers gives the in-process engine's output bit for bit", async () => {
   // Both engines give each rank floor(cores / N) intra-op threads on the CPU.
-  const workers = await generate(model, request, {
+  const workers = await generate(audioldm2, model, request, {
     ep: "cpu",
     devices: 2,
     denoiseWith: denoiseWithWorkers,
   });
-  const inProcess = await generate(model, request, {
+  const inProcess = await generate(audioldm2, model, request, {
     ep: "cpu",
     devices: 2,
     denoiseWith: denoiseInProcess,
   });
-  assert.deepEqual(workers.waveform, inProcess.waveform);
+  assert.deepEqual(workers.media.waveform, inProcess.media.waveform);
   assert.deepEqual(workers.denoise.modelCalls, inProcess.denoise.modelCalls);
   // T = 12, W = 5, N = 2: 5 + ceil(7 / 2) = 9 calls on the critical path.
   assert.equal(workers.denoise.criticalPathCalls, 9);
@@ -31,16 +35,19 @@ Deno.test("ParaStep on 2 Workers gives the in-process engine's output bit for bi
   const fullRounds = Math.floor((12 - 5) / 2);
   assert.equal(workers.denoise.bytesExchanged, x + eps + fullRounds * (eps + x));
   // And ParaStep is not the sequential sampler: the output differs from N = 1.
-  const sequential = await generate(model, request, { ep: "cpu", devices: 1 });
-  assert.notDeepEqual(sequential.waveform, workers.waveform);
+  const sequential = await generate(audioldm2, model, request, { ep: "cpu", devices: 1 });
+  assert.notDeepEqual(sequential.media.waveform, workers.media.waveform);
 });
 
 Deno.test("ParaStep on 2 Workers with the all-gather exchange gives the same waveform as gather", async () => {
   const options = { ep: "cpu", devices: 2, denoiseWith: denoiseWithWorkers } as const;
-  const gather = await generate(model, request, options);
-  const allGather = await generate(model, request, { ...options, exchange: "allgather" });
+  const gather = await generate(audioldm2, model, request, options);
+  const allGather = await generate(audioldm2, model, request, {
+    ...options,
+    exchange: "allgather",
+  });
   assert.equal(allGather.denoise.exchange, "allgather");
-  assert.deepEqual(allGather.waveform, gather.waveform);
+  assert.deepEqual(allGather.media.waveform, gather.media.waveform);
   assert.equal(allGather.denoise.criticalPathCalls, gather.denoise.criticalPathCalls);
   // T - W = 7 ends with a partial round, so both exchange the same bytes.
   assert.equal(allGather.denoise.bytesExchanged, gather.denoise.bytesExchanged);
@@ -52,7 +59,7 @@ Deno.test("ParaStep on 2 Workers with the all-gather exchange gives the same wav
 Deno.test("generate() refuses an unknown exchange before opening anything", async () => {
   await assert.rejects(
     // deno-lint-ignore no-explicit-any
-    generate(model, request, { exchange: "ring" as any }),
+    generate(audioldm2, model, request, { exchange: "ring" as any }),
     /'exchange' must be one of gather, allgather: current value is ring/,
   );
 });

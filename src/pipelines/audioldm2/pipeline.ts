@@ -15,34 +15,27 @@
  * @module
  */
 
-import {
-  Env,
-  type ExecutionProvider,
-  type LogLevel,
-  type Session,
-  type SessionOptions,
-  Tensor,
-  Value,
-} from "../../ffi/mod.ts";
-import { configNumber, type Manifest, ManifestError } from "../models/manifest.ts";
+import { type Env, type Session, type SessionOptions, Tensor, Value } from "../../../ffi/mod.ts";
+import { checkNumbers, ManifestError } from "../../models/manifest.ts";
 import {
   checkComponentFiles,
   checkTokenizerFiles,
   type ModelFolder,
   openComponent,
-} from "../models/model.ts";
-import { type BatchSampler, checkBatchStepPlan, runBatchStep } from "../parastep/batchstep.ts";
+} from "../../models/model.ts";
+import type { BatchSampler } from "../../parastep/batchstep.ts";
+import type { Sampler } from "../../parastep/rounds.ts";
+import { randn } from "../../random.ts";
+import { ddim, type DdimTable } from "../../schedulers/ddim.ts";
 import {
-  checkPlan,
-  type Exchange,
-  EXCHANGES,
-  runInProcess,
-  type Sampler,
-} from "../parastep/rounds.ts";
-import { randn } from "../random.ts";
-import { ddim, type DdimTable } from "../schedulers/ddim.ts";
-import { concatBatch, concatSequence, repeatBatch, sliceBatch, sliceSequence } from "../tensor.ts";
-import { TextTokenizer } from "./tokenize.ts";
+  concatBatch,
+  concatSequence,
+  repeatBatch,
+  sliceBatch,
+  sliceSequence,
+} from "../../tensor.ts";
+import type { StageOptions } from "../family.ts";
+import { TextTokenizer } from "../tokenize.ts";
 
 /** The longest prompt accepted, in characters (tokenizers truncate far earlier). */
 export const MAX_PROMPT_CHARS = 4096;
@@ -87,28 +80,56 @@ export interface CheckedRequest {
   readonly sampleRate: number;
 }
 
+/**
+ * The numbers AudioLDM2 reads from the manifest's `config`, with the ranges a real or tiny
+ * model can have (a corrupt value is refused at load, naming the field, instead of failing late
+ * or allocating gigabytes).
+ */
+const CONFIG_RULES = {
+  sampleRate: { integer: true, min: 1, max: 384_000 },
+  vaeScaleFactor: { integer: true, powerOfTwo: true, min: 1, max: 64 },
+  vaeScalingFactor: { min: 0, minExclusive: true, max: 1e6 },
+  latentChannels: { integer: true, min: 1, max: 4096 },
+  melBins: { integer: true, min: 1, max: 4096 },
+  vocoderUpsampleFactor: { min: 0, minExclusive: true, max: 1 },
+  maxNewTokens: { integer: true, min: 1, max: 4096 },
+} as const;
+
+/** The family's `defaults` besides steps and warm-up. */
+const DEFAULTS_RULES = {
+  guidance: { min: 0, max: 100 },
+  duration: { min: 0, minExclusive: true, max: 60 },
+} as const;
+
 /** The numbers AudioLDM2 needs from the manifest. */
-interface AudioConfig {
-  sampleRate: number;
-  vaeScaleFactor: number;
-  vaeScalingFactor: number;
-  latentChannels: number;
-  melBins: number;
-  vocoderUpsampleFactor: number;
-  maxNewTokens: number;
+type AudioConfig = Record<keyof typeof CONFIG_RULES, number>;
+
+function audioConfig(model: ModelFolder): AudioConfig {
+  return checkNumbers(model.manifest, model.manifestFile, "config", CONFIG_RULES);
 }
 
-function audioConfig(manifest: Manifest, file: string): AudioConfig {
-  const n = (name: string) => configNumber(manifest, file, name);
-  return {
-    sampleRate: n("sampleRate"),
-    vaeScaleFactor: n("vaeScaleFactor"),
-    vaeScalingFactor: n("vaeScalingFactor"),
-    latentChannels: n("latentChannels"),
-    melBins: n("melBins"),
-    vocoderUpsampleFactor: n("vocoderUpsampleFactor"),
-    maxNewTokens: n("maxNewTokens"),
-  };
+/** The manifest's AudioLDM2 defaults, checked. */
+export function audioDefaults(model: ModelFolder): Record<keyof typeof DEFAULTS_RULES, number> {
+  return checkNumbers(model.manifest, model.manifestFile, "defaults", DEFAULTS_RULES);
+}
+
+/**
+ * Checks everything AudioLDM2 reads from a manifest (config, defaults, scheduler) and that
+ * every component and tokenizer file is there.
+ *
+ * @throws {ManifestError} naming the field or file
+ */
+export function checkManifest(model: ModelFolder): void {
+  audioConfig(model);
+  audioDefaults(model);
+  checkComponentFiles(model, COMPONENTS);
+  checkTokenizerFiles(model, ["clap", "t5"]);
+  try {
+    ddim(model.manifest.scheduler, model.manifest.defaults.steps);
+  } catch (e) {
+    if (!(e instanceof TypeError || e instanceof RangeError)) throw e;
+    throw new ManifestError(model.manifestFile, `'scheduler': ${e.message}`);
+  }
 }
 
 function numberIn(name: string, v: number, lo: number, hi: number, integer: boolean): number {
@@ -128,16 +149,44 @@ function numberIn(name: string, v: number, lo: number, hi: number, integer: bool
 }
 
 /**
+ * Refuses a step count the model's DDIM schedule cannot space (e.g. 1000 leading steps with
+ * `steps_offset` 1 put a timestep at 1000, past the 1000 training timesteps), naming the
+ * nearest counts that work.
+ */
+function checkSchedule(model: ModelFolder, steps: number): void {
+  const valid = (T: number) => {
+    try {
+      ddim(model.manifest.scheduler, T);
+      return true;
+    } catch (e) {
+      if (e instanceof RangeError) return false;
+      throw e;
+    }
+  };
+  if (valid(steps)) return;
+  const config = model.manifest.scheduler;
+  let below = steps - 1;
+  while (below >= 1 && !valid(below)) below--;
+  throw new RangeError(
+    `Cannot generate with ${steps} steps: this model's DDIM schedule (timestep_spacing ${
+      config.timestep_spacing ?? "leading"
+    }, steps_offset ${config.steps_offset ?? 0}, ${
+      config.num_train_timesteps ?? 1000
+    } training timesteps) cannot space that many` + (below >= 1 ? `; ${below} steps work` : ""),
+  );
+}
+
+/**
  * 1. Check inputs: fills defaults from the manifest and refuses any value out
  * of range before a session opens; computes the lengths as diffusers does.
  *
  * @throws {RangeError} naming the value and its limits
  */
 export function checkRequest(model: ModelFolder, request: AudioRequest): CheckedRequest {
-  const { manifest, manifestFile } = model;
-  const c = audioConfig(manifest, manifestFile);
-  checkComponentFiles(model, COMPONENTS);
-  checkTokenizerFiles(model, ["clap", "t5"]);
+  const { manifest } = model;
+  checkManifest(model);
+  const c = audioConfig(model);
+  const defaults = audioDefaults(model);
   const prompt = request.prompt;
   if (typeof prompt !== "string" || prompt.trim() === "") {
     throw new RangeError("Cannot generate as 'prompt' is empty: describe the audio to generate");
@@ -155,27 +204,14 @@ export function checkRequest(model: ModelFolder, request: AudioRequest): Checked
   }
   const trainSteps = Number(manifest.scheduler.num_train_timesteps ?? 1000);
   const steps = numberIn("steps", request.steps ?? manifest.defaults.steps, 1, trainSteps, true);
-  // Refuse a schedule DDIM cannot build, up front: a RangeError names the steps; a
-  // TypeError means the manifest's scheduler config itself is wrong.
-  try {
-    ddim(manifest.scheduler, steps);
-  } catch (e) {
-    if (e instanceof TypeError) throw new ManifestError(manifestFile, `'scheduler': ${e.message}`);
-    throw e;
-  }
-  const guidance = numberIn(
-    "guidance",
-    request.guidance ?? manifest.defaults.guidance,
-    0,
-    100,
-    false,
-  );
+  checkSchedule(model, steps);
+  const guidance = numberIn("guidance", request.guidance ?? defaults.guidance, 0, 100, false);
   // diffusers: height = int(duration / upsample factor) mel frames, rounded up to the VAE factor.
   const frameSeconds = c.vocoderUpsampleFactor;
   const minDuration = MIN_LATENT_FRAMES * c.vaeScaleFactor * frameSeconds;
   const duration = numberIn(
     "duration",
-    request.duration ?? manifest.defaults.duration,
+    request.duration ?? defaults.duration,
     Number(minDuration.toFixed(6)),
     MAX_DURATION_S,
     false,
@@ -223,22 +259,6 @@ export const COMPONENTS = [
   "vocoder",
 ] as const;
 
-/**
- * Checks a ParaStep plan for the CLI: besides `checkPlan`'s rules, N devices
- * need at least N steps after the warm-up, or some would never predict one.
- *
- * @throws {RangeError} naming the value and the limit
- */
-export function checkDevices(T: number, W: number, N: number): void {
-  checkPlan({ steps: T, warmup: W, devices: N });
-  if (N > 1 && N > T - W) {
-    throw new RangeError(
-      `Cannot run ParaStep on ${N} devices with ${T} steps and ${W} warm-up steps: ` +
-        `only ${T - W} steps run in parallel, so use at most ${Math.max(1, T - W)} devices`,
-    );
-  }
-}
-
 /** Whether classifier-free guidance runs: diffusers' `guidance_scale > 1`. */
 export function usesGuidance(guidance: number): boolean {
   return guidance > 1;
@@ -269,11 +289,7 @@ export interface EncodeIntermediates {
   readonly projectionMask: Tensor<"int64">;
 }
 
-/** Options for the sessions a stage opens. */
-export interface StageOptions {
-  /** Session options (provider, threads) for the stage's graphs. */
-  readonly session?: SessionOptions;
-}
+export type { StageOptions };
 
 const int64 = (data: BigInt64Array<ArrayBuffer>, dims: number[]) => new Tensor("int64", data, dims);
 
@@ -288,8 +304,8 @@ export async function encodePrompt(
   request: CheckedRequest,
   options: StageOptions = {},
 ): Promise<{ conditioning: Conditioning; intermediates: EncodeIntermediates }> {
-  const { manifest, manifestFile, dir } = model;
-  const c = audioConfig(manifest, manifestFile);
+  const { dir } = model;
+  const c = audioConfig(model);
   const cfg = usesGuidance(request.guidance);
   const clapTokenizer = await TextTokenizer.load(dir, tokenizerSpec(model, "clap"));
   const t5Tokenizer = await TextTokenizer.load(dir, tokenizerSpec(model, "t5"));
@@ -572,7 +588,7 @@ export class Decoder implements Disposable {
 
   /** Opens the VAE decoder and the vocoder. */
   static open(env: Env, model: ModelFolder, options: StageOptions = {}): Decoder {
-    const c = audioConfig(model.manifest, model.manifestFile);
+    const c = audioConfig(model);
     const vae = openComponent(env, model, "vae_decoder", options.session);
     try {
       return new Decoder(
@@ -628,298 +644,4 @@ export function openDenoiser(
   options: SessionOptions = {},
 ): Session {
   return openComponent(env, model, "unet", options);
-}
-
-/** How the denoising loop is spread over devices. */
-export type DenoiseMode = "parastep" | "batchstep" | "sequential";
-
-/** Options for {@linkcode generate}. Every field is optional. */
-export interface GenerateOptions {
-  /** Execution provider for every session. @default "cpu" */
-  readonly ep?: ExecutionProvider | "auto";
-  /** Denoising mode. @default "parastep" */
-  readonly mode?: DenoiseMode;
-  /** Devices N for ParaStep (1 is the sequential sampler). @default 1 */
-  readonly devices?: number;
-  /** Warm-up steps W. @default manifest defaults.warmup (capped at T) */
-  readonly warmup?: number;
-  /** BatchStep stride L. @default 2 */
-  readonly stride?: number;
-  /** How ParaStep ranks share a round's results (see `Exchange`). @default "gather" */
-  readonly exchange?: Exchange;
-  /** Intra-op threads of the encode and decode sessions; 0 lets ORT choose. @default 0 */
-  readonly threads?: number;
-  /** The least severe ONNX Runtime message printed. @default "error" */
-  readonly logLevel?: LogLevel;
-  /** Called after step `i` of `T` is applied to the true latents. */
-  readonly onStep?: (i: number, T: number) => void;
-  /** Aborting stops the run at the next model call and cancels calls in flight. */
-  readonly signal?: AbortSignal;
-  /**
-   * Runs the denoising loop; the default runs every rank in this process over
-   * one UNet session. The CLI passes the Worker engine here.
-   */
-  readonly denoiseWith?: DenoiseEngine;
-}
-
-const NO_HOPS = { latents: null, eps: null } as const;
-
-/** What a denoising engine reports besides the final latents. */
-export interface DenoiseReport {
-  readonly output: Float32Array;
-  /** Execution provider the UNet ran on. */
-  readonly ep: ExecutionProvider;
-  /** Model calls per rank (one entry for single-device modes). */
-  readonly modelCalls: readonly number[];
-  /** Network calls on the critical path (measured). */
-  readonly criticalPathCalls: number;
-  /** Bytes of steps exchanged between devices. */
-  readonly bytesExchanged: number;
-  /** Milliseconds spent opening the UNet session(s) (and starting Workers) before the first step. */
-  readonly loadMs: number;
-  /** Milliseconds of the denoising loop itself, first step to last. */
-  readonly loopMs: number;
-  /**
-   * Milliseconds per round that exchanging steps adds to the critical path, as rank 0 lives it:
-   * the median over rounds of its time sending (with gather its latents broadcast, with
-   * all-gather its eps) plus its wait, after its own call, for the other ranks' eps. The wait holds
-   * the message hops on the round's critical path (with gather, latents out and eps back; with
-   * all-gather, eps back) and any lead the other ranks' calls had over rank 0's own (or, when
-   * their calls were quicker, hides the hops). 0 in process.
-   */
-  readonly exchangeMsPerRound: number;
-  /**
-   * Median one-way transit of each kind of round message, post to payload in hand: `latents`
-   * (rank 0 to the others; gather only) and `eps` (into rank 0); null for a kind never sent.
-   */
-  readonly hopMs: { readonly latents: number | null; readonly eps: number | null };
-}
-
-/** Everything a denoising engine gets. */
-export interface DenoiseJob {
-  readonly env: Env;
-  readonly model: ModelFolder;
-  readonly request: CheckedRequest;
-  readonly conditioning: Conditioning;
-  readonly x0: Float32Array<ArrayBuffer>;
-  readonly mode: DenoiseMode;
-  readonly devices: number;
-  readonly warmup: number;
-  readonly stride: number;
-  readonly ep: ExecutionProvider | "auto";
-  /** UNet intra-op threads per device on the CPU. @default floor(cores / devices), at least 1 */
-  readonly threads?: number;
-  /**
-   * The device id of each rank (CUDA ordinal), e.g. `[0, 0]` for two workers sharing one GPU.
-   * @default rank r uses device r
-   */
-  readonly deviceIds?: readonly number[];
-  /** How ParaStep ranks share a round's results. @default "gather" */
-  readonly exchange?: Exchange;
-  readonly onStep?: (i: number) => void;
-  readonly signal?: AbortSignal;
-}
-
-/** Runs a {@linkcode DenoiseJob}. */
-export type DenoiseEngine = (job: DenoiseJob) => Promise<DenoiseReport>;
-
-/**
- * The in-process engine: one UNet session on device 0 serves every rank
- * (ParaStep ranks interleave their calls), or the single device of
- * sequential and BatchStep runs.
- */
-export async function denoiseInProcess(job: DenoiseJob): Promise<DenoiseReport> {
-  const { env, model, request, conditioning, x0, mode } = job;
-  // ParaStep ranks in process share the cores as Workers would; single-device modes get them all.
-  const ranks = job.mode === "parastep" ? job.devices : 1;
-  const threads = job.threads ?? Math.max(1, Math.floor(navigator.hardwareConcurrency / ranks));
-  const t0 = performance.now();
-  using unet = openDenoiser(env, model, {
-    executionProvider: job.ep,
-    // Also for GPU providers: it sizes the pool of the kernels that fall back to the CPU.
-    intraOpThreads: threads,
-  });
-  const loadMs = performance.now() - t0;
-  using denoiser = new Denoiser(
-    unet,
-    conditioning,
-    ddim(model.manifest.scheduler, request.steps),
-    request.latentDims,
-    job.signal,
-  );
-  const T = request.steps;
-  const onStep = job.onStep;
-  const loopStart = performance.now();
-  if (mode === "batchstep") {
-    const { output, modelCalls } = await runBatchStep(
-      { steps: T, warmup: job.warmup, stride: job.stride },
-      denoiser,
-      x0,
-      {
-        ...(job.signal ? { signal: job.signal } : {}),
-        ...(onStep ? { onStep } : {}),
-        ...(job.exchange ? { exchange: job.exchange } : {}),
-      },
-    );
-    return {
-      output,
-      ep: unet.executionProvider,
-      modelCalls: [modelCalls],
-      criticalPathCalls: modelCalls,
-      bytesExchanged: 0,
-      loadMs,
-      loopMs: performance.now() - loopStart,
-      exchangeMsPerRound: 0,
-      hopMs: NO_HOPS,
-    };
-  }
-  const devices = mode === "sequential" ? 1 : job.devices;
-  const result = await runInProcess(
-    { steps: T, warmup: job.warmup, devices },
-    () => denoiser,
-    x0,
-    { ...(job.signal ? { signal: job.signal } : {}), ...(onStep ? { onStep } : {}) },
-  );
-  return {
-    output: result.output,
-    ep: unet.executionProvider,
-    modelCalls: result.modelCalls,
-    criticalPathCalls: result.criticalPathCalls,
-    bytesExchanged: result.counters.reduce((a, c) => a + c.bytesSent, 0),
-    loadMs,
-    loopMs: performance.now() - loopStart,
-    exchangeMsPerRound: 0,
-    hopMs: NO_HOPS,
-  };
-}
-
-/** A finished generation. */
-export interface Generation {
-  readonly request: CheckedRequest;
-  readonly waveform: Float32Array<ArrayBuffer>;
-  readonly mel: Tensor<"float32">;
-  readonly denoise: DenoiseReport & {
-    readonly mode: DenoiseMode;
-    readonly devices: number;
-    readonly warmup: number;
-    /** How the ranks shared each round's results; null when nothing was exchanged. */
-    readonly exchange: Exchange | null;
-  };
-  /** Wall time of each stage, in milliseconds. */
-  readonly timings: {
-    readonly encodeMs: number;
-    /** Opening the UNet session(s), starting Workers. */
-    readonly loadMs: number;
-    /** The denoising loop. */
-    readonly denoiseMs: number;
-    /** The whole denoising stage: load, loop, and shutting Workers down. */
-    readonly engineMs: number;
-    readonly decodeMs: number;
-  };
-}
-
-/** The model's warm-up W for a run of `steps` steps: its manifest default, at most `steps`. */
-export function defaultWarmup(model: ModelFolder, steps: number): number {
-  return Math.min(model.manifest.defaults.warmup, steps);
-}
-
-/**
- * The whole pipeline: check, encode, prepare latents, denoise (with the chosen
- * engine and mode), decode.
- *
- * @throws {RangeError} for a request or option out of range, before any session opens
- */
-export async function generate(
-  model: ModelFolder,
-  request: AudioRequest,
-  options: GenerateOptions = {},
-): Promise<Generation> {
-  // 1. Check inputs
-  const checked = checkRequest(model, request);
-  const mode = options.mode ?? "parastep";
-  const devices = options.devices ?? 1;
-  if (!Number.isInteger(devices) || devices < 1) {
-    throw new RangeError(
-      `Cannot generate as 'devices' must be an integer >= 1: current value is ${devices}`,
-    );
-  }
-  const warmup = options.warmup ?? defaultWarmup(model, checked.steps);
-  const stride = options.stride ?? 2;
-  const exchange = options.exchange ?? "gather";
-  if (!EXCHANGES.includes(exchange)) {
-    throw new RangeError(
-      `Cannot generate as 'exchange' must be one of ${
-        EXCHANGES.join(", ")
-      }: current value is ${exchange}`,
-    );
-  }
-  // Only ParaStep on several devices exchanges anything.
-  const exchanges = mode === "parastep" && devices > 1;
-  if (mode === "batchstep") checkBatchStepPlan({ steps: checked.steps, warmup, stride });
-  else checkDevices(checked.steps, warmup, mode === "sequential" ? 1 : devices);
-  const ep = options.ep ?? "cpu";
-  const session: SessionOptions = { executionProvider: ep, intraOpThreads: options.threads ?? 0 };
-
-  options.signal?.throwIfAborted();
-  using env = Env.create({ logLevel: options.logLevel ?? "error" });
-  // 3. Encode input prompt
-  let t0 = performance.now();
-  const { conditioning } = await encodePrompt(env, model, checked, { session });
-  const encodeMs = performance.now() - t0;
-  options.signal?.throwIfAborted();
-
-  using decoder = Decoder.open(env, model, { session });
-
-  // 5. Prepare latent variables; 7. Denoising loop
-  const x0 = prepareLatents(checked);
-  t0 = performance.now();
-  const engine = options.denoiseWith ?? denoiseInProcess;
-  const onStep = options.onStep;
-  let report: DenoiseReport;
-  try {
-    report = await engine({
-      env,
-      model,
-      request: checked,
-      conditioning,
-      x0,
-      mode,
-      devices,
-      warmup,
-      stride,
-      ep,
-      exchange,
-      ...(onStep ? { onStep: (i: number) => onStep(i, checked.steps) } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-    });
-  } catch (e) {
-    // An abort surfaces as whatever failed first (a cancelled run, a closed channel): report the abort.
-    if (options.signal?.aborted) throw options.signal.reason;
-    throw e;
-  }
-  const engineMs = performance.now() - t0;
-
-  // 8. Post-processing
-  t0 = performance.now();
-  const { mel, waveform } = decoder.decode(checked, report.output);
-  const decodeMs = performance.now() - t0;
-  return {
-    request: checked,
-    waveform,
-    mel,
-    denoise: {
-      ...report,
-      mode,
-      devices: mode === "parastep" ? devices : 1,
-      warmup,
-      exchange: exchanges ? exchange : null,
-    },
-    timings: {
-      encodeMs,
-      loadMs: report.loadMs,
-      denoiseMs: report.loopMs,
-      engineMs,
-      decodeMs,
-    },
-  };
 }

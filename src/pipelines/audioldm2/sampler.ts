@@ -1,28 +1,16 @@
 /**
- * AudioLDM2 denoising with one Deno Worker per device: the engine that starts
- * the workers ({@linkcode denoiseWithWorkers}) and the sampler module each
- * worker imports to run its rank ({@linkcode openSampler}, see `SamplerModule`
- * in src/parastep/devices.ts), with the payload that crosses between them.
+ * AudioLDM2's sampler module: what each ParaStep Worker (and the in-process engine) imports to
+ * run its rank ({@linkcode openSampler}, see `SamplerModule` in src/parastep/devices.ts), with the
+ * payload that crosses to it.
  *
  * @module
  */
 
-import { Env, Tensor } from "../../ffi/mod.ts";
-import { resolveModel } from "../models/model.ts";
-import type { DeviceAssignment, OpenedSampler } from "../parastep/devices.ts";
-import { ddim } from "../schedulers/ddim.ts";
-import { median } from "../metrics/stats.ts";
-import { runWorkers } from "../parastep/coordinator.ts";
-import { assignDevices } from "../parastep/devices.ts";
-import {
-  type Conditioning,
-  denoiseInProcess,
-  type DenoiseJob,
-  Denoiser,
-  type DenoiseReport,
-  openDenoiser,
-} from "./audioldm2.ts";
-import type { ExecutionProvider } from "../../ffi/mod.ts";
+import { Env, Tensor } from "../../../ffi/mod.ts";
+import { resolveModel } from "../../models/model.ts";
+import type { DeviceAssignment, OpenedSampler } from "../../parastep/devices.ts";
+import { ddim } from "../../schedulers/ddim.ts";
+import { type Conditioning, Denoiser, openDenoiser } from "./pipeline.ts";
 
 /** A tensor as plain data, the form it crosses `postMessage` in. */
 export interface PlainTensor<T> {
@@ -30,7 +18,7 @@ export interface PlainTensor<T> {
   readonly dims: readonly number[];
 }
 
-/** What the coordinator sends each worker once: structured-cloneable. */
+/** What the sampler is opened with: structured-cloneable. */
 export interface AudioLdm2SamplerInit {
   /** The model folder. */
   readonly modelDir: string;
@@ -63,7 +51,10 @@ export function samplerInit(
   };
 }
 
-/** Opens this rank's UNet and returns its sampler; disposing it cancels runs in flight. */
+/**
+ * Opens this rank's UNet and returns its sampler (with BatchStep's batched model call);
+ * disposing it cancels runs in flight and releases the session. Disposal is idempotent.
+ */
 export function openSampler(init: AudioLdm2SamplerInit, device: DeviceAssignment): OpenedSampler {
   const model = resolveModel(init.modelDir);
   const env = Env.create();
@@ -87,72 +78,24 @@ export function openSampler(init: AudioLdm2SamplerInit, device: DeviceAssignment
       ddim(model.manifest.scheduler, init.steps),
       init.latentDims,
     );
+    let disposed: Promise<void> | null = null;
     return {
       executionProvider: unet.executionProvider,
       model: (x, i) => denoiser.model(x, i),
+      modelBatch: (xs, is) => denoiser.modelBatch(xs, is),
       guide: (eps) => denoiser.guide(eps),
       step: (g, i, x) => denoiser.step(g, i, x),
-      async [Symbol.asyncDispose]() {
-        await unet.closeAsync(); // cancels and waits for runs in flight
-        denoiser[Symbol.dispose]();
-        env.close();
+      [Symbol.asyncDispose]() {
+        disposed ??= (async () => {
+          await unet.closeAsync(); // cancels and waits for runs in flight
+          denoiser[Symbol.dispose]();
+          env.close();
+        })();
+        return disposed;
       },
     };
   } catch (e) {
     env.close();
     throw e;
   }
-}
-
-/**
- * The Worker engine: ParaStep with one Deno Worker per device, each opening
- * the UNet on its own device ({@linkcode openSampler} in audioldm2_workers.ts)
- * and exchanging steps over BroadcastChannel. Single-device modes run in
- * process.
- */
-export async function denoiseWithWorkers(job: DenoiseJob): Promise<DenoiseReport> {
-  if (job.mode !== "parastep" || job.devices === 1) return denoiseInProcess(job);
-  const { request } = job;
-  const result = await runWorkers({
-    plan: { steps: request.steps, warmup: job.warmup, devices: job.devices },
-    module: new URL(import.meta.url),
-    init: samplerInit(job.model.dir, request.steps, request.latentDims, job.conditioning),
-    x0: job.x0,
-    ...(job.exchange ? { exchange: job.exchange } : {}),
-  }, {
-    devices: assignDevices(job.devices, { ep: job.ep }).map((d) => ({
-      ...d,
-      ...(job.threads !== undefined ? { intraOpThreads: job.threads } : {}),
-      ...(job.deviceIds !== undefined ? { deviceId: job.deviceIds[d.rank] ?? d.deviceId } : {}),
-    })),
-    ...(job.signal ? { signal: job.signal } : {}),
-    ...(job.onStep ? { onStep: job.onStep } : {}),
-  });
-  const ep = result.ranks[0]?.executionProvider;
-  // Rank 0's exchange per round: sending (gather: the round's latents; all-gather: its eps), and
-  // waiting from the end of its own call until the others' eps are in hand.
-  const waits = result.waitMsPerRound[0] ?? [];
-  const sends = result.sendMsPerRound[0] ?? [];
-  const exchange = waits.map((wait, k) => wait + (sends[k] ?? 0));
-  const latentsHops = result.ranks.slice(1).flatMap((r) => r.counters.transitMs.latents);
-  const epsHops = result.ranks[0]?.counters.transitMs.eps ?? [];
-  return {
-    output: result.output,
-    ep: (ep ?? job.ep) as ExecutionProvider,
-    modelCalls: result.modelCalls,
-    criticalPathCalls: result.criticalPathCalls,
-    bytesExchanged: result.bytesExchanged,
-    loadMs: result.wallMs.startMs,
-    loopMs: result.wallMs.runMs,
-    exchangeMsPerRound: medianOrZero(exchange),
-    hopMs: { latents: medianOrNull(latentsHops), eps: medianOrNull(epsHops) },
-  };
-}
-
-function medianOrZero(values: readonly number[]): number {
-  return medianOrNull(values) ?? 0;
-}
-
-function medianOrNull(values: readonly number[]): number | null {
-  return values.length === 0 ? null : median(values);
 }

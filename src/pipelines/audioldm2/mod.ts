@@ -1,0 +1,165 @@
+/**
+ * AudioLDM2 text-to-audio as a {@linkcode PipelineFamily}: its flags, and diffusers'
+ * `AudioLDM2Pipeline.__call__` stages from ./pipeline.ts (check, encode, decode) around the
+ * ParaStep engine, which runs ./sampler.ts on each device. Writes a WAV and, optionally, the
+ * mel spectrogram as a PNG.
+ *
+ * @module
+ */
+
+import { encodeHeatmapPng } from "../../io/png.ts";
+import { encodeWav, type WavFormat } from "../../io/wav.ts";
+import { slugFileName } from "../../io/paths.ts";
+import { logSpectralDistance, psnr, snr } from "../../metrics/audio.ts";
+import type { FlagValues, OutputFile, OutputPlan, PipelineFamily } from "../family.ts";
+import {
+  type CheckedRequest,
+  checkManifest,
+  checkRequest,
+  COMPONENTS,
+  type Conditioning,
+  type Decoded,
+  Decoder,
+  encodePrompt,
+  prepareLatents,
+} from "./pipeline.ts";
+import { samplerInit } from "./sampler.ts";
+
+export * from "./pipeline.ts";
+export { type AudioLdm2SamplerInit, openSampler, samplerInit } from "./sampler.ts";
+
+function text(flags: FlagValues, name: string): string | undefined {
+  const v = flags[name];
+  return typeof v === "string" ? v : undefined;
+}
+
+function number(flags: FlagValues, name: string): number | undefined {
+  const v = flags[name];
+  return typeof v === "number" ? v : undefined;
+}
+
+/** AudioLDM2: text to audio. */
+export const audioldm2: PipelineFamily<CheckedRequest, Conditioning, Decoded> = {
+  name: "audioldm2",
+  title: "text to audio (AudioLDM2)",
+  flags: [
+    { name: "prompt", short: "p", type: "string", value: "TEXT", help: "What to generate" },
+    {
+      name: "negative-prompt",
+      type: "string",
+      value: "TEXT",
+      help: "What to steer away from (default: none)",
+    },
+    {
+      name: "guidance",
+      type: "number",
+      value: "G",
+      help: "Classifier-free guidance scale; <= 1 turns it off (default: the model's, 3.5)",
+    },
+    {
+      name: "duration",
+      type: "number",
+      value: "SECONDS",
+      help: "Audio length (default: the model's)",
+    },
+    {
+      name: "spectrogram",
+      type: "string",
+      value: "PATH",
+      help: "Also write the mel spectrogram as a PNG",
+      output: true,
+    },
+    {
+      name: "wav-format",
+      type: "string",
+      choices: ["pcm16", "float32"],
+      help: "WAV sample format (default: pcm16)",
+      output: true,
+    },
+  ],
+  benchFlags: { prompt: "A hammer hitting a wooden surface" },
+  components: COMPONENTS,
+  denoiser: "unet",
+  samplerModule: new URL("./sampler.ts", import.meta.url),
+
+  checkManifest,
+
+  checkRequest(model, input) {
+    const prompt = text(input.flags, "prompt");
+    if (prompt === undefined) {
+      throw new RangeError("Missing --prompt: describe the audio to generate");
+    }
+    const negativePrompt = text(input.flags, "negative-prompt");
+    const guidance = number(input.flags, "guidance");
+    const duration = number(input.flags, "duration");
+    return checkRequest(model, {
+      prompt,
+      ...(negativePrompt !== undefined ? { negativePrompt } : {}),
+      ...(input.steps !== undefined ? { steps: input.steps } : {}),
+      ...(guidance !== undefined ? { guidance } : {}),
+      ...(duration !== undefined ? { duration } : {}),
+      seed: input.seed,
+    });
+  },
+
+  async encode(env, model, request, options) {
+    return (await encodePrompt(env, model, request, options)).conditioning;
+  },
+
+  samplerInit(model, request, conditioning) {
+    return samplerInit(model.dir, request.steps, request.latentDims, conditioning);
+  },
+
+  prepareLatents,
+
+  openDecoder(env, model, options) {
+    return Decoder.open(env, model, options);
+  },
+
+  outputs(_request, out, flags) {
+    const plans: OutputPlan[] = [{ path: out, what: "the output" }];
+    const spectrogram = text(flags, "spectrogram");
+    if (spectrogram !== undefined) plans.push({ path: spectrogram, what: "the spectrogram" });
+    return plans;
+  },
+
+  async render(request, media, plans, flags) {
+    const format = (text(flags, "wav-format") ?? "pcm16") as WavFormat;
+    const [, , frames, bins] = media.mel.dims;
+    const files: OutputFile[] = [];
+    for (const plan of plans) {
+      const bytes = plan.what === "the spectrogram"
+        ? await encodeHeatmapPng(media.mel.data, [frames!, bins!])
+        : encodeWav(media.waveform, request.sampleRate, { format });
+      files.push({ ...plan, bytes });
+    }
+    return files;
+  },
+
+  defaultOutput(request) {
+    return slugFileName(request.prompt, request.seed, "wav", "audio");
+  },
+
+  describe(request) {
+    return `${request.duration} s at ${request.sampleRate / 1000} kHz`;
+  },
+
+  quality(reference, output) {
+    const [, , frames, bins] = reference.mel.dims;
+    return [
+      { name: "SNR dB", value: snr(reference.waveform, output.waveform) },
+      { name: "LSD dB", value: logSpectralDistance(reference.waveform, output.waveform) },
+      {
+        name: "mel PSNR dB",
+        value: psnr(
+          { data: reference.mel.data, shape: [frames!, bins!] },
+          { data: output.mel.data, shape: [frames!, bins!] },
+        ),
+      },
+    ];
+  },
+
+  samples(media) {
+    return media.waveform;
+  },
+};

@@ -1,0 +1,305 @@
+/**
+ * One generation, for any family: check the plan and every component, encode, prepare latents,
+ * denoise (with the chosen engine and mode), decode. diffusers' `__call__` blocks, with the loop
+ * handed to the ParaStep engine.
+ *
+ * @module
+ */
+
+import {
+  autoCandidate,
+  Env,
+  type ExecutionProvider,
+  type LogLevel,
+  type SessionOptions,
+} from "../../ffi/mod.ts";
+import { checkComponentGraphs, type ModelFolder } from "../models/model.ts";
+import { checkBatchStepPlan } from "../parastep/batchstep.ts";
+import { checkPlan, type Exchange, EXCHANGES } from "../parastep/rounds.ts";
+import {
+  type DenoiseEngine,
+  denoiseInProcess,
+  type DenoiseMode,
+  type DenoiseReport,
+} from "./denoise.ts";
+import type { PipelineFamily, RequestBase } from "./family.ts";
+
+/** Options for {@linkcode generate}. Every field is optional. */
+export interface GenerateOptions {
+  /** Execution provider for every session. @default "cpu" */
+  readonly ep?: ExecutionProvider | "auto";
+  /** Denoising mode. @default "parastep" */
+  readonly mode?: DenoiseMode;
+  /** Devices N for ParaStep (1 is the sequential sampler). @default 1 */
+  readonly devices?: number;
+  /** Warm-up steps W. @default manifest defaults.warmup (capped at T) */
+  readonly warmup?: number;
+  /** BatchStep stride L. @default 2 */
+  readonly stride?: number;
+  /** How ParaStep ranks share a round's results (see `Exchange`). @default "gather" */
+  readonly exchange?: Exchange;
+  /** Intra-op threads of the encode and decode sessions; 0 lets ORT choose. @default 0 */
+  readonly threads?: number;
+  /** Intra-op threads of each device's denoiser. @default floor(cores / devices), at least 1 */
+  readonly denoiserThreads?: number;
+  /** The least severe ONNX Runtime message printed. @default "error" */
+  readonly logLevel?: LogLevel;
+  /** Called after step `i` of `T` is applied to the true latents. */
+  readonly onStep?: (i: number, T: number) => void;
+  /** Aborting stops the run at the next model call and cancels calls in flight. */
+  readonly signal?: AbortSignal;
+  /**
+   * Runs the denoising loop; the default runs every rank in this process over one sampler. The
+   * CLI passes the Worker engine here.
+   */
+  readonly denoiseWith?: DenoiseEngine;
+}
+
+/** A finished generation. */
+export interface Generation<R, M> {
+  readonly request: R;
+  readonly media: M;
+  readonly denoise: DenoiseReport & {
+    readonly mode: DenoiseMode;
+    readonly devices: number;
+    readonly warmup: number;
+    /** How the ranks shared each round's results; null when nothing was exchanged. */
+    readonly exchange: Exchange | null;
+  };
+  /** Wall time of each stage, in milliseconds. */
+  readonly timings: {
+    readonly encodeMs: number;
+    /** Opening the denoiser session(s), starting Workers. */
+    readonly loadMs: number;
+    /** The denoising loop. */
+    readonly denoiseMs: number;
+    /** The whole denoising stage: load, loop, and shutting Workers down. */
+    readonly engineMs: number;
+    readonly decodeMs: number;
+  };
+}
+
+/** The model's warm-up W for a run of `steps` steps: its manifest default, at most `steps`. */
+export function defaultWarmup(model: ModelFolder, steps: number): number {
+  return Math.min(model.manifest.defaults.warmup, steps);
+}
+
+/**
+ * Checks a ParaStep plan for the CLI: besides `checkPlan`'s rules, N devices need at least N
+ * steps after the warm-up, or some would never predict one.
+ *
+ * @throws {RangeError} naming the value and the limit
+ */
+export function checkDevices(T: number, W: number, N: number): void {
+  checkPlan({ steps: T, warmup: W, devices: N });
+  if (N > 1 && N > T - W) {
+    throw new RangeError(
+      `Cannot run ParaStep on ${N} devices with ${T} steps and ${W} warm-up steps: ` +
+        `only ${T - W} steps run in parallel, so use at most ${Math.max(1, T - W)} devices`,
+    );
+  }
+}
+
+/** The checked shape of a run: mode, devices, warm-up, stride, exchange. */
+export interface RunPlan {
+  readonly mode: DenoiseMode;
+  readonly devices: number;
+  readonly warmup: number;
+  readonly stride: number;
+  readonly exchange: Exchange;
+}
+
+/**
+ * Checks the run's shape for a request of `steps` steps, filling the defaults.
+ *
+ * @throws {RangeError} naming the value and its limits
+ */
+export function checkRunPlan(
+  model: ModelFolder,
+  steps: number,
+  options: Pick<GenerateOptions, "mode" | "devices" | "warmup" | "stride" | "exchange">,
+): RunPlan {
+  const mode = options.mode ?? "parastep";
+  const devices = options.devices ?? 1;
+  if (!Number.isInteger(devices) || devices < 1) {
+    throw new RangeError(
+      `Cannot generate as 'devices' must be an integer >= 1: current value is ${devices}`,
+    );
+  }
+  const warmup = options.warmup ?? defaultWarmup(model, steps);
+  const stride = options.stride ?? 2;
+  const exchange = options.exchange ?? "gather";
+  if (!EXCHANGES.includes(exchange)) {
+    throw new RangeError(
+      `Cannot generate as 'exchange' must be one of ${
+        EXCHANGES.join(", ")
+      }: current value is ${exchange}`,
+    );
+  }
+  if (mode === "batchstep") checkBatchStepPlan({ steps, warmup, stride });
+  else checkDevices(steps, warmup, mode === "sequential" ? 1 : devices);
+  return { mode, devices, warmup, stride, exchange };
+}
+
+/** What bounds a run by this machine: its cores and memory. */
+export interface Capacity {
+  /** CPU cores (logical). @default navigator.hardwareConcurrency */
+  readonly cores?: number;
+  /** Bytes of memory available. @default Deno.systemMemoryInfo().available */
+  readonly availableBytes?: number;
+}
+
+/**
+ * A device's memory, estimated from its denoiser graph's bytes: weights, their prepacked copies
+ * and ORT's arena. Measured here (CPU, RSS growth per extra session, before any run): the bench
+ * UNet (23 MiB) added 23 to 69 MiB per session, the tiny UNet (4 MiB) 24 MiB. A call's
+ * activations and the Worker's own isolate come on top, hence the generous constants.
+ */
+const SESSION_BYTES_PER_GRAPH_BYTE = 3;
+/** What one more device costs besides its session's weights: an isolate, thread pools. */
+const WORKER_OVERHEAD_BYTES = 64 * 2 ** 20;
+
+/**
+ * Refuses a run this machine cannot hold, with the reason: more threads than cores, more CPU
+ * devices than cores (each needs one), or more denoiser sessions than memory holds.
+ *
+ * @throws {RangeError} naming the flag, the limit and why
+ */
+export function checkCapacity(
+  model: ModelFolder,
+  denoiser: string,
+  run: { ep: ExecutionProvider | "auto"; devices: number; threads?: number },
+  capacity: Capacity = {},
+): void {
+  const cores = capacity.cores ?? navigator.hardwareConcurrency;
+  if (run.threads !== undefined && run.threads > cores) {
+    throw new RangeError(
+      `Cannot use ${run.threads} threads per session: this machine has ${cores} cores and ` +
+        `more threads than cores only contend; use --threads 1..${cores}`,
+    );
+  }
+  const ep = run.ep === "auto" ? autoCandidate() : run.ep;
+  if (ep === "cpu" && run.devices > cores) {
+    throw new RangeError(
+      `Cannot run ${run.devices} CPU devices: this machine has ${cores} cores and each device ` +
+        `needs one; use --gpus ${cores} or fewer`,
+    );
+  }
+  if (run.devices === 1) return;
+  const spec = model.manifest.components[denoiser];
+  if (spec === undefined) return;
+  let graphBytes = 0;
+  for (const file of [spec.file, `${spec.file}.data`]) {
+    try {
+      graphBytes += Deno.statSync(`${model.dir}/${file}`).size;
+    } catch {
+      // no external data
+    }
+  }
+  const perDevice = graphBytes * SESSION_BYTES_PER_GRAPH_BYTE + WORKER_OVERHEAD_BYTES;
+  const available = capacity.availableBytes ?? Deno.systemMemoryInfo().available;
+  // On a GPU the weights live in device memory, but each Worker still holds its host copy.
+  if (run.devices * perDevice > available) {
+    const fit = Math.max(1, Math.floor(available / perDevice));
+    const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
+    throw new RangeError(
+      `Cannot run ${run.devices} devices: each holds its own ${denoiser} session (about ${
+        gib(perDevice)
+      } here), ${gib(run.devices * perDevice)} in all, and ${gib(available)} of memory is ` +
+        `available; use --gpus ${fit} or fewer`,
+    );
+  }
+}
+
+/**
+ * The whole pipeline for a checked request: check the plan and every component graph against
+ * the manifest (before any work, the same for every engine), encode, prepare latents, denoise
+ * with the chosen engine and mode, decode.
+ *
+ * @throws {RangeError} for an option out of range, before any session opens
+ * @throws {ManifestError} for a component that disagrees with the manifest, before any work
+ */
+export async function generate<R extends RequestBase, C, M>(
+  family: PipelineFamily<R, C, M>,
+  model: ModelFolder,
+  request: R,
+  options: GenerateOptions = {},
+): Promise<Generation<R, M>> {
+  // 1. Check inputs: the plan, then every graph against the manifest.
+  const plan = checkRunPlan(model, request.steps, options);
+  checkCapacity(model, family.denoiser, {
+    ep: options.ep ?? "cpu",
+    devices: plan.mode === "parastep" ? plan.devices : 1,
+    ...(options.denoiserThreads !== undefined ? { threads: options.denoiserThreads } : {}),
+  });
+  checkComponentGraphs(model, family.components);
+  // Only ParaStep on several devices exchanges anything.
+  const exchanges = plan.mode === "parastep" && plan.devices > 1;
+  const ep = options.ep ?? "cpu";
+  const session: SessionOptions = { executionProvider: ep, intraOpThreads: options.threads ?? 0 };
+
+  options.signal?.throwIfAborted();
+  using env = Env.create({ logLevel: options.logLevel ?? "error" });
+  // 3. Encode the conditioning
+  let t0 = performance.now();
+  const conditioning = await family.encode(env, model, request, { session });
+  const encodeMs = performance.now() - t0;
+  options.signal?.throwIfAborted();
+
+  using decoder = family.openDecoder(env, model, { session });
+
+  // 5. Prepare latent variables; 7. Denoising loop
+  const x0 = family.prepareLatents(request);
+  t0 = performance.now();
+  const engine = options.denoiseWith ?? denoiseInProcess;
+  const onStep = options.onStep;
+  let report: DenoiseReport;
+  try {
+    report = await engine({
+      sampler: {
+        module: family.samplerModule,
+        init: family.samplerInit(model, request, conditioning),
+      },
+      x0,
+      steps: request.steps,
+      mode: plan.mode,
+      devices: plan.devices,
+      warmup: plan.warmup,
+      stride: plan.stride,
+      ep,
+      exchange: plan.exchange,
+      ...(options.denoiserThreads !== undefined ? { threads: options.denoiserThreads } : {}),
+      ...(onStep ? { onStep: (i: number) => onStep(i, request.steps) } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+  } catch (e) {
+    // An abort surfaces as whatever failed first (a cancelled run, a closed channel): report the abort.
+    if (options.signal?.aborted) throw options.signal.reason;
+    throw e;
+  }
+  const engineMs = performance.now() - t0;
+  options.signal?.throwIfAborted();
+
+  // 8. Post-processing
+  t0 = performance.now();
+  const media = await decoder.decode(request, report.output);
+  const decodeMs = performance.now() - t0;
+  return {
+    request,
+    media,
+    denoise: {
+      ...report,
+      mode: plan.mode,
+      devices: plan.mode === "parastep" ? plan.devices : 1,
+      warmup: plan.warmup,
+      exchange: exchanges ? plan.exchange : null,
+    },
+    timings: {
+      encodeMs,
+      loadMs: report.loadMs,
+      denoiseMs: report.loopMs,
+      engineMs,
+      decodeMs,
+    },
+  };
+}
