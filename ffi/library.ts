@@ -150,8 +150,13 @@ function open(path: string, foundBy: OrtLibrary["foundBy"]): OrtLibrary {
   try {
     lib = Deno.dlopen(path, { OrtGetApiBase: { parameters: [], result: "pointer" } });
   } catch (e) {
+    // Deno's message repeats its prefix and the path ("Could not open library: Could not open
+    // library: /x.so: file too short"): keep the loader's reason once.
+    const reason = (e instanceof Error ? e.message : String(e))
+      .replace(/^(Could not open library: )+/, "")
+      .replace(`${path}: `, "");
     throw new OrtLoadError(
-      `Cannot open the ONNX Runtime library ${path}: ${e instanceof Error ? e.message : e}`,
+      `Cannot open the ONNX Runtime library ${path}: ${reason} (is it libonnxruntime for ${Deno.build.os} ${Deno.build.arch}?)`,
       path,
       { cause: e },
     );

@@ -162,7 +162,7 @@ async function measure<R extends RequestBase, C, M>(
     checkCapacity(model, family.denoiser, { ep, devices: N });
   }
   checkComponentGraphs(model, family.components);
-  using env = Env.create({ logLevel: command.verbose ? "warning" : "error" });
+  using env = Env.create({ logLevel: command.verbose ? "warning" : "fatal" });
   const session = command.threads !== undefined ? { intraOpThreads: command.threads } : {};
   const conditioning = await family.encode(env, model, request, { session });
   using decoder = family.openDecoder(env, model, { session });

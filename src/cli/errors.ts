@@ -29,6 +29,10 @@ export class InterruptedError extends Error {
   }
 }
 
+function oneLine(message: string): string {
+  return message.split("\n").map((l) => l.trim()).filter((l) => l !== "").join(" ");
+}
+
 /**
  * The message and exit code for `e`. Known errors give their message alone;
  * anything else also gives its stack, since it is a bug worth reporting.
@@ -44,7 +48,8 @@ export function describeError(e: unknown): { message: string; exitCode: number }
     e instanceof OrtLoadError || e instanceof OrtError || e instanceof RankError ||
     e instanceof SamplerError || e instanceof ExchangeError || e instanceof WriteFileError
   ) {
-    return { message: e.message, exitCode: EXIT_FAILURE };
+    // One line: ORT's own messages can run over several (`--verbose` lets ORT log them whole).
+    return { message: oneLine(e.message), exitCode: EXIT_FAILURE };
   }
   // Values out of range are what request checks throw; a TypeError is a bug and keeps its stack.
   if (e instanceof RangeError) return { message: e.message, exitCode: EXIT_USAGE };

@@ -90,7 +90,8 @@ export async function runGen(
       ...(command.threads !== undefined
         ? { threads: command.threads, denoiserThreads: command.threads }
         : {}),
-      logLevel: command.verbose ? "warning" : "error",
+      // parastep reports every error itself, in one line; ORT's own log adds lines of its own.
+      logLevel: command.verbose ? "warning" : "fatal",
       onStep: (i) => progress.update(i + 1),
       denoiseWith: engine,
       ...(options.signal ? { signal: options.signal } : {}),

@@ -3,6 +3,7 @@ import { decodeWav } from "../../src/io/wav.ts";
 
 import { MAIN, parastep, PERMISSIONS } from "../support/cli.ts";
 import { copyModel, TINY_AUDIOLDM2 } from "../support/model_folders.ts";
+import { buildModel } from "../support/onnx_builder.ts";
 
 const TINY = new URL("../../models/audioldm2-tiny", import.meta.url).pathname;
 
@@ -266,5 +267,43 @@ Deno.test("runs the machine cannot hold are refused up front with the reason", a
     const r = await parastep(["gen", "--ep", "cpu", "--prompt", "x", "--out", "/tmp/x", ...args]);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr.trimEnd(), message);
+  }
+});
+
+Deno.test("an ONNX Runtime failure while running is one line on stderr, exit 1, no file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const folder = `${dir}/model`;
+    await copyModel(TINY_AUDIOLDM2, folder);
+    // A vocoder with the manifest's inputs and outputs that fails inside ORT: 1 x 128 x 16 mel
+    // values cannot be reshaped to rows of 7 (ORT's own log would add two lines of its own).
+    await Deno.writeFile(
+      `${folder}/vocoder.onnx`,
+      buildModel({
+        inputs: [{ name: "mel", type: "float32", dims: ["batch", "mel_frames", 16] }],
+        outputs: [{ name: "waveform", type: "float32", dims: ["batch", "samples"] }],
+        initializers: [{
+          name: "rows",
+          type: "int64",
+          dims: [2],
+          data: new BigInt64Array([-1n, 7n]),
+        }],
+        nodes: [{ op: "Reshape", inputs: ["mel", "rows"], outputs: ["waveform"] }],
+      }),
+    );
+    const args = ["gen", "--ep", "cpu", "-p", "x", "--steps", "2", "--model", folder];
+    const r = await parastep([...args, "--out", `${dir}/x.wav`]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      /^parastep: Run failed \[ORT FAIL\]: Non-zero status code returned while running Reshape node\..*\n$/,
+    );
+    await assert.rejects(Deno.stat(`${dir}/x.wav`), Deno.errors.NotFound);
+    // --verbose lets ORT log it too.
+    const verbose = await parastep([...args, "--verbose", "--out", `${dir}/y.wav`]);
+    assert.equal(verbose.code, 1);
+    assert.ok(verbose.stderr.trimEnd().split("\n").length > 1, verbose.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -42,6 +42,22 @@ Deno.test("a missing ORT library named by PARASTEP_ORT_LIB is one clear error, e
   );
 });
 
+Deno.test("a file that is not a library is named once, with the loader's reason", async () => {
+  const file = await Deno.makeTempFile({ suffix: ".so" });
+  try {
+    await Deno.writeTextFile(file, "not a library\n");
+    const { code, stderr } = await parastep(["info"], { env: { PARASTEP_ORT_LIB: file } });
+    assert.equal(code, 1);
+    assert.equal(
+      stderr.trim(),
+      `parastep: Cannot open the ONNX Runtime library ${file}: file too short ` +
+        `(is it libonnxruntime for ${Deno.build.os} ${Deno.build.arch}?)`,
+    );
+  } finally {
+    await Deno.remove(file);
+  }
+});
+
 Deno.test("--version prints the version from deno.json", async () => {
   const config = JSON.parse(
     await Deno.readTextFile(new URL("../../deno.json", import.meta.url)),
