@@ -12,6 +12,7 @@ import { RankError } from "../parastep/coordinator.ts";
 import { SamplerError } from "../parastep/rounds.ts";
 import { ExchangeError } from "../parastep/transport.ts";
 import { OutputPathError } from "./output.ts";
+import { StdoutError } from "./print.ts";
 
 /** Exit code for a failure while running. */
 export const EXIT_FAILURE = 1;
@@ -42,7 +43,8 @@ export function describeError(e: unknown): { message: string; exitCode: number }
   }
   if (
     e instanceof OrtLoadError || e instanceof OrtError || e instanceof RankError ||
-    e instanceof SamplerError || e instanceof ExchangeError || e instanceof WriteFileError
+    e instanceof SamplerError || e instanceof ExchangeError || e instanceof WriteFileError ||
+    e instanceof StdoutError
   ) {
     return { message: e.message, exitCode: EXIT_FAILURE };
   }
