@@ -6,12 +6,12 @@
 
 import { encodeHeatmapPng } from "../io/png.ts";
 import { encodeWav } from "../io/wav.ts";
-import { writeFileAtomic } from "../io/atomic.ts";
+import { type OutputContent, OutputSet, type OutputTarget } from "../io/output_set.ts";
 import { resolveModel } from "../models/model.ts";
 import { type DenoiseEngine, denoiseInProcess, generate } from "../pipelines/audioldm2.ts";
 import { denoiseWithWorkers } from "../pipelines/audioldm2_workers.ts";
 import type { GenCommand } from "./args.ts";
-import { checkWritable, defaultOutputName } from "./output.ts";
+import { defaultOutputName } from "./output.ts";
 import { ProgressBar } from "./progress.ts";
 
 /** The families `gen` can run. */
@@ -32,9 +32,10 @@ export const chooseEngine: EngineChooser = (command) =>
 
 /**
  * Runs `gen`: checks the model and output paths first, then generates, then
- * writes the WAV (and spectrogram) atomically.
+ * writes the WAV (and spectrogram) as one output set: all or none.
  *
- * @param signal aborting it (Ctrl-C) stops the run cleanly; nothing is written
+ * @param signal aborting it (Ctrl-C) before the last file is renamed into place
+ *   stops the run cleanly; nothing is written
  */
 export async function runGen(
   command: GenCommand,
@@ -49,8 +50,11 @@ export async function runGen(
     );
   }
   const out = command.out ?? defaultOutputName(command.prompt, command.seed);
-  checkWritable(out);
-  if (command.spectrogram !== undefined) checkWritable(command.spectrogram, "the spectrogram");
+  const targets: OutputTarget[] = [{ path: out, label: "the output" }];
+  if (command.spectrogram !== undefined) {
+    targets.push({ path: command.spectrogram, label: "the spectrogram" });
+  }
+  const outputs = OutputSet.plan(targets);
 
   const progress = new ProgressBar("denoise", command.steps ?? model.manifest.defaults.steps);
   const engine = (options.chooseEngine ?? chooseEngine)(command);
@@ -80,22 +84,15 @@ export async function runGen(
     progress.finish();
   }
   const { request, denoise, timings } = result;
-  options.signal?.throwIfAborted(); // Ctrl-C during decoding: still nothing written
-  const wav = encodeWav(result.waveform, request.sampleRate, { format: command.wavFormat });
-  // The PNG first: if the WAV then fails, the PNG goes too, so a failure leaves no file.
+  const contents: OutputContent[] = [
+    () => encodeWav(result.waveform, request.sampleRate, { format: command.wavFormat }),
+  ];
   if (command.spectrogram !== undefined) {
     const [, , frames, bins] = result.mel.dims;
-    await writeFileAtomic(
-      command.spectrogram,
-      await encodeHeatmapPng(result.mel.data, [frames!, bins!]),
-    );
+    contents.push(() => encodeHeatmapPng(result.mel.data, [frames!, bins!]));
   }
-  try {
-    await writeFileAtomic(out, wav);
-  } catch (e) {
-    if (command.spectrogram !== undefined) await Deno.remove(command.spectrogram).catch(() => {});
-    throw e;
-  }
+  // All files or none; Ctrl-C before the last rename leaves nothing and rethrows its reason.
+  await outputs.commit(contents, options.signal ? { signal: options.signal } : {});
   const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
   const devices = denoise.mode === "parastep" && denoise.devices > 1
     ? `ParaStep on ${denoise.devices} devices (W=${denoise.warmup}` +

@@ -77,6 +77,8 @@ ${RUN_FLAGS}
   --spectrogram PATH      Also write the mel spectrogram as a PNG
   --in-process            Run all ranks in this process (no Workers)
 
+Existing outputs are replaced (all or none; mode, owner and symlinks kept).
+
 Example:
   parastep gen --model audioldm2-tiny --prompt "rain on a tin roof" --gpus 2`,
   bench: `Usage: parastep bench [flags]
