@@ -13,7 +13,7 @@
  */
 
 import { Env } from "../../ffi/mod.ts";
-import { writeFileAtomic } from "../io/atomic.ts";
+import { type OutputContent, OutputSet, type OutputTarget } from "../io/output_set.ts";
 import { logSpectralDistance, psnr, snr } from "../metrics/audio.ts";
 import { median } from "../metrics/stats.ts";
 import { resolveModel } from "../models/model.ts";
@@ -31,7 +31,6 @@ import {
 } from "../pipelines/audioldm2.ts";
 import { denoiseWithWorkers } from "../pipelines/audioldm2_workers.ts";
 import type { BenchCommand } from "./args.ts";
-import { checkWritable } from "./output.ts";
 import { ProgressBar } from "./progress.ts";
 
 /** The prompt measured when `--prompt` is not given. */
@@ -126,8 +125,10 @@ export async function runBench(
   options: { signal?: AbortSignal } = {},
 ): Promise<BenchReport> {
   const model = resolveModel(command.model);
-  if (command.json !== undefined) checkWritable(command.json, "the JSON report");
-  if (command.plot !== undefined) checkWritable(command.plot, "the plot");
+  const targets: OutputTarget[] = [];
+  if (command.json !== undefined) targets.push({ path: command.json, label: "the JSON report" });
+  if (command.plot !== undefined) targets.push({ path: command.plot, label: "the plot" });
+  const outputs = OutputSet.plan(targets);
   const request = checkRequest(model, {
     prompt: command.prompt ?? DEFAULT_BENCH_PROMPT,
     ...(command.negativePrompt !== undefined ? { negativePrompt: command.negativePrompt } : {}),
@@ -288,6 +289,7 @@ export async function runBench(
     date: new Date().toISOString(),
     deno: Deno.version.deno,
   };
+  const contents: OutputContent[] = [];
   if (command.json !== undefined) {
     // JSON has no Infinity (identical outputs' SNR and PSNR): write it as the string "Infinity".
     const json = JSON.stringify(
@@ -295,11 +297,10 @@ export async function runBench(
       (_, v) => typeof v === "number" && !Number.isFinite(v) ? String(v) : v,
       2,
     );
-    await writeFileAtomic(command.json, new TextEncoder().encode(json));
+    contents.push(new TextEncoder().encode(json));
   }
-  if (command.plot !== undefined) {
-    await writeFileAtomic(command.plot, new TextEncoder().encode(speedupSvg(report)));
-  }
+  if (command.plot !== undefined) contents.push(new TextEncoder().encode(speedupSvg(report)));
+  await outputs.commit(contents, options.signal ? { signal: options.signal } : {});
   return report;
 }
 

@@ -717,8 +717,12 @@ function createReason(e: unknown, dir: string): string {
 }
 
 function lookupProblem(e: unknown, path: string): Problem {
-  if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) {
+  if (e instanceof Deno.errors.PermissionDenied) {
     return new Problem(`permission denied to look up '${path}'`, e);
+  }
+  // Deno's sandbox: a path outside the granted ones, or a device it guards (/dev/full, ...).
+  if (e instanceof Deno.errors.NotCapable) {
+    return new Problem(`access to '${path}' is not granted to this process (Deno permissions)`, e);
   }
   if (e instanceof Deno.errors.FilesystemLoop) {
     return new Problem("it is a loop of symbolic links", e);

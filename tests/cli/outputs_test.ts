@@ -78,6 +78,15 @@ Deno.test("outputs that cannot be written are refused before any work: exit 2, o
         /^parastep: Cannot write the spectrogram '.*\/old\.png': it is the same file as the output '.*\/old\.png'$/,
       ],
     ];
+    if (UNIX) {
+      // A device is refused before anything is opened (the CLI's permissions let Deno look at
+      // /dev/full only with --allow-all, so either reason may come).
+      cases.push([
+        "/dev/full",
+        ["--out", "/dev/full"],
+        /^parastep: Cannot write the output '\/dev\/full': (it is a character device, not a regular file|access to '\/dev\/full' is not granted to this process \(Deno permissions\))$/,
+      ]);
+    }
     if (hasFifo) {
       cases.push([
         "a named pipe",
