@@ -14,6 +14,7 @@ import { usage } from "./src/cli/help.ts";
 import { formatBench, runBench } from "./src/cli/bench.ts";
 import { runGen } from "./src/cli/gen.ts";
 import { runInfo } from "./src/cli/info.ts";
+import { printErrorLine, printLine } from "./src/cli/print.ts";
 
 /** The version printed by `--version` and `info`. */
 export const VERSION: string = denoConfig.version;
@@ -28,7 +29,7 @@ export async function main(args: string[]): Promise<number> {
     command = parseCommand(args);
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
-    console.error(
+    printErrorLine(
       `parastep: ${e.message} (see 'parastep ${e.command ? `help ${e.command}` : "--help"}')`,
     );
     return 2;
@@ -36,22 +37,22 @@ export async function main(args: string[]): Promise<number> {
   try {
     switch (command.kind) {
       case "help":
-        console.log(usage(command.topic));
+        printLine(usage(command.topic));
         return 0;
       case "version":
-        console.log(`parastep ${VERSION}`);
+        printLine(`parastep ${VERSION}`);
         return 0;
       case "info":
         runInfo(command, VERSION);
         return 0;
       case "gen": {
         const { line } = await withInterrupt((signal) => runGen(command, { signal }));
-        console.log(line);
+        printLine(line);
         return 0;
       }
       case "bench": {
         const report = await withInterrupt((signal) => runBench(command, { signal }));
-        console.log(formatBench(report));
+        printLine(formatBench(report));
         return 0;
       }
       default: {
@@ -61,7 +62,7 @@ export async function main(args: string[]): Promise<number> {
     }
   } catch (e) {
     const { message, exitCode } = describeError(e);
-    console.error(`parastep: ${message}`);
+    printErrorLine(`parastep: ${message}`);
     return exitCode;
   }
 }

@@ -13,7 +13,7 @@
  */
 
 import { Env } from "../../ffi/mod.ts";
-import { writeFileAtomic } from "../io/atomic.ts";
+import { type OutputContent, OutputSet, type OutputTarget } from "../io/output_set.ts";
 import { median } from "../metrics/stats.ts";
 import { checkComponentGraphs, resolveModel } from "../models/model.ts";
 import { criticalPathCalls, type Exchange, EXCHANGES } from "../parastep/rounds.ts";
@@ -33,7 +33,6 @@ import {
 } from "../pipelines/mod.ts";
 import type { BenchCommand } from "./args.ts";
 import { checkFamilyFlags } from "./gen.ts";
-import { checkWritable } from "./output.ts";
 import { ProgressBar } from "./progress.ts";
 
 /** One measured configuration. */
@@ -130,10 +129,12 @@ export async function runBench(
   const model = resolveModel(command.model);
   const family = familyOf(model);
   checkFamilyFlags(family, command.model, command.flags);
-  if (command.json !== undefined) checkWritable(command.json, "the JSON report");
-  if (command.plot !== undefined) checkWritable(command.plot, "the plot");
+  const targets: OutputTarget[] = [];
+  if (command.json !== undefined) targets.push({ path: command.json, label: "the JSON report" });
+  if (command.plot !== undefined) targets.push({ path: command.plot, label: "the plot" });
+  const outputs = OutputSet.plan(targets);
   try {
-    return await measure(family, model, command, options.signal);
+    return await measure(family, model, command, outputs, options.signal);
   } catch (e) {
     // An abort surfaces as whatever failed first (a cancelled run): report the abort.
     if (options.signal?.aborted) throw options.signal.reason;
@@ -145,6 +146,7 @@ async function measure<R extends RequestBase, C, M>(
   family: PipelineFamily<R, C, M>,
   model: ReturnType<typeof resolveModel>,
   command: BenchCommand,
+  outputs: OutputSet,
   signal: AbortSignal | undefined,
 ): Promise<BenchReport> {
   const request = family.checkRequest(model, {
@@ -306,6 +308,7 @@ async function measure<R extends RequestBase, C, M>(
     date: new Date().toISOString(),
     deno: Deno.version.deno,
   };
+  const contents: OutputContent[] = [];
   if (command.json !== undefined) {
     // JSON has no Infinity (identical outputs' SNR and PSNR): write it as the string "Infinity".
     const json = JSON.stringify(
@@ -313,11 +316,10 @@ async function measure<R extends RequestBase, C, M>(
       (_, v) => typeof v === "number" && !Number.isFinite(v) ? String(v) : v,
       2,
     );
-    await writeFileAtomic(command.json, new TextEncoder().encode(json));
+    contents.push(new TextEncoder().encode(json));
   }
-  if (command.plot !== undefined) {
-    await writeFileAtomic(command.plot, new TextEncoder().encode(speedupSvg(report)));
-  }
+  if (command.plot !== undefined) contents.push(new TextEncoder().encode(speedupSvg(report)));
+  await outputs.commit(contents, signal ? { signal } : {});
   return report;
 }
 

@@ -12,6 +12,7 @@ import { RankError } from "../parastep/coordinator.ts";
 import { SamplerError } from "../parastep/rounds.ts";
 import { ExchangeError } from "../parastep/transport.ts";
 import { OutputPathError } from "./output.ts";
+import { StdoutError } from "./print.ts";
 
 /** Exit code for a failure while running. */
 export const EXIT_FAILURE = 1;
@@ -46,7 +47,8 @@ export function describeError(e: unknown): { message: string; exitCode: number }
   }
   if (
     e instanceof OrtLoadError || e instanceof OrtError || e instanceof RankError ||
-    e instanceof SamplerError || e instanceof ExchangeError || e instanceof WriteFileError
+    e instanceof SamplerError || e instanceof ExchangeError || e instanceof WriteFileError ||
+    e instanceof StdoutError
   ) {
     // One line: ORT's own messages can run over several (`--verbose` lets ORT log them whole).
     return { message: oneLine(e.message), exitCode: EXIT_FAILURE };

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { writeFileAtomic } from "../io/atomic.ts";
+import { OutputSet } from "../io/output_set.ts";
 import { resolveModel } from "../models/model.ts";
 import {
   type DenoiseEngine,
@@ -16,7 +16,6 @@ import {
   type PipelineFamily,
 } from "../pipelines/mod.ts";
 import type { GenCommand } from "./args.ts";
-import { checkWritable } from "./output.ts";
 import { ProgressBar } from "./progress.ts";
 
 /** What `gen` did, for the summary line and for tests. */
@@ -56,9 +55,10 @@ export function checkFamilyFlags(family: PipelineFamily, model: string, flags: F
 
 /**
  * Runs `gen`: checks the model, the request and every output path first, then generates, then
- * writes the outputs atomically.
+ * writes the outputs as one output set: all or none.
  *
- * @param signal aborting it (Ctrl-C) stops the run cleanly; nothing is written
+ * @param signal aborting it (Ctrl-C) before the last file is renamed into place stops the run
+ *   cleanly; nothing is written
  */
 export async function runGen(
   command: GenCommand,
@@ -73,8 +73,8 @@ export async function runGen(
     flags: command.flags,
   });
   const out = command.out ?? family.defaultOutput(request);
-  const plans = family.outputs(request, out, command.flags);
-  for (const plan of plans) checkWritable(plan.path, plan.what);
+  const targets = family.outputs(request, out, command.flags);
+  const outputs = OutputSet.plan(targets);
 
   const progress = new ProgressBar("denoise", request.steps);
   const engine = (options.chooseEngine ?? chooseEngine)(command);
@@ -101,23 +101,11 @@ export async function runGen(
   }
   const { denoise, timings } = result;
   options.signal?.throwIfAborted(); // Ctrl-C during decoding: still nothing written
-  const files = await family.render(request, result.media, plans, command.flags, {
+  const contents = await family.render(request, result.media, targets, command.flags, {
     ...(options.signal ? { signal: options.signal } : {}),
   });
-  options.signal?.throwIfAborted();
-  // The extra outputs first: if the main one then fails, they go too, so a failure leaves no file.
-  const [main, ...extras] = files;
-  const written: string[] = [];
-  try {
-    for (const file of extras) {
-      await writeFileAtomic(file.path, file.bytes);
-      written.push(file.path);
-    }
-    if (main !== undefined) await writeFileAtomic(main.path, main.bytes);
-  } catch (e) {
-    for (const path of written) await Deno.remove(path).catch(() => {});
-    throw e;
-  }
+  // All files or none; Ctrl-C before the last rename leaves nothing and rethrows its reason.
+  await outputs.commit(contents, options.signal ? { signal: options.signal } : {});
   const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
   const devices = denoise.mode === "parastep" && denoise.devices > 1
     ? `ParaStep on ${denoise.devices} devices (W=${denoise.warmup}` +

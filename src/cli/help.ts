@@ -106,9 +106,10 @@ ${runFlags(GEN_GPUS)}
   --mode parastep|batchstep|sequential
                           How to spread the denoising loop (default: parastep)
   -o, --out PATH          Output file (default: named after the prompt or image and the
-                          seed, here); an existing file is replaced atomically, keeping
-                          its mode, and a symlink is written through to its target
+                          seed, here)
   --in-process            Run all ranks in this process (no Workers)
+
+Existing outputs are replaced (all or none; mode, owner and symlinks kept).
 
 ${familySections("gen")}
 

@@ -15,6 +15,7 @@ import {
 } from "../../ffi/mod.ts";
 import { listModels, type ModelEntry, modelsDir } from "../models/registry.ts";
 import type { InfoCommand } from "./args.ts";
+import { printLine } from "./print.ts";
 
 /** Everything `info` reports. */
 export interface InfoReport {
@@ -85,5 +86,5 @@ export function formatInfo(r: InfoReport): string {
 /** Runs `parastep info`, printing to stdout. */
 export function runInfo(command: InfoCommand, version: string): void {
   const report = gatherInfo(version, command.verbose);
-  console.log(command.json ? JSON.stringify(report, null, 2) : formatInfo(report));
+  printLine(command.json ? JSON.stringify(report, null, 2) : formatInfo(report));
 }

@@ -1,11 +1,24 @@
 /**
- * File formats parastep reads and writes: .npy arrays, WAV audio, PNG heat maps, and atomic
- * file replacement.
+ * File formats parastep reads and writes: .npy arrays, WAV audio, PNG heat maps; atomic
+ * file replacement and output sets written as one transaction.
  *
  * @module
  */
 
-export { writeFileAtomic, WriteFileError } from "./atomic.ts";
+export { writeFileAtomic } from "./atomic.ts";
+export {
+  type CommitOptions,
+  type CommitStep,
+  NAME_MAX,
+  type OutputContent,
+  OutputPathError,
+  OutputSet,
+  type OutputTarget,
+  PATH_MAX,
+  type PlannedOutput,
+  WriteFileError,
+  type WrittenOutput,
+} from "./output_set.ts";
 export { crc32 } from "./crc32.ts";
 export {
   decodeNpy,

@@ -12,7 +12,10 @@
  */
 
 import type { Env, SessionOptions } from "../../ffi/mod.ts";
+import type { OutputContent, OutputTarget } from "../io/output_set.ts";
 import type { ModelFolder } from "../models/model.ts";
+
+export type { OutputContent, OutputTarget };
 
 /** A flag a family adds to `gen` (and `bench`, unless it is an output flag). */
 export interface FlagSpec {
@@ -70,20 +73,6 @@ export interface StageOptions {
 export interface MediaDecoder<R, M> extends Disposable {
   /** Latents to the family's media (audio, frames). */
   decode(request: R, latents: Float32Array): M | Promise<M>;
-}
-
-/** One file `gen` will write. */
-export interface OutputPlan {
-  /** Where. */
-  readonly path: string;
-  /** What it is, for messages: "the output", "the spectrogram". */
-  readonly what: string;
-}
-
-/** A file's content, ready to be written atomically. */
-export interface OutputFile extends OutputPlan {
-  /** The bytes. */
-  readonly bytes: Uint8Array;
 }
 
 /** One quality number of an output against a reference output (bench, gpu-check). */
@@ -149,17 +138,24 @@ export interface PipelineFamily<R extends RequestBase = RequestBase, C = unknown
   /** Open the decoder (before the loop, so a broken graph fails early). */
   openDecoder(env: Env, model: ModelFolder, options: StageOptions): MediaDecoder<R, M>;
 
-  /** The files `gen` will write for `out` and the given flags (checked before any work). */
-  outputs(request: R, out: string, flags: FlagValues): OutputPlan[];
+  /**
+   * The files `gen` will write for `out` and the given flags, with a label for messages ("the
+   * output", "the spectrogram"); `gen` checks them all before any work and commits them as one
+   * set (see `OutputSet`).
+   */
+  outputs(request: R, out: string, flags: FlagValues): OutputTarget[];
 
-  /** 8. The bytes of each planned output. */
+  /**
+   * 8. The content of each planned output, in the order of `targets` (bytes, or a function the
+   * commit calls when it reaches that file, so large outputs are encoded one at a time).
+   */
   render(
     request: R,
     media: M,
-    plans: readonly OutputPlan[],
+    targets: readonly OutputTarget[],
     flags: FlagValues,
     options: RenderOptions,
-  ): Promise<OutputFile[]>;
+  ): Promise<OutputContent[]>;
 
   /** The default output path (in the working folder) for a request. */
   defaultOutput(request: R): string;

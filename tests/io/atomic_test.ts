@@ -52,7 +52,7 @@ Deno.test("writeFileAtomic into a missing directory fails naming the path and cr
       assert.equal(err.path, target);
       assert.equal(
         err.message,
-        `Cannot write '${target}': the directory '${dir}/missing' does not exist`,
+        `Cannot write '${target}': the folder '${dir}/missing' does not exist`,
       );
       assert.ok(err.cause instanceof Deno.errors.NotFound);
       return true;

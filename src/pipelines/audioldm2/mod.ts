@@ -11,7 +11,7 @@ import { encodeHeatmapPng } from "../../io/png.ts";
 import { encodeWav, type WavFormat } from "../../io/wav.ts";
 import { slugFileName } from "../../io/paths.ts";
 import { logSpectralDistance, psnr, snr } from "../../metrics/audio.ts";
-import type { FlagValues, OutputFile, OutputPlan, PipelineFamily } from "../family.ts";
+import type { FlagValues, OutputContent, OutputTarget, PipelineFamily } from "../family.ts";
 import {
   type CheckedRequest,
   checkManifest,
@@ -117,23 +117,22 @@ export const audioldm2: PipelineFamily<CheckedRequest, Conditioning, Decoded> = 
   },
 
   outputs(_request, out, flags) {
-    const plans: OutputPlan[] = [{ path: out, what: "the output" }];
+    const targets: OutputTarget[] = [{ path: out, label: "the output" }];
     const spectrogram = text(flags, "spectrogram");
-    if (spectrogram !== undefined) plans.push({ path: spectrogram, what: "the spectrogram" });
-    return plans;
+    if (spectrogram !== undefined) targets.push({ path: spectrogram, label: "the spectrogram" });
+    return targets;
   },
 
-  async render(request, media, plans, flags) {
+  render(request, media, targets, flags) {
     const format = (text(flags, "wav-format") ?? "pcm16") as WavFormat;
     const [, , frames, bins] = media.mel.dims;
-    const files: OutputFile[] = [];
-    for (const plan of plans) {
-      const bytes = plan.what === "the spectrogram"
-        ? await encodeHeatmapPng(media.mel.data, [frames!, bins!])
-        : encodeWav(media.waveform, request.sampleRate, { format });
-      files.push({ ...plan, bytes });
-    }
-    return files;
+    return Promise.resolve(
+      targets.map((target): OutputContent =>
+        target.label === "the spectrogram"
+          ? () => encodeHeatmapPng(media.mel.data, [frames!, bins!])
+          : () => encodeWav(media.waveform, request.sampleRate, { format })
+      ),
+    );
   },
 
   defaultOutput(request) {
