@@ -516,3 +516,37 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "video-sized messages (SVD latents, f32 [1,14,4,72,128]) pass bit for bit with max_payload raised",
+  ignore,
+  async fn() {
+    const dims = [1, 14, 4, 72, 128];
+    const n = 14 * 4 * 72 * 128; // 516096 floats: 1.97 MiB per array, 3.94 MiB per warm-up
+    await using server = await startNatsServer({ maxPayload: 8 * 1024 * 1024 });
+    const transports = await openRanks(server, "video", 2, { dims });
+    const [zero, one] = transports as [NatsTransport, NatsTransport];
+    try {
+      const x = jsToyX0(n, 1);
+      const cache = jsToyX0(n, 2);
+      zero.broadcast({ gen: "video", step: 4, kind: "warmup", from: 0, depth: 5, x, cache });
+      one.send(0, { gen: "video", step: 5, kind: "eps", from: 1, depth: 6, eps: cache });
+      const warm = await within(
+        HANG_MS,
+        one.receive({ gen: "video", step: 4, kind: "warmup", from: 0 }),
+      );
+      const eps = await within(
+        HANG_MS,
+        zero.receive({ gen: "video", step: 5, kind: "eps", from: 1 }),
+      );
+      assert(warm.kind === "warmup" && eps.kind === "eps");
+      assertEquals(firstBitDifference(warm.x, x), -1);
+      assertEquals(firstBitDifference(warm.cache, cache), -1);
+      assertEquals(firstBitDifference(eps.eps, cache), -1);
+      assertEquals(one.counters().bytesReceived, 2 * n * 4);
+    } finally {
+      await closeAll(transports);
+    }
+  },
+});
