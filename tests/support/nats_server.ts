@@ -39,10 +39,12 @@ function isFile(path: string): boolean {
 export const NATS_SERVER_BIN: string | undefined = findBinary();
 
 /** Why NATS tests are skipped here, or `undefined` when they run. */
-export const NATS_SKIP_REASON: string | undefined = NATS_SERVER_BIN === undefined
-  ? "NATS tests skipped: no nats-server binary on $PATH, in /usr/sbin or in $NATS_SERVER_BIN " +
-    "(Debian: apt-get install nats-server)"
-  : undefined;
+export const NATS_SKIP_REASON: string | undefined = NATS_SERVER_BIN !== undefined
+  ? undefined
+  : Deno.env.get("NATS_SERVER_BIN")
+  ? `NATS tests skipped: NATS_SERVER_BIN=${Deno.env.get("NATS_SERVER_BIN")} is not a file`
+  : "NATS tests skipped: no nats-server binary on $PATH or in /usr/sbin, /usr/local/sbin " +
+    "(Debian: apt-get install nats-server; or set NATS_SERVER_BIN)";
 
 let skipPrinted = false;
 
