@@ -211,3 +211,30 @@ Deno.test("SVD seeded draws follow diffusers' order: noise augmentation first, t
     assert.equal(intermediates.vaeEncoderImage[k], want);
   }
 });
+
+Deno.test("SVD without guidance (max guidance <= 1): batch 1 with the image, guide is the identity", () => {
+  const image = decodeImage(Deno.readFileSync(`${TINY}/reference/case1/image.png`), "image.png");
+  const request = checkRequest(model, { image, minGuidance: 1, maxGuidance: 1 });
+  const [, F, C, h, w] = request.latentDims;
+  const n = F * C * h * w;
+  const conditioning = {
+    cfg: false,
+    guidance: new Float32Array(F).fill(1),
+    imageEmbeds: new Float32Array(32).fill(0.5),
+    imageLatent: Float32Array.from({ length: C * h * w }, (_, k) => k),
+    addedTimeIds: new Float32Array([6, 127, 0.02]),
+  };
+  const table = euler(model.manifest.scheduler, request.steps);
+  const x = new Float32Array(n).fill(2);
+  const { sample, timestep } = unetInputs(table, conditioning, request.latentDims, [x], [3]);
+  assert.equal(sample.length, 2 * n); // [1, F, 2C, h, w]
+  assert.deepEqual(Array.from(timestep), [table.timesteps[3]]);
+  const plane = C * h * w;
+  for (let f = 0; f < F; f++) {
+    assert.deepEqual(
+      sample.subarray((2 * f + 1) * plane, (2 * f + 2) * plane),
+      conditioning.imageLatent,
+    );
+    assert.equal(sample[2 * f * plane], table.scaleModelInput(x, 3)[0]);
+  }
+});
