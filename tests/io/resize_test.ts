@@ -6,6 +6,7 @@ import {
   resizeWithAntialiasing,
 } from "../../src/io/resize.ts";
 import { clipPixelValues, vaeImage } from "../../src/pipelines/svd/preprocess.ts";
+import { expectDtype, readNpy } from "../../src/io/npy.ts";
 import { assertAllClose, loadJson, loadNpy } from "../fixtures/mod.ts";
 
 const index = (await loadJson("image", "index.json")) as {
@@ -91,4 +92,40 @@ Deno.test("bicubic align_corners keeps the corners and a constant image", () => 
       resizeWithAntialiasing({ channels: 1, height: 1, width: 4, data: new Float32Array(4) }, 1, 2),
     /its height \(1\) is too small for a 3-tap blur/,
   );
+});
+
+Deno.test("resizeWithAntialiasing matches diffusers' _resize_with_antialiasing (svd-tiny's fixtures)", async () => {
+  const dir = new URL("../../models/svd-tiny/reference/resize/", import.meta.url);
+  const info = JSON.parse(await Deno.readTextFile(new URL("resize.json", dir))) as {
+    cases: {
+      name: string;
+      input: string;
+      output: string;
+      inputShape: [number, number, number, number];
+      size: [number, number];
+      kernelSize: [number, number];
+      sigma: [number, number];
+    }[];
+  };
+  assert.ok(info.cases.length >= 3);
+  for (const c of info.cases) {
+    const [B, C, h, w] = c.inputShape;
+    const [outH, outW] = c.size;
+    const ky = antialiasKernel(h, outH);
+    const kx = antialiasKernel(w, outW);
+    assert.deepEqual([ky.size, kx.size], c.kernelSize, c.name);
+    assert.ok(Math.abs(ky.sigma - c.sigma[0]) < 1e-12 && Math.abs(kx.sigma - c.sigma[1]) < 1e-12);
+    const input = expectDtype(await readNpy(new URL(c.input, dir)), "float32").data;
+    const want = expectDtype(await readNpy(new URL(c.output, dir)), "float32").data;
+    const image = C * h * w;
+    for (let b = 0; b < B; b++) {
+      const got = resizeWithAntialiasing(
+        { channels: C, height: h, width: w, data: input.slice(b * image, (b + 1) * image) },
+        outH,
+        outW,
+      );
+      const n = C * outH * outW;
+      assertAllClose(got.data, want.subarray(b * n, (b + 1) * n), CLIP_TOL, `${c.name}[${b}]`);
+    }
+  }
 });
