@@ -14,8 +14,6 @@
  * @module
  */
 
-import gifencModule from "gifenc";
-import HME from "h264-mp4-encoder";
 import { encodeRgbPng } from "./png.ts";
 
 /** The part of `gifenc`'s API used here (the package ships no types). */
@@ -34,7 +32,10 @@ interface Gifenc {
   applyPalette(rgba: Uint8Array, palette: number[][]): Uint8Array;
 }
 
-const gifenc = gifencModule as unknown as Gifenc;
+/** The encoders load on first use: every command would otherwise parse their megabyte of code. */
+async function loadGifenc(): Promise<Gifenc> {
+  return (await import("gifenc")).default as unknown as Gifenc;
+}
 
 /** Frames as 8-bit RGB: `frames` images of `height` rows of `width` pixels `r, g, b`. */
 export interface RgbFrames {
@@ -237,6 +238,7 @@ async function encodeWithWasm(
   fps: number,
   signal: AbortSignal | undefined,
 ): Promise<Uint8Array> {
+  const HME = (await import("h264-mp4-encoder")).default;
   const encoder = await HME.createH264MP4Encoder();
   // The encoders share one in-memory file system: each writes its own file.
   const name = `parastep-${Date.now()}-${wasmCount++}.mp4`;
@@ -278,8 +280,8 @@ async function encodeWithWasm(
  * Encodes RGB frames as a looping GIF at (about) `fps` frames per second, each frame with its own
  * 256-colour palette.
  */
-export function encodeGif(video: RgbFrames, fps: number): Uint8Array {
-  const { GIFEncoder, quantize, applyPalette } = gifenc;
+export async function encodeGif(video: RgbFrames, fps: number): Promise<Uint8Array> {
+  const { GIFEncoder, quantize, applyPalette } = await loadGifenc();
   const gif = GIFEncoder();
   const n = video.width * video.height;
   const rgba = new Uint8Array(n * 4);

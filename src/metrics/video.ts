@@ -58,8 +58,8 @@ function check(reference: Float32Array, estimate: Float32Array, shape: VideoShap
  * import assert from "node:assert/strict";
  * import { framePsnr } from "./video.ts";
  * const shape = { frames: 1, channels: 1, height: 1, width: 2 };
- * const [p] = framePsnr(new Float32Array([0, 1]), new Float32Array([0, 0.9]), shape);
- * assert.ok(Math.abs(p! - 10 * Math.log10(1 / 0.005)) < 1e-9);
+ * const [p] = framePsnr(new Float32Array([0, 1]), new Float32Array([0, 0.5]), shape);
+ * assert.ok(Math.abs(p! - 10 * Math.log10(1 / 0.125)) < 1e-12);
  * ```
  */
 export function framePsnr(

@@ -189,7 +189,7 @@ Deno.test({
   name: "GIF: every frame, the size, and the first frame's colours",
   ignore: !FFPROBE,
   async fn() {
-    const bytes = encodeGif(video, 7);
+    const bytes = await encodeGif(video, 7);
     assert.equal(new TextDecoder().decode(bytes.subarray(0, 6)), "GIF89a");
     const path = await Deno.makeTempFile({ suffix: ".gif" });
     try {

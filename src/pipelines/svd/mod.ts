@@ -224,7 +224,7 @@ export const svd: PipelineFamily<CheckedRequest, Conditioning, Decoded> = {
         bytes = (await encodeMp4(video, request.fps, {
           ...(options.signal ? { signal: options.signal } : {}),
         })).bytes;
-      } else if (plan.what === GIF) bytes = encodeGif(video, request.fps);
+      } else if (plan.what === GIF) bytes = await encodeGif(video, request.fps);
       else bytes = pngs[frame++]!;
       files.push({ ...plan, bytes });
     }
