@@ -7,6 +7,7 @@ one `error: ...` line on stderr and exit code 2; anything else is a bug and keep
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -15,9 +16,15 @@ from pathlib import Path
 
 from .errors import ExportError
 
-FAMILIES = ("audioldm2",)
+# Each family is a subpackage whose `family` module has `load(args, log)`, `export(pipe, args, source,
+# defaults, log)` and `bench(model_dir)`; see audioldm2/family.py.
+FAMILIES = ("audioldm2", "svd")
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BENCH_OUT = REPO_ROOT / ".cache" / "models" / "audioldm2-bench"
+
+
+def bench_out(family: str) -> Path:
+    """Where `--size bench` writes when `--out` is absent (git-ignored)."""
+    return REPO_ROOT / ".cache" / "models" / f"{family}-bench"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,7 +39,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     src.add_argument("--from", dest="source", metavar="SRC", help="hub id (from the local HF cache) or checkpoint directory")
     src.add_argument("--tiny", action="store_const", const="tiny", dest="size", help="same as --size tiny")
     src.add_argument("--size", choices=("tiny", "bench"), help="random weights from built-in configs")
-    p.add_argument("--out", type=Path, help="model folder to write (default for --size bench: .cache/models/audioldm2-bench)")
+    p.add_argument("--out", type=Path, help="model folder to write (default for --size bench: .cache/models/<family>-bench)")
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32")
     p.add_argument("--seed", type=int, default=0, help="weight seed for --tiny / --size (default 0)")
     p.add_argument(
@@ -47,37 +54,32 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if args.out is None:
         if args.size != "bench":
             raise ExportError("--out is required (only --size bench has a default)")
-        args.out = BENCH_OUT
+        args.out = bench_out(args.family)
     if args.reference is None:
         args.reference = args.size == "tiny"
     return args
 
 
+def _family(name: str):
+    return importlib.import_module(f"{__package__}.{name}.family")
+
+
 def load_pipeline(args: argparse.Namespace, log=print):
     """The float32 pipeline to export, with the manifest's `source` and `defaults` entries."""
-    from .audioldm2 import checkpoint, configs, export
-
-    if args.source is not None:
-        log(f"loading {args.source}")
-        pipe = checkpoint.load(args.source)
-        return pipe, {"from": args.source, "tiny": False, "size": None, "seed": None}, dict(export.REAL_DEFAULTS)
-    size = configs.SIZES[args.size]
-    log(f"building random {size.name} AudioLDM2 (seed {args.seed})")
-    pipe = configs.build_pipeline(size, args.seed)
-    source = {"from": None, "tiny": size.name == "tiny", "size": size.name, "seed": args.seed}
-    return pipe, source, {k: v for k, v in size.defaults.items() if k != "duration"}
+    return _family(args.family).load(args, log)
 
 
 def run(args: argparse.Namespace, log=print) -> dict:
     """Load or build the pipeline `args` describe, export it, and return the manifest."""
+    from .folders import check_out
+
+    check_out(args.out)  # before a load that can take minutes; the export checks again
     start = time.perf_counter()
     pipe, source, defaults = load_pipeline(args, log)
     manifest = export_pipeline(pipe, args, source, defaults, log)
     log(f"wrote {args.out} in {time.perf_counter() - start:.1f} s")
     if args.size == "bench":
-        from .audioldm2 import bench
-
-        timing = bench.unet_latency(args.out)
+        timing = _family(args.family).bench(args.out)
         (Path(args.out) / "unet_latency.json").write_text(json.dumps(timing, indent=2) + "\n", encoding="utf-8")
         log(f"unet batch 2, 1 thread: median {timing['medianMs']} ms (min {timing['minMs']}, p90 {timing['p90Ms']})")
     return manifest
@@ -85,11 +87,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
 
 def export_pipeline(pipe, args: argparse.Namespace, source: dict, defaults: dict, log=print) -> dict:
     """Write `args.out` for a loaded pipeline, with the options in `args`."""
-    from .audioldm2 import export
-
-    return export.export(
-        pipe, args.out, source=source, defaults=defaults, dtype=args.dtype, with_reference=args.reference, log=log
-    )
+    return _family(args.family).export(pipe, args, source, defaults, log)
 
 
 def main(argv: list[str] | None = None) -> int:

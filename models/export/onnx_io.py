@@ -89,6 +89,9 @@ def export_component(
             # dynamo=False is a deliberate choice (module docstring), so its deprecation notices are noise.
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
             warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
+            # A reversed (step -1) Slice of a constant, as F.pad's ONNX conversion writes for the VAE
+            # encoder's asymmetric padding, is left to run in the graph instead of being folded.
+            warnings.filterwarnings("ignore", message="Constant folding - Only steps=1 can be constant folded")
             torch.onnx.export(
                 component.module.eval(),
                 component.example,

@@ -47,8 +47,8 @@ export function checkFamilyFlags(family: PipelineFamily, model: string, flags: F
   const foreign = Object.keys(flags).find((name) => !own.has(name));
   if (foreign !== undefined) {
     throw new FlagNotApplicableError(
-      `--${foreign} does not apply to '${model}', a ${family.name} model (${family.title}); ` +
-        `see 'parastep help gen' for its flags`,
+      `--${foreign} does not apply to '${model}': its family, ${family.name} (${family.title}), ` +
+        `does not take it; see 'parastep help gen' for its flags`,
     );
   }
 }

@@ -113,14 +113,16 @@ Existing outputs are replaced (all or none; mode, owner and symlinks kept).
 
 ${familySections("gen")}
 
-Example:
-  parastep gen --model audioldm2-tiny --prompt "rain on a tin roof" --gpus 2`,
+Examples:
+  parastep gen --model audioldm2-tiny --prompt "rain on a tin roof" --gpus 2
+  parastep gen --model svd-tiny --image photo.png --frames 6 --gpus 2 --gif preview.gif`,
   bench: `Usage: parastep bench [flags]
 
 For each device count N, times the sequential baseline, ParaStep with N
 devices (with each exchange, unless --exchange picks one) and BatchStep on
 the same seed, and compares their outputs with the sequential one (the
-family's quality measures: SNR, log-spectral distance and mel PSNR for audio). Exchange per round is the time rank 0
+family's quality measures: SNR, log-spectral distance and mel PSNR for audio,
+mean per-frame PSNR and SSIM for video). Exchange per round is the time rank 0
 spends sending and waiting for the others' eps in a round (median); hops are
 the median one-way times of the latents and eps messages.
 

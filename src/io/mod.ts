@@ -1,6 +1,7 @@
 /**
- * File formats parastep reads and writes: .npy arrays, WAV audio, PNG heat maps; atomic
- * file replacement and output sets written as one transaction.
+ * File formats parastep reads and writes: .npy arrays, WAV audio, PNG images, input images (PNG,
+ * JPEG) and their resampling, video (MP4, GIF, PNG frames); atomic file replacement and output sets
+ * written as one transaction.
  *
  * @module
  */
@@ -30,7 +31,13 @@ export {
   readNpy,
   writeNpy,
 } from "./npy.ts";
-export { encodeHeatmapPng, HEATMAP_ANCHORS, heatmapColour, type HeatmapOptions } from "./png.ts";
+export {
+  encodeHeatmapPng,
+  encodeRgbPng,
+  HEATMAP_ANCHORS,
+  heatmapColour,
+  type HeatmapOptions,
+} from "./png.ts";
 export {
   decodeWav,
   encodeWav,
@@ -38,3 +45,31 @@ export {
   type WavAudio,
   type WavFormat,
 } from "./wav.ts";
+export {
+  decodeImage,
+  ImageError,
+  MAX_IMAGE_PIXELS,
+  readImage,
+  type RgbImage,
+  sniffImageFormat,
+} from "./image.ts";
+export {
+  antialiasKernel,
+  gaussianKernel,
+  interpolateBicubic,
+  type Planes,
+  resizeLanczos,
+  resizeWithAntialiasing,
+} from "./resize.ts";
+export {
+  encodeFramePngs,
+  encodeGif,
+  encodeMp4,
+  findFfmpeg,
+  frameFileName,
+  frameRgb,
+  framesToRgb,
+  type Mp4Encoder,
+  type Mp4Options,
+  type RgbFrames,
+} from "./video.ts";

@@ -1,5 +1,6 @@
 /**
- * PNG heat maps of 2-D arrays, such as a mel spectrogram [frames, bins].
+ * PNG heat maps of 2-D arrays, such as a mel spectrogram [frames, bins], and plain 8-bit RGB
+ * PNGs ({@linkcode encodeRgbPng}, e.g. video frames).
  *
  * Image layout: one pixel per value, width = frames (time runs left to right), height = bins, with
  * bin 0 (the lowest frequency) on the **bottom** row.
@@ -174,7 +175,16 @@ export async function encodeHeatmapPng(
       raw[p + 2] = HEATMAP_LUT[k + 2]!;
     }
   }
-  const idat = await zlibCompress(raw);
+  return await rgbPng(raw, width, height);
+}
+
+/** The PNG file of unfiltered 8-bit RGB scanlines (each row: filter byte 0, then its pixels). */
+async function rgbPng(
+  scanlines: Uint8Array<ArrayBuffer>,
+  width: number,
+  height: number,
+): Promise<Uint8Array> {
+  const idat = await zlibCompress(scanlines);
 
   const ihdr = new Uint8Array(13);
   const hv = new DataView(ihdr.buffer);
@@ -193,6 +203,48 @@ export async function encodeHeatmapPng(
     p += c.length;
   }
   return out;
+}
+
+/**
+ * Encode an 8-bit RGB image (pixels interleaved `r, g, b`, rows top to bottom) as a PNG.
+ *
+ * @throws {RangeError} if a dimension is not an integer in 1..2^31-1 or `rgb` does not hold
+ *   `width * height * 3` bytes
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { encodeRgbPng } from "./png.ts";
+ * const png = await encodeRgbPng(new Uint8Array(2 * 2 * 3).fill(200), 2, 2);
+ * assert.ok(png[1] === 0x50 && png[2] === 0x4e && png[3] === 0x47); // "PNG"
+ * ```
+ */
+export async function encodeRgbPng(
+  rgb: Uint8Array,
+  width: number,
+  height: number,
+): Promise<Uint8Array> {
+  const action = "Cannot encode the PNG image";
+  for (const [name, d] of [["width", width], ["height", height]] as const) {
+    if (!Number.isInteger(d) || d < 1 || d > MAX_DIMENSION) {
+      throw new RangeError(
+        `${action} as '${name}' must be an integer in 1..${MAX_DIMENSION}: current value is ${d}`,
+      );
+    }
+  }
+  if (rgb.length !== width * height * 3) {
+    throw new RangeError(
+      `${action} as ${width}x${height} RGB needs ${
+        width * height * 3
+      } bytes: current length is ${rgb.length}`,
+    );
+  }
+  const stride = 1 + 3 * width;
+  const raw = new Uint8Array(height * stride);
+  for (let y = 0; y < height; y++) {
+    raw.set(rgb.subarray(y * 3 * width, (y + 1) * 3 * width), y * stride + 1);
+  }
+  return await rgbPng(raw, width, height);
 }
 
 /** One PNG chunk: length (big endian), type, data, CRC-32 of type and data. */

@@ -1,5 +1,6 @@
 /**
- * Quality metrics (SNR, log-spectral distance, PSNR) and the FFT / STFT they use.
+ * Quality metrics (SNR, log-spectral distance, PSNR; per-frame video PSNR and SSIM) and the FFT /
+ * STFT they use.
  *
  * @module
  */
@@ -21,3 +22,4 @@ export {
   powerSpectrogram,
   type StftOptions,
 } from "./stft.ts";
+export { framePsnr, frameSsim, meanFinite, type VideoShape } from "./video.ts";

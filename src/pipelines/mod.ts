@@ -9,6 +9,7 @@
 import { ManifestError } from "../models/manifest.ts";
 import type { ModelFolder } from "../models/model.ts";
 import { audioldm2 } from "./audioldm2/mod.ts";
+import { svd } from "./svd/mod.ts";
 import type { FlagSpec, PipelineFamily } from "./family.ts";
 
 export * from "./family.ts";
@@ -18,6 +19,7 @@ export * from "./generate.ts";
 /** Every family parastep runs, by the manifest's `family` value. */
 export const FAMILIES: Readonly<Record<string, PipelineFamily>> = {
   audioldm2,
+  svd,
 };
 
 /**

@@ -14,6 +14,7 @@
  * @module
  */
 
+import { checkStepArgs, ConfigFields, describe } from "./_config.ts";
 import { roundHalfEven, torchCumprodF32, torchLinspaceF32 } from "./_f32.ts";
 
 /** diffusers' `beta_schedule` values that DDIM supports. */
@@ -126,30 +127,25 @@ const STEP_ACTION = "Cannot take a DDIM step";
  * ```
  */
 export function parseDdimConfig(raw: unknown): DdimConfig {
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-    throw new TypeError(
-      `${CONFIG_ACTION} as the config must be an object: current value is ${describe(raw)}`,
-    );
-  }
-  const obj = raw as Readonly<Record<string, unknown>>;
-  const numTrain = integerField(obj, "num_train_timesteps", 1000, 1, MAX_TRAIN_TIMESTEPS);
-  const betaStart = numberField(obj, "beta_start", 0.0001, 0, 1);
-  const betaEnd = numberField(obj, "beta_end", 0.02, 0, 1);
-  const betaSchedule = literalField(obj, "beta_schedule", BETA_SCHEDULES, "linear");
-  const trainedBetas = trainedBetasField(obj, numTrain);
-  const predictionType = literalField(obj, "prediction_type", PREDICTION_TYPES, "epsilon");
-  const clipSample = booleanField(obj, "clip_sample", true);
-  const clipSampleRange = numberField(obj, "clip_sample_range", 1.0, 0, Infinity, true);
-  const setAlphaToOne = booleanField(obj, "set_alpha_to_one", true);
-  const stepsOffset = integerField(obj, "steps_offset", 0, 0, MAX_TRAIN_TIMESTEPS);
-  const spacing = literalField(obj, "timestep_spacing", SPACINGS, "leading");
-  const thresholding = booleanField(obj, "thresholding", false);
+  const fields = ConfigFields.of(raw, CONFIG_ACTION);
+  const numTrain = fields.integer("num_train_timesteps", 1000, 1, MAX_TRAIN_TIMESTEPS);
+  const betaStart = fields.number("beta_start", 0.0001, 0, 1);
+  const betaEnd = fields.number("beta_end", 0.02, 0, 1);
+  const betaSchedule = fields.literal("beta_schedule", BETA_SCHEDULES, "linear");
+  const trainedBetas = trainedBetasField(fields.obj, numTrain);
+  const predictionType = fields.literal("prediction_type", PREDICTION_TYPES, "epsilon");
+  const clipSample = fields.boolean("clip_sample", true);
+  const clipSampleRange = fields.number("clip_sample_range", 1.0, 0, Infinity, true);
+  const setAlphaToOne = fields.boolean("set_alpha_to_one", true);
+  const stepsOffset = fields.integer("steps_offset", 0, 0, MAX_TRAIN_TIMESTEPS);
+  const spacing = fields.literal("timestep_spacing", SPACINGS, "leading");
+  const thresholding = fields.boolean("thresholding", false);
   if (thresholding) {
     throw new RangeError(
       `${CONFIG_ACTION} as 'thresholding' must be false (dynamic thresholding is not supported): current value is true`,
     );
   }
-  const rescale = booleanField(obj, "rescale_betas_zero_snr", false);
+  const rescale = fields.boolean("rescale_betas_zero_snr", false);
   return Object.freeze({
     num_train_timesteps: numTrain,
     beta_start: betaStart,
@@ -245,7 +241,7 @@ export function ddim(config: unknown, T: number): DdimTable {
   //   dir          -> √(1 − α_{t−1} − σ_t²), the "direction pointing to x_t" coefficient
   //   out          -> x_{t−1}
   function step(eps: Float32Array, i: number, x: Float32Array, out?: Float32Array): Float32Array {
-    checkStepArgs(eps, i, x, out, T);
+    checkStepArgs(STEP_ACTION, "eps", eps, i, x, out, T);
     const dst = out ?? new Float32Array(x.length);
 
     // 1. get previous step value (= t − N // T), precomputed in the table
@@ -397,138 +393,6 @@ function makeTimesteps(cfg: DdimConfig, T: number): Int32Array {
     }
   }
   return ts;
-}
-
-function checkStepArgs(
-  eps: Float32Array,
-  i: number,
-  x: Float32Array,
-  out: Float32Array | undefined,
-  T: number,
-): void {
-  if (!(eps instanceof Float32Array)) {
-    throw new TypeError(
-      `${STEP_ACTION} as 'eps' must be a Float32Array: current value is ${describe(eps)}`,
-    );
-  }
-  if (!(x instanceof Float32Array)) {
-    throw new TypeError(
-      `${STEP_ACTION} as 'x' must be a Float32Array: current value is ${describe(x)}`,
-    );
-  }
-  if (!Number.isInteger(i) || i < 0 || i >= T) {
-    throw new RangeError(
-      `${STEP_ACTION} as 'i' must be an integer in 0..${T - 1}: current value is ${i}`,
-    );
-  }
-  if (x.length !== eps.length) {
-    throw new RangeError(
-      `${STEP_ACTION} as 'x' must have the length of 'eps' (${eps.length}): current value is ${x.length}`,
-    );
-  }
-  if (out !== undefined) {
-    if (!(out instanceof Float32Array)) {
-      throw new TypeError(
-        `${STEP_ACTION} as 'out' must be a Float32Array: current value is ${describe(out)}`,
-      );
-    }
-    if (out.length !== x.length) {
-      throw new RangeError(
-        `${STEP_ACTION} as 'out' must have the length of 'x' (${x.length}): current value is ${out.length}`,
-      );
-    }
-  }
-}
-
-function describe(value: unknown): string {
-  if (value === null) return "null";
-  if (Array.isArray(value)) return `an array of length ${value.length}`;
-  if (ArrayBuffer.isView(value)) return `a ${value.constructor.name}`;
-  if (typeof value === "object") return "an object";
-  if (typeof value === "string") return value;
-  return String(value);
-}
-
-function literalField<L extends string>(
-  obj: Readonly<Record<string, unknown>>,
-  key: string,
-  allowed: readonly L[],
-  fallback: L,
-): L {
-  const v = obj[key];
-  if (v === undefined) return fallback;
-  if (typeof v !== "string" || !(allowed as readonly string[]).includes(v)) {
-    const Ctor = typeof v === "string" ? RangeError : TypeError;
-    throw new Ctor(
-      `${CONFIG_ACTION} as '${key}' must be one of ${allowed.join(", ")}: current value is ${
-        describe(v)
-      }`,
-    );
-  }
-  return v as L;
-}
-
-function booleanField(
-  obj: Readonly<Record<string, unknown>>,
-  key: string,
-  fallback: boolean,
-): boolean {
-  const v = obj[key];
-  if (v === undefined) return fallback;
-  if (typeof v !== "boolean") {
-    throw new TypeError(
-      `${CONFIG_ACTION} as '${key}' must be true or false: current value is ${describe(v)}`,
-    );
-  }
-  return v;
-}
-
-function numberField(
-  obj: Readonly<Record<string, unknown>>,
-  key: string,
-  fallback: number,
-  min: number,
-  maxExclusive: number,
-  minExclusive = false,
-): number {
-  const v = obj[key];
-  if (v === undefined) return fallback;
-  if (typeof v !== "number") {
-    throw new TypeError(
-      `${CONFIG_ACTION} as '${key}' must be a number: current value is ${describe(v)}`,
-    );
-  }
-  const aboveMin = minExclusive ? v > min : v >= min;
-  if (!Number.isFinite(v) || !aboveMin || !(v < maxExclusive)) {
-    const lower = minExclusive ? `> ${min}` : `>= ${min}`;
-    const upper = Number.isFinite(maxExclusive) ? ` and < ${maxExclusive}` : "";
-    throw new RangeError(
-      `${CONFIG_ACTION} as '${key}' must be a finite number ${lower}${upper}: current value is ${v}`,
-    );
-  }
-  return v;
-}
-
-function integerField(
-  obj: Readonly<Record<string, unknown>>,
-  key: string,
-  fallback: number,
-  min: number,
-  max: number,
-): number {
-  const v = obj[key];
-  if (v === undefined) return fallback;
-  if (typeof v !== "number") {
-    throw new TypeError(
-      `${CONFIG_ACTION} as '${key}' must be an integer: current value is ${describe(v)}`,
-    );
-  }
-  if (!Number.isSafeInteger(v) || v < min || v > max) {
-    throw new RangeError(
-      `${CONFIG_ACTION} as '${key}' must be an integer in ${min}..${max}: current value is ${v}`,
-    );
-  }
-  return v;
 }
 
 function trainedBetasField(

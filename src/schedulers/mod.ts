@@ -12,3 +12,5 @@ export type {
   PredictionType,
   TimestepSpacing,
 } from "./ddim.ts";
+export { euler, parseEulerConfig } from "./euler.ts";
+export type { EulerConfig, EulerSpacing, EulerTable } from "./euler.ts";

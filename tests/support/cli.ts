@@ -14,6 +14,7 @@ export const PERMISSIONS: readonly string[] = [
   "--allow-write",
   "--allow-env",
   "--allow-sys",
+  "--allow-run",
 ];
 
 /** Runs `parastep ...args` and returns its exit code and output. */

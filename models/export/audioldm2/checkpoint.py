@@ -10,13 +10,11 @@ Checks run before any weights are read, so bad input fails fast with one message
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import torch
 
-from ..errors import ExportError
+from .. import checkpoints
 
 # file (relative to the checkpoint root) → fields the export or the runtime needs from it
 REQUIRED_FIELDS = {
@@ -37,43 +35,9 @@ REQUIRED_FIELDS = {
 }
 
 
-def resolve(source: str) -> Path:
-    """A local checkpoint directory for `source`: the directory itself, or the cached hub snapshot."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return path
-    # A hub id is "name" or "owner/name"; anything else can only have meant a directory.
-    if source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep != "/" and os.sep in source:
-        raise ExportError(f"--from {source}: no such directory")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError
-
-    try:
-        return Path(snapshot_download(source, local_files_only=True))
-    except HFValidationError:
-        raise ExportError(f"--from {source}: neither a local directory nor a valid Hugging Face repo id") from None
-    except Exception:  # noqa: BLE001 - any failure here means "not available offline"
-        raise ExportError(
-            f"--from {source}: not a local directory, and the Hugging Face Hub cannot be reached "
-            f"(HF_HUB_OFFLINE=1) with no cached copy; download the checkpoint elsewhere and pass its directory"
-        ) from None
-
-
 def check_configs(root: Path) -> None:
     """Raise ExportError naming the first missing file or field."""
-    for rel, fields in REQUIRED_FIELDS.items():
-        file = root / rel
-        if not file.is_file():
-            raise ExportError(f"checkpoint {root}: missing file {file}")
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise ExportError(f"checkpoint {root}: cannot read {rel}: {err}") from None
-        if rel == "model_index.json" and data.get("_class_name") != "AudioLDM2Pipeline":
-            raise ExportError(f"checkpoint {root}: {file} describes a {data.get('_class_name')}, not an AudioLDM2Pipeline")
-        for field in fields:
-            if field not in data or data[field] is None:
-                raise ExportError(f"checkpoint {root}: field '{field}' is missing from {file}")
+    checkpoints.check_configs(root, REQUIRED_FIELDS, "AudioLDM2Pipeline")
 
 
 def load(source: str):
@@ -88,7 +52,7 @@ def load(source: str):
     from diffusers import AudioLDM2Pipeline
     from transformers import GPT2LMHeadModel
 
-    root = resolve(source)
+    root = checkpoints.resolve(source)
     check_configs(root)
     language_model = GPT2LMHeadModel.from_pretrained(root / "language_model", dtype=torch.float32)
     pipe = AudioLDM2Pipeline.from_pretrained(root, language_model=language_model, dtype=torch.float32)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ExportError
-from ..onnx_io import EXTERNAL_DATA_THRESHOLD, OPSET, describe, export_component, replace_dir
+from ..folders import check_out, versions
+from ..onnx_io import EXTERNAL_DATA_THRESHOLD, describe, export_component, replace_dir
 from . import components, reference
 
 FAMILY = "audioldm2"
@@ -38,7 +38,7 @@ def export(
     conversion.
     """
     out = Path(out)
-    _check_out(out)
+    check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     timings = {}
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
@@ -104,17 +104,6 @@ def save_tokenizers(pipe, build: Path) -> dict:
     return entries
 
 
-def _check_out(out: Path) -> None:
-    """Refuse to replace a non-empty folder that is not a model folder (e.g. a typo like `--out models`)."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise ExportError(f"--out {out}: exists and is not a directory")
-    manifest = out / "manifest.json"
-    if any(out.iterdir()) and not manifest.is_file():
-        raise ExportError(f"--out {out}: a non-empty folder without manifest.json; refusing to replace it")
-
-
 def config_numbers(pipe) -> dict:
     """The numbers the runtime needs, named after the diffusers/transformers config fields they come from."""
     vocoder = pipe.vocoder.config
@@ -129,20 +118,3 @@ def config_numbers(pipe) -> dict:
         "maxNewTokens": int(pipe.language_model.config.max_new_tokens),
         "languageModelDim": int(pipe.language_model.config.n_embd),
     }
-
-
-def versions() -> dict:
-    import diffusers
-    import onnx
-    import onnxruntime
-    import transformers
-
-    return {
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "opset": OPSET,
-    }
-

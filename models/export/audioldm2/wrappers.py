@@ -7,27 +7,10 @@ own modules and add nothing but what the pipeline does around them.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch.nn.functional as F
 from torch import nn
 
-
-@contextlib.contextmanager
-def eager_attention(config):
-    """Trace a transformers model with its plain-PyTorch ("eager") attention.
-
-    With the default SDPA path, the TorchScript exporter turns an fp16 GPT2's attention into fp32
-    ops fed by fp16 weights (an invalid graph); the eager path is written in ordinary ops that keep
-    the model's dtype. In fp32 both paths agree to ~1e-7. Restored afterwards, so the live
-    pipeline is unchanged.
-    """
-    saved = config._attn_implementation
-    config._attn_implementation = "eager"
-    try:
-        yield
-    finally:
-        config._attn_implementation = saved
+from ..tracing import always_forward_upsample_size, eager_attention
 
 
 class ClapText(nn.Module):
@@ -116,21 +99,6 @@ class UNet(nn.Module):
                 encoder_attention_mask_1=encoder_attention_mask_1,
                 return_dict=False,
             )[0]
-
-
-@contextlib.contextmanager
-def always_forward_upsample_size(unet):
-    """Make `any(s % 2**num_upsamplers != 0)` true for every latent size a model can take.
-
-    With `num_upsamplers` raised to 62, the divisor 2**62 exceeds any tensor side, so the remainder
-    is the side itself, which is never 0.
-    """
-    saved = unet.num_upsamplers
-    unet.num_upsamplers = 62
-    try:
-        yield
-    finally:
-        unet.num_upsamplers = saved
 
 
 class VaeDecoder(nn.Module):

@@ -1,0 +1,39 @@
+"""What every family's model folder shares: the `--out` safety check and the manifest's `versions`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import ExportError
+
+
+def check_out(out: Path) -> None:
+    """Refuse to replace a non-empty folder that is not a model folder (e.g. a typo like `--out models`)."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ExportError(f"--out {out}: exists and is not a directory")
+    manifest = out / "manifest.json"
+    if any(out.iterdir()) and not manifest.is_file():
+        raise ExportError(f"--out {out}: a non-empty folder without manifest.json; refusing to replace it")
+
+
+def versions() -> dict:
+    """Library versions and the ONNX opset, as the manifest records them."""
+    import diffusers
+    import onnx
+    import onnxruntime
+    import torch
+    import transformers
+
+    from .onnx_io import OPSET
+
+    return {
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opset": OPSET,
+    }
