@@ -656,6 +656,12 @@ export interface GenerateOptions {
   /** Aborting stops the run at the next model call and cancels calls in flight. */
   readonly signal?: AbortSignal;
   /**
+   * The Worker engine's stall watchdog (`RunWorkersOptions.stallTimeoutMs`): a device whose call
+   * has not returned for this long ends the run naming the rank and the step.
+   * @default max(60 s, 10 x the slowest denoiser call)
+   */
+  readonly stallTimeoutMs?: number;
+  /**
    * Runs the denoising loop; the default runs every rank in this process over
    * one UNet session. The CLI passes the Worker engine here.
    */
@@ -718,6 +724,8 @@ export interface DenoiseJob {
   readonly exchange?: Exchange;
   readonly onStep?: (i: number) => void;
   readonly signal?: AbortSignal;
+  /** The Worker engine's stall timeout (see `GenerateOptions.stallTimeoutMs`). */
+  readonly stallTimeoutMs?: number;
 }
 
 /** Runs a {@linkcode DenoiseJob}. */
@@ -891,6 +899,7 @@ export async function generate(
       exchange,
       ...(onStep ? { onStep: (i: number) => onStep(i, checked.steps) } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.stallTimeoutMs !== undefined ? { stallTimeoutMs: options.stallTimeoutMs } : {}),
     });
   } catch (e) {
     // An abort surfaces as whatever failed first (a cancelled run, a closed channel): report the abort.

@@ -8,8 +8,8 @@
  */
 
 import { Env, Tensor } from "../../ffi/mod.ts";
-import { resolveModel } from "../models/model.ts";
-import type { DeviceAssignment, OpenedSampler } from "../parastep/devices.ts";
+import { openComponentAsync, resolveModel } from "../models/model.ts";
+import type { DeviceAssignment, OpenedSampler, OpenSamplerContext } from "../parastep/devices.ts";
 import { ddim } from "../schedulers/ddim.ts";
 import { median } from "../metrics/stats.ts";
 import { runWorkers } from "../parastep/coordinator.ts";
@@ -20,7 +20,6 @@ import {
   type DenoiseJob,
   Denoiser,
   type DenoiseReport,
-  openDenoiser,
 } from "./audioldm2.ts";
 import type { ExecutionProvider } from "../../ffi/mod.ts";
 
@@ -63,17 +62,25 @@ export function samplerInit(
   };
 }
 
-/** Opens this rank's UNet and returns its sampler; disposing it cancels runs in flight. */
-export function openSampler(init: AudioLdm2SamplerInit, device: DeviceAssignment): OpenedSampler {
+/**
+ * Opens this rank's UNet (off the Worker's thread: `abort` still reaches the Worker, and
+ * `context.signal` cancels the load) and returns its sampler; disposing it cancels runs in flight.
+ */
+export async function openSampler(
+  init: AudioLdm2SamplerInit,
+  device: DeviceAssignment,
+  context?: OpenSamplerContext,
+): Promise<OpenedSampler> {
   const model = resolveModel(init.modelDir);
   const env = Env.create();
   try {
-    const unet = openDenoiser(env, model, {
+    const unet = await openComponentAsync(env, model, "unet", {
       executionProvider: device.ep,
       deviceId: device.deviceId,
       intraOpThreads: device.intraOpThreads,
       // Several workers share the cores: idle threads must not spin on them.
       allowSpinning: device.devices === 1,
+      ...(context ? { signal: context.signal } : {}),
     });
     const conditioning: Conditioning = {
       guidance: init.guidance,
@@ -127,6 +134,7 @@ export async function denoiseWithWorkers(job: DenoiseJob): Promise<DenoiseReport
     })),
     ...(job.signal ? { signal: job.signal } : {}),
     ...(job.onStep ? { onStep: job.onStep } : {}),
+    ...(job.stallTimeoutMs !== undefined ? { stallTimeoutMs: job.stallTimeoutMs } : {}),
   });
   const ep = result.ranks[0]?.executionProvider;
   // Rank 0's exchange per round: sending (gather: the round's latents; all-gather: its eps), and
