@@ -28,6 +28,30 @@ export class WriteFileError extends Error {
   }
 }
 
+/** Temporary files of writes in progress in this realm (see {@linkcode removePendingWrites}). */
+const pending = new Set<string>();
+
+/**
+ * Remove the temporary files of every {@linkcode writeFileAtomic} still in progress, at once and
+ * synchronously: for a process about to end without finishing them (a forced exit). Targets are
+ * never touched: each is either the old file or the whole new one.
+ *
+ * @returns The temporary files removed.
+ */
+export function removePendingWrites(): string[] {
+  const removed: string[] = [];
+  for (const tmp of pending) {
+    try {
+      Deno.removeSync(tmp);
+      removed.push(tmp);
+    } catch {
+      // Already renamed into place or gone: nothing partial is left.
+    }
+  }
+  pending.clear();
+  return removed;
+}
+
 /**
  * Write `bytes` to `path` atomically.
  *
@@ -61,6 +85,7 @@ export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<
   let created = false;
   let step = "create";
   try {
+    pending.add(tmp);
     const file = await Deno.open(tmp, { write: true, createNew: true });
     created = true;
     step = "write";
@@ -83,6 +108,8 @@ export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<
       }
     }
     throw new WriteFileError(path, await describe(err, step, path), err);
+  } finally {
+    pending.delete(tmp);
   }
 }
 

@@ -5,7 +5,7 @@
  * @module
  */
 
-export { writeFileAtomic, WriteFileError } from "./atomic.ts";
+export { removePendingWrites, writeFileAtomic, WriteFileError } from "./atomic.ts";
 export { crc32 } from "./crc32.ts";
 export {
   decodeNpy,
