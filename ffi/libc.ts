@@ -22,13 +22,18 @@ const SYMBOLS = {
   dlopen: { parameters: ["buffer", "i32"], result: "pointer" },
 } as const;
 
+/** The names libc goes by on this platform, most likely first (empty where unknown). */
+export function libcCandidates(): string[] {
+  return [...(LIBC[Deno.build.os] ?? [])];
+}
+
 let libc: Deno.DynamicLibrary<typeof SYMBOLS> | null | undefined;
 
 /** libc in this realm, or `null` where it cannot be opened (another OS, no FFI permission). */
 function open(): Deno.DynamicLibrary<typeof SYMBOLS> | null {
   if (libc !== undefined) return libc;
   libc = null;
-  for (const name of LIBC[Deno.build.os] ?? []) {
+  for (const name of libcCandidates()) {
     try {
       libc = Deno.dlopen(name, SYMBOLS);
       break;

@@ -173,6 +173,41 @@ Deno.test("a second Ctrl-C ends the process at once with exit 130 and one line",
   assert.deepEqual(p.survivors(), []);
 });
 
+Deno.test("Ctrl-C while the main thread is blocked in a session load: the backstop leaves after the grace, one line", async () => {
+  const p = new StuckProcess("block-main", { graceMs: 1000 });
+  await p.announced("blocking", 1);
+  await sleep(500); // inside CreateSession, for 13 s or more
+  const interrupted = performance.now();
+  p.child.kill("SIGINT");
+  const r = await p.result();
+  const ms = performance.now() - interrupted;
+  assert.equal(r.code, 130, r.stderr);
+  assert.equal(r.signal, null);
+  assert.equal(r.stderr, "parastep: Interrupted (Ctrl-C): stopped cleanly, nothing was written");
+  // The grace, then the backstop's 250 ms: the main thread was still loading.
+  assert.ok(ms >= 1000 && ms < 4000, `exited ${ms.toFixed(0)} ms after Ctrl-C`);
+  assert.deepEqual(p.survivors(), []);
+});
+
+Deno.test("a second Ctrl-C while the main thread is blocked ends the process at once, one line", async () => {
+  const p = new StuckProcess("block-main", { graceMs: 60_000 });
+  await p.announced("blocking", 1);
+  await sleep(500);
+  p.child.kill("SIGINT");
+  await sleep(300);
+  const second = performance.now();
+  p.child.kill("SIGINT");
+  const r = await p.result();
+  const ms = performance.now() - second;
+  assert.equal(r.code, 130, r.stderr);
+  assert.equal(
+    r.stderr,
+    "parastep: Interrupted (Ctrl-C twice): stopped at once, nothing was written",
+  );
+  assert.ok(ms < 3000, `exited ${ms.toFixed(0)} ms after the second Ctrl-C`);
+  assert.deepEqual(p.survivors(), []);
+});
+
 Deno.test("a model call hung inside ONNX Runtime ends the run: exit 1 naming the rank and step, no crash", async () => {
   const options = { devices: 2, stallTimeoutMs: 1500, hang: { rank: 1, step: 3 } };
   const p = new StuckProcess("hang-run", options);

@@ -1,10 +1,10 @@
 /**
  * A command-line program for the exit tests: runs one generation of the stuck sampler
  * (workers_stuck_sampler.ts) on Workers the way `parastep gen` runs its engine (Ctrl-C through
- * main.ts's `withInterrupt`, errors through `describeError`, the exit through `exitProcess`),
+ * `withInterrupt`, errors through `describeError`, the exit through `exitProcess`),
  * so a test can send it signals and check how the process ends.
  *
- * Usage: `deno run -A workers_stuck_cli.ts <load-async|load-sync|hang-run> [options as JSON]
+ * Usage: `deno run -A workers_stuck_cli.ts <load-async|load-sync|hang-run|block-main> [options]
  * [tag]`, options `{ devices, nodes, closeTimeoutMs, stallTimeoutMs, graceMs, hang }`; the
  * tag is ignored (a test finds the process by it).
  *
@@ -16,7 +16,8 @@
  */
 
 import { exitProcess } from "../../ffi/exit.ts";
-import { withInterrupt } from "../../main.ts";
+import { Env, Session } from "../../ffi/mod.ts";
+import { withInterrupt } from "../../src/cli/interrupt.ts";
 import { describeError } from "../../src/cli/errors.ts";
 import { runWorkers, type RunWorkersOptions } from "../../src/parastep/mod.ts";
 import { slowLoadingModel, slowModel } from "../support/models.ts";
@@ -42,12 +43,15 @@ export interface StuckCliOptions {
 const STEPS = 12;
 const N_LATENT = 64;
 
-async function run(mode: StuckInit["mode"], options: StuckCliOptions): Promise<number> {
+/** What the program can get stuck on: the sampler's modes, or `block-main` (see below). */
+type Mode = StuckInit["mode"] | "block-main";
+
+async function run(mode: Mode, options: StuckCliOptions): Promise<number> {
   const devices = options.devices ?? 2;
   const probe = new BroadcastChannel(`stuck-probe-${crypto.randomUUID()}`);
   probe.onmessage = (event) => console.log(JSON.stringify({ probe: event.data }));
   const init: StuckInit = {
-    mode,
+    mode: mode === "block-main" ? "load-sync" : mode,
     toy: { steps: STEPS, cond: jsToyCond(N_LATENT), guidance: 3.5 },
     // About 2 minutes of MatMuls on one core for the hung call; a slow load otherwise.
     model: mode === "hang-run" ? slowModel(512, 2000) : slowLoadingModel(options.nodes ?? 32000),
@@ -61,9 +65,9 @@ async function run(mode: StuckInit["mode"], options: StuckCliOptions): Promise<n
     ...(options.stallTimeoutMs === undefined ? {} : { stallTimeoutMs: options.stallTimeoutMs }),
   };
   try {
-    await withInterrupt(
+    await withInterrupt<unknown>(
       (signal) =>
-        runWorkers({
+        mode === "block-main" ? blockMain(init.model) : runWorkers({
           plan: { steps: STEPS, warmup: 2, devices },
           module: new URL("./workers_stuck_sampler.ts", import.meta.url),
           init,
@@ -82,11 +86,24 @@ async function run(mode: StuckInit["mode"], options: StuckCliOptions): Promise<n
   }
 }
 
+/**
+ * `block-main`: the main thread itself loads the slow model with the blocking `Session.create`,
+ * as `generate()` loads its encoders, so its event loop cannot hear Ctrl-C for many seconds.
+ */
+async function blockMain(model: Uint8Array): Promise<void> {
+  console.log(JSON.stringify({ probe: { rank: -1, event: "blocking" } }));
+  using env = Env.create();
+  using _session = Session.create(env, model, { intraOpThreads: 1 });
+  await Promise.resolve();
+}
+
+const MODES: readonly string[] = ["load-async", "load-sync", "hang-run", "block-main"];
+
 if (import.meta.main) {
   const [mode, json] = Deno.args;
-  if (mode !== "load-async" && mode !== "load-sync" && mode !== "hang-run") {
-    console.error(`usage: workers_stuck_cli.ts <load-async|load-sync|hang-run> [options JSON]`);
+  if (mode === undefined || !MODES.includes(mode)) {
+    console.error(`usage: workers_stuck_cli.ts <${MODES.join("|")}> [options JSON] [tag]`);
     Deno.exit(2);
   }
-  exitProcess(await run(mode, JSON.parse(json ?? "{}")));
+  exitProcess(await run(mode as Mode, JSON.parse(json ?? "{}")));
 }
