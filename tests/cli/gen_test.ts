@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { decodeWav } from "../../src/io/wav.ts";
 
-import { MAIN, parastep, PERMISSIONS } from "../support/cli.ts";
+import { MAIN, parastep, PERMISSIONS, processesWith } from "../support/cli.ts";
 
 const TINY = new URL("../../models/audioldm2-tiny", import.meta.url).pathname;
 
@@ -236,15 +236,7 @@ Deno.test("Ctrl-C while 8 workers open their sessions: exit 130 within seconds, 
     // The grace after Ctrl-C is 3 s; then the process leaves through _exit.
     assert.ok(ms < 6000, `exited ${ms.toFixed(0)} ms after Ctrl-C`);
     assert.deepEqual([...Deno.readDirSync(dir)], []);
-    const survivors = [...Deno.readDirSync("/proc")].filter((e) => {
-      try {
-        return /^\d+$/.test(e.name) &&
-          Deno.readTextFileSync(`/proc/${e.name}/cmdline`).includes(dir);
-      } catch {
-        return false;
-      }
-    });
-    assert.deepEqual(survivors, []);
+    assert.deepEqual(await processesWith(dir), []);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import type { ShutdownReport } from "../../src/parastep/mod.ts";
+import { processesWith } from "../support/cli.ts";
 import type { StuckCliOptions } from "./workers_stuck_cli.ts";
 
 const CLI = new URL("./workers_stuck_cli.ts", import.meta.url).pathname;
@@ -75,19 +76,8 @@ class StuckProcess {
   }
 
   /** Processes whose command line holds this process's tag (itself included, while it runs). */
-  survivors(): number[] {
-    const pids: number[] = [];
-    for (const entry of Deno.readDirSync("/proc")) {
-      if (!/^\d+$/.test(entry.name)) continue;
-      try {
-        if (Deno.readTextFileSync(`/proc/${entry.name}/cmdline`).includes(this.tag)) {
-          pids.push(Number(entry.name));
-        }
-      } catch {
-        // Gone meanwhile.
-      }
-    }
-    return pids;
+  survivors(): Promise<number[]> {
+    return processesWith(this.tag);
   }
 }
 
@@ -112,7 +102,7 @@ Deno.test("Ctrl-C while every rank loads its session cancels the loads: all clos
     assert.equal(report.closed, true, `rank ${report.rank} did not reply closed`);
   }
   assert.ok(ms < 5000, `exited ${ms.toFixed(0)} ms after Ctrl-C`);
-  assert.deepEqual(p.survivors(), []);
+  assert.deepEqual(await p.survivors(), []);
 });
 
 Deno.test("Ctrl-C while a rank's thread is blocked inside a session load: no crash, exit 130 after the close timeout", async () => {
@@ -127,7 +117,7 @@ Deno.test("Ctrl-C while a rank's thread is blocked inside a session load: no cra
   assert.equal(r.signal, null);
   assert.equal(r.stderr, "parastep: Interrupted (Ctrl-C): stopped cleanly, nothing was written");
   assert.deepEqual(r.shutdown?.map((s) => s.timedOut), [true, true]);
-  assert.deepEqual(p.survivors(), []);
+  assert.deepEqual(await p.survivors(), []);
 });
 
 Deno.test("a run that does not stop within the grace after Ctrl-C is left at once: exit 130, one line", async () => {
@@ -144,7 +134,7 @@ Deno.test("a run that does not stop within the grace after Ctrl-C is left at onc
   assert.equal(r.stderr, "parastep: Interrupted (Ctrl-C): stopped cleanly, nothing was written");
   assert.equal(r.shutdown, null, "the shutdown was waited for");
   assert.ok(ms >= 1000 && ms < 4000, `exited ${ms.toFixed(0)} ms after Ctrl-C`);
-  assert.deepEqual(p.survivors(), []);
+  assert.deepEqual(await p.survivors(), []);
 });
 
 Deno.test("a second Ctrl-C ends the process at once with exit 130 and one line", async () => {
@@ -170,7 +160,7 @@ Deno.test("a second Ctrl-C ends the process at once with exit 130 and one line",
   );
   assert.equal(r.shutdown, null, "the shutdown was waited for");
   assert.ok(ms < 3000, `exited ${ms.toFixed(0)} ms after the second Ctrl-C`);
-  assert.deepEqual(p.survivors(), []);
+  assert.deepEqual(await p.survivors(), []);
 });
 
 Deno.test("Ctrl-C while the main thread is blocked in a session load: the backstop leaves after the grace, one line", async () => {
@@ -186,7 +176,7 @@ Deno.test("Ctrl-C while the main thread is blocked in a session load: the backst
   assert.equal(r.stderr, "parastep: Interrupted (Ctrl-C): stopped cleanly, nothing was written");
   // The grace, then the backstop's 250 ms: the main thread was still loading.
   assert.ok(ms >= 1000 && ms < 4000, `exited ${ms.toFixed(0)} ms after Ctrl-C`);
-  assert.deepEqual(p.survivors(), []);
+  assert.deepEqual(await p.survivors(), []);
 });
 
 Deno.test("a second Ctrl-C while the main thread is blocked ends the process at once, one line", async () => {
@@ -205,7 +195,7 @@ Deno.test("a second Ctrl-C while the main thread is blocked ends the process at 
     "parastep: Interrupted (Ctrl-C twice): stopped at once, nothing was written",
   );
   assert.ok(ms < 3000, `exited ${ms.toFixed(0)} ms after the second Ctrl-C`);
-  assert.deepEqual(p.survivors(), []);
+  assert.deepEqual(await p.survivors(), []);
 });
 
 Deno.test("a model call hung inside ONNX Runtime ends the run: exit 1 naming the rank and step, no crash", async () => {
@@ -228,5 +218,5 @@ Deno.test("a model call hung inside ONNX Runtime ends the run: exit 1 naming the
   assert.equal(r.shutdown?.[1]?.timedOut, true);
   // The timeout, a poll, the stalled rank's 2 s to close: well under the minutes the call takes.
   assert.ok(ms < 10_000, `exited ${ms.toFixed(0)} ms after the call hung`);
-  assert.deepEqual(p.survivors(), []);
+  assert.deepEqual(await p.survivors(), []);
 });
