@@ -8,8 +8,10 @@
  */
 
 import denoConfig from "./deno.json" with { type: "json" };
+import { exitProcess } from "./ffi/exit.ts";
 import { type Command, parseCommand, UsageError } from "./src/cli/args.ts";
-import { describeError, InterruptedError } from "./src/cli/errors.ts";
+import { describeError } from "./src/cli/errors.ts";
+import { withInterrupt } from "./src/cli/interrupt.ts";
 import { usage } from "./src/cli/help.ts";
 import { formatBench, runBench } from "./src/cli/bench.ts";
 import { runGen } from "./src/cli/gen.ts";
@@ -67,21 +69,7 @@ export async function main(args: string[]): Promise<number> {
   }
 }
 
-/**
- * Runs `task` with a signal that Ctrl-C (SIGINT) aborts, so a long run stops
- * cleanly (workers shut down, no file written) instead of dying mid-write.
- */
-async function withInterrupt<T>(task: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const controller = new AbortController();
-  const onInterrupt = () => controller.abort(new InterruptedError());
-  Deno.addSignalListener("SIGINT", onInterrupt);
-  try {
-    return await task(controller.signal);
-  } finally {
-    Deno.removeSignalListener("SIGINT", onInterrupt);
-  }
-}
-
 if (import.meta.main) {
-  Deno.exit(await main(Deno.args));
+  // Not Deno.exit: a Worker left inside ONNX Runtime must not see its globals destroyed.
+  exitProcess(await main(Deno.args));
 }

@@ -186,6 +186,14 @@ export const OPTIONAL_ORT_FUNCTIONS = {
     parameters: ["pointer", "buffer", "buffer", "buffer"],
     result: status,
   },
+  // Asks a CreateSession in flight on another thread to stop (checked between graph
+  // transformation passes and between initializers); it then fails with MODEL_LOAD_CANCELED.
+  SessionOptionsSetLoadCancellationFlag: {
+    slot: 293,
+    since: 22,
+    parameters: ["pointer", "bool"],
+    result: status,
+  },
 } as const;
 
 /** The name of a function in {@linkcode ORT_FUNCTIONS}. */

@@ -3,8 +3,11 @@
  * gate every C call goes through.
  *
  * The library is opened once per JavaScript realm (each Worker opens its own
- * handle; the dynamic linker shares the code) and is never closed: ORT keeps
- * threads and a default logger that must outlive every session.
+ * handle; the dynamic linker shares the code) and is never unloaded: ORT keeps
+ * threads and a default logger that must outlive every session, and a Worker's
+ * handle is closed when the Worker ends, so the library is pinned
+ * (`RTLD_NODELETE`, libc.ts) lest the last Worker to end unload it under the
+ * rest of the process.
  *
  * @module
  */
@@ -16,6 +19,7 @@ import {
   REQUIRED_API_VERSION,
 } from "./_defs.ts";
 import { OrtError, OrtLoadError } from "./errors.ts";
+import { pinLoadedLibrary } from "./libc.ts";
 
 /** The environment variable that names the ONNX Runtime library to load. */
 export const ORT_LIBRARY_ENV = "PARASTEP_ORT_LIB";
@@ -57,6 +61,35 @@ export interface OrtLibrary {
   readonly runNonblocking: Deno.UnsafeFnPointer<
     { parameters: Defs["Run"]["parameters"]; result: "pointer"; nonblocking: true }
   >;
+  /**
+   * Nonblocking variant of `CreateSession`: the model loads on a Deno worker thread while the
+   * calling thread's event loop runs (messages, timers, cancellation).
+   */
+  readonly createSessionNonblocking: Deno.UnsafeFnPointer<
+    { parameters: Defs["CreateSession"]["parameters"]; result: "pointer"; nonblocking: true }
+  >;
+  /** Nonblocking variant of `CreateSessionFromArray`. */
+  readonly createSessionFromArrayNonblocking: Deno.UnsafeFnPointer<
+    {
+      parameters: Defs["CreateSessionFromArray"]["parameters"];
+      result: "pointer";
+      nonblocking: true;
+    }
+  >;
+  /**
+   * `SessionOptionsSetLoadCancellationFlag`, when the library has it (ORT >= 1.22): safe to call
+   * from one thread while a session loads with those options on another.
+   */
+  readonly setLoadCancellationFlag:
+    | Deno.UnsafeFnPointer<
+      {
+        parameters: (typeof OPTIONAL_ORT_FUNCTIONS)["SessionOptionsSetLoadCancellationFlag"][
+          "parameters"
+        ];
+        result: "pointer";
+      }
+    >
+    | null;
 }
 
 const LIB_FILE: Partial<Record<typeof Deno.build.os, string>> = {
@@ -161,6 +194,7 @@ function open(path: string, foundBy: OrtLibrary["foundBy"]): OrtLibrary {
       { cause: e },
     );
   }
+  pinLoadedLibrary(path);
   const base = lib.symbols.OrtGetApiBase();
   if (base === null) throw new OrtLoadError(`OrtGetApiBase returned NULL in ${path}`, path);
   const baseView = new Deno.UnsafePointerView(base);
@@ -196,24 +230,35 @@ function open(path: string, foundBy: OrtLibrary["foundBy"]): OrtLibrary {
   const typed = api as any as OrtApi;
   const buildPtr = typed.GetBuildInfoString.call();
   const buildInfo = buildPtr ? Deno.UnsafePointerView.getCString(buildPtr) : "unknown";
+  // Ask for a newer table only when the library serves it (no stderr noise otherwise).
+  const tableSince = (since: number) => {
+    const newer = minor >= since ? getApi.call(since) : null;
+    return newer === null ? null : new Deno.UnsafePointerView(newer);
+  };
   const shapeDef = OPTIONAL_ORT_FUNCTIONS.GetTensorElementTypeAndShapeDataReference;
-  // Ask for the newer table only when the library serves it (no stderr noise otherwise).
-  const newer = minor >= shapeDef.since ? getApi.call(shapeDef.since) : null;
-  const typeAndShape = newer === null ? null : fnAt(
-    new Deno.UnsafePointerView(newer),
+  const shapeTable = tableSince(shapeDef.since);
+  const typeAndShape = shapeTable === null ? null : fnAt(
+    shapeTable,
     shapeDef.slot * 8,
     { parameters: shapeDef.parameters, result: shapeDef.result },
   );
-  const run = ORT_FUNCTIONS.Run;
-  const runNonblocking = fnAt(
-    view,
-    run.slot * 8,
-    {
-      parameters: run.parameters,
-      result: "pointer",
-      nonblocking: true,
-    } as const,
+  const cancelDef = OPTIONAL_ORT_FUNCTIONS.SessionOptionsSetLoadCancellationFlag;
+  const cancelTable = tableSince(cancelDef.since);
+  const setLoadCancellationFlag = cancelTable === null ? null : fnAt(
+    cancelTable,
+    cancelDef.slot * 8,
+    { parameters: cancelDef.parameters, result: cancelDef.result },
   );
+  const nonblocking = <K extends "Run" | "CreateSession" | "CreateSessionFromArray">(name: K) =>
+    fnAt(
+      view,
+      ORT_FUNCTIONS[name].slot * 8,
+      {
+        parameters: ORT_FUNCTIONS[name].parameters as Defs[K]["parameters"],
+        result: "pointer",
+        nonblocking: true,
+      } as const,
+    );
   return {
     path,
     foundBy,
@@ -222,7 +267,10 @@ function open(path: string, foundBy: OrtLibrary["foundBy"]): OrtLibrary {
     buildInfo,
     api: typed,
     typeAndShape,
-    runNonblocking,
+    runNonblocking: nonblocking("Run"),
+    createSessionNonblocking: nonblocking("CreateSession"),
+    createSessionFromArrayNonblocking: nonblocking("CreateSessionFromArray"),
+    setLoadCancellationFlag,
   };
 }
 

@@ -18,6 +18,12 @@
  */
 
 export { Env, type EnvOptions, type LogLevel } from "./env.ts";
+export {
+  type ExitOptions,
+  exitProcess,
+  noteStrandedNativeCall,
+  strandedNativeCalls,
+} from "./exit.ts";
 export { ClosedError, OrtError, type OrtErrorCodeName, OrtLoadError } from "./errors.ts";
 export {
   libraryCandidates,
@@ -39,6 +45,7 @@ export {
 } from "./providers.ts";
 export {
   type AsyncRunOptions,
+  type AsyncSessionOptions,
   type Feeds,
   type RunOptions,
   Session,

@@ -51,6 +51,17 @@ export interface SessionOptions {
   logLevel?: LogLevel;
 }
 
+/** Options for {@linkcode Session.createAsync}: {@linkcode SessionOptions} and a signal. */
+export interface AsyncSessionOptions extends SessionOptions {
+  /**
+   * Aborting it asks ORT to stop loading (its load cancellation flag, ORT >= 1.22; checked between
+   * graph transformation passes and between initializers). The creation still returns before the
+   * promise settles, rejecting with the signal's reason; a session that finished loading anyway is
+   * released.
+   */
+  signal?: AbortSignal;
+}
+
 /** A graph input or output as the session reports it. */
 export interface TensorInfo {
   /** The name feeds and fetches are keyed by. */
@@ -242,6 +253,107 @@ export class Session implements Disposable {
       }
     }
     throw new OrtError("CreateSession", 1, "no execution provider could open the model");
+  }
+
+  /**
+   * {@linkcode Session.create} on a Deno worker thread: the calling thread's event loop keeps
+   * running while the model loads (for many seconds, for a real model), so a Worker can still hear
+   * `abort`, and aborting `options.signal` cancels the load.
+   *
+   * The returned promise settles only once ORT's `CreateSession` has returned: no native call of
+   * this creation is left running after it, whatever happened.
+   *
+   * @throws {OrtError} for a missing file, corrupt bytes or a refused provider
+   * @throws the signal's reason when it was aborted (before or during loading)
+   */
+  static async createAsync(
+    env: Env,
+    source: string | Uint8Array,
+    options: AsyncSessionOptions = {},
+  ): Promise<Session> {
+    const { signal } = options;
+    signal?.throwIfAborted();
+    const requested = options.executionProvider ?? "cpu";
+    if (requested !== "auto") {
+      return await Session.#createOnAsync(env, source, options, requested, [], signal);
+    }
+    const attempts: ProviderAttempt[] = [];
+    for (const ep of AUTO_ORDER) {
+      const reason = ep === "cpu" ? undefined : precheck(ep);
+      if (reason !== undefined) {
+        attempts.push({ ep, ok: false, reason });
+        continue;
+      }
+      try {
+        return await Session.#createOnAsync(env, source, options, ep, attempts, signal);
+      } catch (e) {
+        if (!(e instanceof OrtError) || ep === "cpu" || signal?.aborted) throw e;
+        attempts.push({ ep, ok: false, reason: e.ortMessage });
+      }
+    }
+    throw new OrtError("CreateSession", 1, "no execution provider could open the model");
+  }
+
+  static async #createOnAsync(
+    env: Env,
+    source: string | Uint8Array,
+    options: SessionOptions,
+    ep: ExecutionProvider,
+    before: ProviderAttempt[],
+    signal: AbortSignal | undefined,
+  ): Promise<Session> {
+    signal?.throwIfAborted();
+    const lib = ortLibrary();
+    const { api } = lib;
+    // The env must outlive the native call even if its owner closes it meanwhile.
+    env.retain();
+    let so: Deno.PointerObject | null = null;
+    const cancel = () => {
+      if (so !== null) lib.setLoadCancellationFlag?.call(so, true);
+    };
+    try {
+      so = buildOptions(options);
+      appendRequestedProvider(so, ep, {
+        ...(options.deviceId === undefined ? {} : { deviceId: options.deviceId }),
+      });
+      const out = pointerOut();
+      const path = typeof source === "string" ? cString(source) : null;
+      signal?.addEventListener("abort", cancel);
+      let status: Deno.PointerValue;
+      try {
+        status = path !== null
+          ? await lib.createSessionNonblocking.call(env.pointer, path, so, out)
+          : await lib.createSessionFromArrayNonblocking.call(
+            env.pointer,
+            source as Uint8Array,
+            BigInt((source as Uint8Array).byteLength),
+            so,
+            out,
+          );
+      } finally {
+        signal?.removeEventListener("abort", cancel);
+      }
+      // ORT read these during the call: referenced until here, after it returned.
+      keepAlive(path, source, out);
+      const error = statusError(
+        status,
+        path !== null ? "CreateSession" : "CreateSessionFromArray",
+        () =>
+          typeof source === "string"
+            ? `Loading ${source}`
+            : `Loading a model from ${source.byteLength} bytes`,
+      );
+      if (signal?.aborted) {
+        // Loaded before ORT saw the flag (or no flag in this ORT): not wanted any more.
+        if (error === undefined) api.ReleaseSession.call(readPointer(out, "CreateSession"));
+        throw signal.reason;
+      }
+      if (error !== undefined) throw error;
+      return new Session(readPointer(out, "CreateSession"), env, ep, [...before, { ep, ok: true }]);
+    } finally {
+      if (so !== null) api.ReleaseSessionOptions.call(so);
+      env.release();
+    }
   }
 
   static #createOn(
@@ -674,6 +786,9 @@ export class Session implements Disposable {
     for (const ptr of call.owned) api.ReleaseValue.call(ptr);
   }
 }
+
+/** Keeps its arguments reachable up to this call (buffers a native call read while we awaited it). */
+function keepAlive(..._values: unknown[]): void {}
 
 /**
  * New run options; `quiet` ones log only fatal errors (for runs that may be

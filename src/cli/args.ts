@@ -41,6 +41,8 @@ export interface RunFlags {
   readonly exchange: ExchangeChoice | undefined;
   /** ORT intra-op threads of every session (the denoiser's per device). */
   readonly threads: number | undefined;
+  /** Seconds a device may spend in one call before the run is ended as stalled; absent: default. */
+  readonly stallTimeout: number | undefined;
   readonly verbose: boolean;
   /**
    * The model family's flags that were given (`--prompt`, `--duration`, `--image`, ...), parsed;
@@ -183,6 +185,13 @@ class Values {
     return Number(v);
   }
 
+  /** A number > 0 (a duration in seconds, say). */
+  positive(flag: string): number | undefined {
+    const n = this.number(flag);
+    if (n !== undefined && !(n > 0)) this.#bad(flag, String(this.#raw(flag)), "is not above 0");
+    return n;
+  }
+
   choice<T extends string>(flag: string, choices: readonly T[], fallback: T): T {
     const v = this.#raw(flag);
     if (v === undefined) return fallback;
@@ -225,6 +234,7 @@ const RUN_OPTIONS = {
   stride: { type: "string" },
   exchange: { type: "string" },
   threads: { type: "string" },
+  "stall-timeout": { type: "string" },
   verbose: { type: "boolean", short: "v" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -275,6 +285,7 @@ function runFlags(v: Values, verbose: boolean, specs: readonly FlagSpec[]): RunF
       ? undefined
       : v.choice("exchange", ["gather", "allgather"] as const, "gather"),
     threads: v.integer("threads", 1),
+    stallTimeout: v.positive("stall-timeout"),
     verbose: v.flag("verbose") || verbose,
     flags,
   };

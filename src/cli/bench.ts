@@ -249,6 +249,9 @@ async function measure<R extends RequestBase, C, M>(
           ...(c.exchange ? { exchange: c.exchange } : {}),
           onStep: (i) => progress.update(done + i + 1),
           ...(signal ? { signal } : {}),
+          ...(command.stallTimeout !== undefined
+            ? { stallTimeoutMs: command.stallTimeout * 1000 }
+            : {}),
         });
         reports[k]!.push(report);
       }

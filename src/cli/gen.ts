@@ -92,6 +92,9 @@ export async function runGen(
         : {}),
       // parastep reports every error itself, in one line; ORT's own log adds lines of its own.
       logLevel: command.verbose ? "warning" : "fatal",
+      ...(command.stallTimeout !== undefined
+        ? { stallTimeoutMs: command.stallTimeout * 1000 }
+        : {}),
       onStep: (i) => progress.update(i + 1),
       denoiseWith: engine,
       ...(options.signal ? { signal: options.signal } : {}),

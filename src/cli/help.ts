@@ -34,7 +34,7 @@ Run 'parastep help <command>' for a command's flags.`;
 
 const GEN_GPUS =
   `  --gpus N, --devices N   Devices, one Worker each (CUDA device r for worker r); with
-                          --ep cpu at most one per core`;
+                          --ep cpu at most 4 per core (beyond one per core they take turns)`;
 const BENCH_GPUS = `  --gpus LIST             Device counts to compare, e.g. 1,2,4 (default: 1,2)`;
 
 /** The flags `gen` and `bench` share, with the command's `--gpus` line. */
@@ -57,6 +57,8 @@ ${gpus}
                           less to wait for, same output) (default: gather; bench: both)
   --threads K             ORT intra-op threads per session, at most the cores (default:
                           all cores for encode/decode, cores / N per denoising device)
+  --stall-timeout SECONDS A device whose denoiser call has not returned for this long ends
+                          the run, naming it (default: 60 s, or 10 x the slowest call seen)
   -v, --verbose           Let ONNX Runtime log warnings`;
 }
 

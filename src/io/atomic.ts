@@ -5,9 +5,9 @@
  * @module
  */
 
-import { OutputSet, WriteFileError } from "./output_set.ts";
+import { OutputSet, removePendingWrites, WriteFileError } from "./output_set.ts";
 
-export { WriteFileError };
+export { removePendingWrites, WriteFileError };
 
 /**
  * Write `bytes` to `path` atomically.

@@ -17,6 +17,7 @@ export {
   type OutputTarget,
   PATH_MAX,
   type PlannedOutput,
+  removePendingWrites,
   WriteFileError,
   type WrittenOutput,
 } from "./output_set.ts";

@@ -275,6 +275,7 @@ export class OutputSet {
     signal?.throwIfAborted();
     const files = inspectAll(this.#targets, false, writeError);
     const tx = new Transaction(files);
+    active.add(tx);
     let index = 0;
     let phase: CommitStep["phase"] = "stage";
     const step = async (next: CommitStep["phase"], i: number) => {
@@ -301,6 +302,7 @@ export class OutputSet {
       }
     } catch (e) {
       const unrestored = await tx.rollback();
+      active.delete(tx);
       if (signal?.aborted && e === signal.reason && unrestored.length === 0) throw e;
       const file = files[index]!;
       const reason = signal?.aborted && e === signal.reason
@@ -313,6 +315,7 @@ export class OutputSet {
         : "";
       throw new WriteFileError(file.path, reason + changed, e);
     }
+    active.delete(tx);
     await tx.finish();
     return files.map((f, i) => ({
       path: f.path,
@@ -321,6 +324,23 @@ export class OutputSet {
       bytes: tx.sizes[i]!,
     }));
   }
+}
+
+/** Commits in progress in this realm (see {@linkcode removePendingWrites}). */
+const active = new Set<Transaction>();
+
+/**
+ * Undo every commit still in progress in this realm, at once and synchronously, for a process
+ * about to end without finishing them (a forced exit): temporary files removed, targets already
+ * renamed put back from their backups (or removed when new), created folders removed while empty.
+ * Best effort; nothing waits.
+ *
+ * @returns The targets that could not be put back, one line each.
+ */
+export function removePendingWrites(): string[] {
+  const unrestored = [...active].flatMap((tx) => tx.rollbackSync());
+  active.clear();
+  return unrestored;
 }
 
 const writeError = (t: OutputTarget, reason: string, cause?: unknown) =>
@@ -463,6 +483,46 @@ class Transaction {
     }
     for (const folder of this.#createdFolders.toReversed()) {
       await Deno.remove(folder).catch(() => {}); // only while empty: never recursive
+    }
+    return unrestored;
+  }
+
+  /** {@linkcode Transaction.rollback} with synchronous calls, for a forced exit. */
+  rollbackSync(): string[] {
+    const unrestored: string[] = [];
+    for (let i = this.#files.length - 1; i >= 0; i--) {
+      const f = this.#files[i]!;
+      if (!this.#renamed[i]) continue;
+      const bak = this.#backups[i];
+      try {
+        if (bak !== undefined) {
+          Deno.renameSync(bak, f.target);
+          this.#backups[i] = undefined;
+        } else {
+          const info = Deno.lstatSync(f.target);
+          if (`${info.dev}:${info.ino}` === this.#tempIds[i]) Deno.removeSync(f.target);
+        }
+      } catch (e) {
+        if (bak !== undefined) {
+          unrestored.push(`'${f.path}' could not be put back (${osReason(e)}): see '${bak}'`);
+          this.#backups[i] = undefined;
+        }
+      }
+    }
+    for (const path of [...this.#temps, ...this.#backups]) {
+      if (path === undefined) continue;
+      try {
+        Deno.removeSync(path);
+      } catch {
+        // gone already
+      }
+    }
+    for (const folder of this.#createdFolders.toReversed()) {
+      try {
+        Deno.removeSync(folder);
+      } catch {
+        // not empty, or gone: never recursive
+      }
     }
     return unrestored;
   }

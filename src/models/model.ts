@@ -4,7 +4,7 @@
  * @module
  */
 
-import { type Env, Session, type SessionOptions } from "../../ffi/mod.ts";
+import { type AsyncSessionOptions, type Env, Session, type SessionOptions } from "../../ffi/mod.ts";
 import { checkComponent, type Manifest, ManifestError, parseManifest } from "./manifest.ts";
 import { isFile } from "../io/paths.ts";
 import { OnnxFormatError, readGraphIo } from "./onnx_graph.ts";
@@ -203,6 +203,36 @@ export function openComponent(
   const session = isFile(`${path}.data`)
     ? Session.create(env, path, options)
     : Session.create(env, Deno.readFileSync(path), options);
+  try {
+    checkComponent(model.manifestFile, component, spec, session);
+  } catch (e) {
+    session.close();
+    throw e;
+  }
+  return session;
+}
+
+/**
+ * {@linkcode openComponent} with the session loading off the calling thread
+ * (`Session.createAsync`): the event loop runs meanwhile and `options.signal`
+ * cancels the load. Settles only once ORT's session creation has returned.
+ *
+ * @throws {ManifestError} as {@linkcode openComponent}
+ * @throws the signal's reason when it was aborted
+ */
+export async function openComponentAsync(
+  env: Env,
+  model: ModelFolder,
+  component: string,
+  options: AsyncSessionOptions = {},
+): Promise<Session> {
+  const path = componentPath(model, component);
+  const spec = model.manifest.components[component]!;
+  const session = await Session.createAsync(
+    env,
+    isFile(`${path}.data`) ? path : await Deno.readFile(path),
+    options,
+  );
   try {
     checkComponent(model.manifestFile, component, spec, session);
   } catch (e) {

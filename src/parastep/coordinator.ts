@@ -7,12 +7,20 @@
  * init payload, device, and `x0` to rank 0: the conditioning and latents cross once) -> wait for
  * every `ready` -> `run` -> collect rank 0's output and every rank's stats -> shut every worker
  * down: `abort`, wait for `closed` (bounded), `terminate()`. The shutdown runs on every path,
- * success, failure or abort, and always after the workers have cancelled their model runs.
+ * success, failure or abort, and always after the workers have cancelled their model runs (and
+ * their session loads). While the run goes, a watchdog polls every rank's heartbeat
+ * (heartbeat.ts) and ends the run when one stalls.
+ *
+ * A worker that does not reply `closed` in time is terminated anyway, and may have left a native
+ * call running on its thread: that is recorded ({@link noteStrandedNativeCall}) so that the
+ * process leaves through `_exit` rather than tear ONNX Runtime down under it (ffi/exit.ts).
  *
  * @module
  */
 
+import { noteStrandedNativeCall } from "../../ffi/exit.ts";
 import { assignDevices, type DeviceAssignment, type DeviceEp } from "./devices.ts";
+import { createHeartbeats, type Stall, StallWatch } from "./heartbeat.ts";
 import { checkExchange, checkPlan, type Exchange, type ParaStepPlan } from "./rounds.ts";
 import { ExchangeError } from "./transport.ts";
 import { createArenas } from "./shared_payloads.ts";
@@ -103,12 +111,22 @@ export interface RunWorkersOptions {
    */
   progressIntervalMs?: number;
   /**
-   * How long to wait for a worker to reply `closed` (after cancelling its model runs) before
-   * terminating it anyway.
+   * How long to wait for a worker to reply `closed` (after cancelling its model runs and session
+   * loads) before terminating it anyway.
    *
    * @default {10000}
    */
   closeTimeoutMs?: number;
+  /**
+   * The stall watchdog: a rank whose model call (or scheduler step) has not returned for this
+   * many milliseconds, or no rank progressing at all for as long, ends the run with a
+   * {@link RankError} of stage `stall` naming the rank and the step (a hung device or driver would
+   * otherwise hang the run until Ctrl-C). `Infinity` turns the watchdog off. Opening the samplers
+   * is not watched.
+   *
+   * @default {max(60000, 10 x the slowest model call seen so far on any rank)}
+   */
+  stallTimeoutMs?: number;
   /**
    * The Worker script, for layouts where it does not sit beside this module (e.g. a compiled
    * binary) and for tests.
@@ -197,6 +215,8 @@ export class RankError extends Error {
       ? `rank ${rank} failed to open its sampler`
       : stage === "worker"
       ? `the worker of rank ${rank} failed`
+      : stage === "stall"
+      ? `rank ${rank} stalled${step === null ? "" : ` at step ${step}`}`
       : step === null
       ? `rank ${rank} failed (${stage})`
       : `rank ${rank} failed at step ${step} (${stage})`;
@@ -216,6 +236,11 @@ function revive(serialized: SerializedError): Error {
 
 const DEFAULT_PROGRESS_INTERVAL_MS = 50;
 const DEFAULT_CLOSE_TIMEOUT_MS = 10_000;
+/**
+ * How long a stalled rank gets to reply `closed`: a run that honours ORT's terminate flag ends in
+ * milliseconds, a hung driver call never does.
+ */
+const STALLED_CLOSE_TIMEOUT_MS = 2_000;
 
 /** One spawned worker and the replies it has given. */
 interface RankHandle {
@@ -287,6 +312,13 @@ export async function runWorkers<Init>(
     options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS,
     "closeTimeoutMs",
   );
+  const stallTimeoutMs = options.stallTimeoutMs;
+  if (stallTimeoutMs !== undefined && !(stallTimeoutMs > 0)) {
+    throw new RangeError(
+      `Cannot run ParaStep workers as 'stallTimeoutMs' must be a number > 0 (Infinity: no ` +
+        `watchdog): current value is ${stallTimeoutMs}`,
+    );
+  }
   const { signal } = options;
   signal?.throwIfAborted();
   const gen = options.gen ?? crypto.randomUUID();
@@ -309,6 +341,9 @@ export async function runWorkers<Init>(
   signal?.addEventListener("abort", onAbort, { once: true });
 
   const handles: RankHandle[] = [];
+  const heartbeats = createHeartbeats(N);
+  let watch: StallWatch | null = null;
+  let stalled: Stall | null = null;
   let outcome: { ok: true; dones: DoneReply[]; startMs: number; runMs: number } | {
     ok: false;
     error: unknown;
@@ -332,6 +367,7 @@ export async function runWorkers<Init>(
         x0: rank === 0 ? x0 : new Float32Array(0),
         device: devices[rank]!,
         progressIntervalMs,
+        heartbeats,
         ...(arenas ? { arenas } : {}),
         ...(job.exchange !== undefined ? { exchange: job.exchange } : {}),
       };
@@ -352,6 +388,12 @@ export async function runWorkers<Init>(
     // 4. Run.
     const runStarted = performance.now();
     for (const handle of handles) handle.worker.postMessage({ type: "run" } satisfies ToWorker);
+    if (stallTimeoutMs !== Infinity) {
+      watch = new StallWatch(heartbeats, N, stallTimeoutMs, (stall) => {
+        stalled = stall;
+        fail(stallError(stall));
+      });
+    }
     const dones = await Promise.race([
       Promise.all(handles.map((h) => h.done.promise)),
       failure.promise,
@@ -360,12 +402,19 @@ export async function runWorkers<Init>(
   } catch (error) {
     outcome = { ok: false, error };
   } finally {
+    watch?.stop();
     signal?.removeEventListener("abort", onAbort);
   }
 
   // 5. Shut every worker down, whatever happened.
   const shutdownStarted = performance.now();
-  const shutdown = await Promise.all(handles.map((h) => shutdownRank(h, closeTimeoutMs)));
+  const stalledRank = (stalled as Stall | null)?.rank;
+  const shutdown = await Promise.all(handles.map((h) =>
+    shutdownRank(
+      h,
+      h.rank === stalledRank ? Math.min(closeTimeoutMs, STALLED_CLOSE_TIMEOUT_MS) : closeTimeoutMs,
+    )
+  ));
   const shutdownMs = performance.now() - shutdownStarted;
   options.onShutdown?.(shutdown);
   if (!outcome.ok) throw outcome.error;
@@ -465,7 +514,23 @@ function rankError(rank: number, reply: ErrorReply): RankError {
   return new RankError(rank, reply.step, reply.stage, reply.cause);
 }
 
-/** Ask the worker to close, wait for `closed` (bounded), then terminate it. */
+/** The run's error for a stalled rank: which rank, at which step, doing what, for how long. */
+function stallError(stall: Stall): RankError {
+  const seconds = `${(stall.stillMs / 1000).toFixed(1)} s`;
+  const limit = `the stall timeout is ${(stall.timeoutMs / 1000).toFixed(1)} s`;
+  const message = stall.phase === "model"
+    ? `its model call has not returned for ${seconds} (${limit}; a hung device or driver?)`
+    : stall.phase === "host"
+    ? `its scheduler step has not returned for ${seconds} (${limit})`
+    : `no rank has made progress for ${seconds}, each waiting for another (${limit})`;
+  return new RankError(stall.rank, stall.step, "stall", { name: "StallError", message });
+}
+
+/**
+ * Ask the worker to close, wait for `closed` (bounded), then terminate it. A worker that did not
+ * answer may be stuck in a native call, which terminating its JavaScript does not stop: recorded
+ * as stranded, so the process will not run ONNX Runtime's static destructors under it.
+ */
 async function shutdownRank(handle: RankHandle, timeoutMs: number): Promise<ShutdownReport> {
   const { rank, worker } = handle;
   if (handle.died) {
@@ -480,7 +545,10 @@ async function shutdownRank(handle: RankHandle, timeoutMs: number): Promise<Shut
   const close = await Promise.race([handle.closed.promise, timeout]);
   clearTimeout(timer);
   worker.terminate();
-  if (close === "timeout") return { rank, closed: false, timedOut: true, died: false, close: null };
+  if (close === "timeout") {
+    noteStrandedNativeCall(`the worker of rank ${rank} (no reply to close in ${timeoutMs} ms)`);
+    return { rank, closed: false, timedOut: true, died: false, close: null };
+  }
   return { rank, closed: close !== null, timedOut: false, died: handle.died, close };
 }
 

@@ -58,6 +58,17 @@ export interface OpenedSampler extends Sampler<Float32Array, Float32Array>, Asyn
   readonly modelBatch?: (xs: Float32Array[], is: number[]) => Promise<Float32Array[]>;
 }
 
+/** What the Worker gives `openSampler` besides the payload and the device. */
+export interface OpenSamplerContext {
+  /**
+   * Aborted when the generation ends before the sampler is open (Ctrl-C, another rank failed).
+   * Loading that takes long should stop on it (`Session.createAsync(env, model, { signal })`
+   * cancels ORT's session load) and reject; `openSampler` must settle only once no native call
+   * of it is left running, since the Worker is terminated after.
+   */
+  readonly signal: AbortSignal;
+}
+
 /**
  * What a sampler module exports. The Worker imports the module by URL and calls `openSampler`
  * once per generation, before the run starts.
@@ -71,10 +82,15 @@ export interface OpenedSampler extends Sampler<Float32Array, Float32Array>, Asyn
  * @example
  * ```ts ignore
  * // my_family_sampler.ts
- * export async function openSampler(init: MyInit, device: DeviceAssignment): Promise<OpenedSampler> {
+ * export async function openSampler(
+ *   init: MyInit,
+ *   device: DeviceAssignment,
+ *   { signal }: OpenSamplerContext,
+ * ): Promise<OpenedSampler> {
  *   const env = Env.create();
- *   const session = Session.create(env, init.unetPath, {
+ *   const session = await Session.createAsync(env, init.unetPath, {
  *     executionProvider: device.ep, deviceId: device.deviceId, intraOpThreads: device.intraOpThreads,
+ *     signal,
  *   });
  *   return {
  *     executionProvider: session.executionProvider,
@@ -90,9 +106,14 @@ export interface SamplerModule<Init> {
    *
    * @param init The family's payload, as given to the coordinator.
    * @param device Where and how this rank runs.
+   * @param context The signal that stops a long open (see {@link OpenSamplerContext}).
    * @returns The sampler; the Worker disposes it when the generation ends or fails.
    */
-  openSampler(init: Init, device: DeviceAssignment): Promise<OpenedSampler> | OpenedSampler;
+  openSampler(
+    init: Init,
+    device: DeviceAssignment,
+    context: OpenSamplerContext,
+  ): Promise<OpenedSampler> | OpenedSampler;
 }
 
 /** Options for {@link assignDevices}. */

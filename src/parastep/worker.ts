@@ -8,13 +8,17 @@
  *
  * Protocol (coordinator -> worker, worker -> coordinator), every reply carrying the rank:
  * 1. `init` -> the worker opens its step channels, imports the sampler module, calls
- *    `openSampler(init, device)`, and replies `ready` (or `error` with stage `open`).
+ *    `openSampler(init, device, { signal })`, and replies `ready` (or `error` with stage `open`).
  * 2. `run` -> `runRank`; rank 0 sends `step` progress (throttled) and every rank replies `done`
- *    with its stats (rank 0 also with the output), or `error` with the step and the cause.
- * 3. `abort` (sent to every worker at the end, on success too) -> the worker aborts its run,
- *    disposes the sampler (which cancels model runs in flight), waits until no model call is in
- *    flight, closes its channels and replies `closed`. Only then may the coordinator terminate it:
- *    terminating a Worker with a nonblocking ORT call in flight is unsafe (ort-c-api.md §10.9).
+ *    with its stats (rank 0 also with the output), or `error` with the step and the cause. Every
+ *    rank also beats its heartbeat slots (heartbeat.ts) around each model call and scheduler
+ *    step, which the coordinator polls for stalls: no message per step.
+ * 3. `abort` (sent to every worker at the end, on success too) -> the worker aborts its run and
+ *    the `signal` given to `openSampler` (which cancels a session still loading), waits for
+ *    `openSampler` to settle, disposes the sampler (which cancels model runs in flight), waits
+ *    until no model call is in flight, closes its channels and replies `closed`. Only then may the
+ *    coordinator terminate it: terminating a Worker with a nonblocking ORT call in flight is unsafe
+ *    (ort-c-api.md §10.9).
  *
  * On any failure (open, model, exchange, or an uncaught error in the worker) the worker reports
  * `error` once and releases its resources at once, without waiting for `abort`.
@@ -24,6 +28,7 @@
 
 import { type ChannelCounters, ChannelTransport } from "./channel.ts";
 import type { DeviceAssignment, OpenedSampler, SamplerModule } from "./devices.ts";
+import { HeartbeatWriter } from "./heartbeat.ts";
 import {
   type Exchange,
   type ParaStepPlan,
@@ -58,6 +63,8 @@ export interface InitRequest {
   readonly arenas?: readonly SharedArrayBuffer[];
   /** How ranks share a round's results (the same on every rank); absent: `"gather"`. */
   readonly exchange?: Exchange;
+  /** The heartbeat slots of every rank (heartbeat.ts); this rank writes its own. */
+  readonly heartbeats?: SharedArrayBuffer;
 }
 
 /** Coordinator -> worker: start the run (every rank is ready). */
@@ -145,7 +152,8 @@ export type FailureStage =
   | "step"
   | "exchange"
   | "run"
-  | "worker";
+  | "worker"
+  | "stall";
 
 /** An error as it crosses `postMessage` (custom error classes do not survive structured clone). */
 export interface SerializedError {
@@ -307,12 +315,18 @@ class RankWorker {
         });
         const module: unknown = await import(request.module);
         const openSampler = samplerModule(module, request.module).openSampler;
-        const sampler = await openSampler(request.init, request.device);
-        this.#tracker = new ModelTracker(sampler);
+        const signal = this.#controller.signal;
+        signal.throwIfAborted();
+        const sampler = await openSampler(request.init, request.device, { signal });
+        const heartbeat = request.heartbeats === undefined
+          ? null
+          : new HeartbeatWriter(request.heartbeats, request.rank);
+        this.#tracker = new ModelTracker(sampler, heartbeat);
         this.#executionProvider = sampler.executionProvider ?? null;
         return sampler;
       } catch (error) {
-        this.fail("open", error);
+        // Closing aborted the open (a session load cancelled): an echo of the shutdown.
+        if (!this.#controller.signal.aborted) this.fail("open", error);
         return null;
       }
     })();
@@ -341,6 +355,7 @@ class RankWorker {
       const started = performance.now();
       try {
         const result = await runRank(rank, plan, tracker, x0, transport, options);
+        tracker.done();
         const runMs = performance.now() - started;
         const waits = perRound(plan, transport.waitMsByStep());
         const stats: RankStats = {
@@ -378,13 +393,17 @@ class RankWorker {
     void this.close();
   }
 
-  /** Abort, dispose the sampler (cancelling model runs), wait for quiet, close channels. Idempotent. */
+  /**
+   * Abort (the run, and a sampler still opening), dispose the sampler (cancelling model runs), wait
+   * for quiet, close channels. Idempotent.
+   */
   close(): Promise<CloseReport> {
     this.#closing ??= (async () => {
       const reason = new Error(`Rank ${this.rank} is shutting down`);
       this.#controller.abort(reason);
       this.#transport?.fail(reason);
       let disposeError: string | null = null;
+      // Settles once no native call of the opening is left (a session load returns when cancelled).
       const sampler = await this.#opening;
       const tracker = this.#tracker;
       const inFlightAtClose = tracker?.beginClose() ?? 0;
@@ -423,39 +442,58 @@ class RankWorker {
 
 /**
  * The sampler as runRank sees it, counting model calls in flight so that closing can wait for
- * them and say how many were cancelled.
+ * them and say how many were cancelled, and beating the rank's heartbeat around every call.
  */
 class ModelTracker implements Sampler<Float32Array, Float32Array> {
   readonly #inner: OpenedSampler;
+  readonly #heartbeat: HeartbeatWriter | null;
   #inFlight = 0;
   #idle: PromiseWithResolvers<void> | null = null;
   #closing = false;
   /** Calls that rejected after closing began. */
   cancelledCalls = 0;
 
-  constructor(inner: OpenedSampler) {
+  constructor(inner: OpenedSampler, heartbeat: HeartbeatWriter | null) {
     this.#inner = inner;
+    this.#heartbeat = heartbeat;
   }
 
   async model(x: Float32Array, i: number): Promise<Float32Array> {
     this.#inFlight += 1;
+    this.#heartbeat?.modelStart(i);
     try {
       return await this.#inner.model(x, i);
     } catch (error) {
       if (this.#closing) this.cancelledCalls += 1;
       throw error;
     } finally {
+      this.#heartbeat?.modelEnd();
       this.#inFlight -= 1;
       if (this.#inFlight === 0) this.#idle?.resolve();
     }
   }
 
   guide(eps: Float32Array): Float32Array {
-    return this.#inner.guide(eps);
+    this.#heartbeat?.hostStart(null);
+    try {
+      return this.#inner.guide(eps);
+    } finally {
+      this.#heartbeat?.hostEnd();
+    }
   }
 
   step(guided: Float32Array, i: number, x: Float32Array): Float32Array {
-    return this.#inner.step(guided, i, x);
+    this.#heartbeat?.hostStart(i);
+    try {
+      return this.#inner.step(guided, i, x);
+    } finally {
+      this.#heartbeat?.hostEnd();
+    }
+  }
+
+  /** The rank's run has ended: its heartbeat is no longer watched. */
+  done(): void {
+    this.#heartbeat?.done();
   }
 
   /** Mark closing; returns the calls in flight now. */

@@ -57,6 +57,8 @@ export interface DenoiseJob {
   readonly exchange?: Exchange;
   readonly onStep?: (i: number) => void;
   readonly signal?: AbortSignal;
+  /** The Worker engine's stall timeout (see `GenerateOptions.stallTimeoutMs`). */
+  readonly stallTimeoutMs?: number;
 }
 
 /** What a denoising engine reports besides the final latents. */
@@ -124,7 +126,16 @@ export async function denoiseInProcess(job: DenoiseJob): Promise<DenoiseReport> 
   job.signal?.throwIfAborted();
   const t0 = performance.now();
   const { openSampler } = await importSampler(job.sampler.module);
-  await using sampler: OpenedSampler = await openSampler(job.sampler.init, device);
+  const opening = new AbortController();
+  const stopOpening = () => opening.abort(job.signal?.reason);
+  job.signal?.addEventListener("abort", stopOpening, { once: true });
+  let opened: OpenedSampler;
+  try {
+    opened = await openSampler(job.sampler.init, device, { signal: opening.signal });
+  } finally {
+    job.signal?.removeEventListener("abort", stopOpening);
+  }
+  await using sampler = opened;
   const loadMs = performance.now() - t0;
   // Ctrl-C: disposing cancels the call in flight (the loop itself stops at its next step).
   const cancel = () => void sampler[Symbol.asyncDispose]();
@@ -205,6 +216,7 @@ export async function denoiseWithWorkers(job: DenoiseJob): Promise<DenoiseReport
     })),
     ...(job.signal ? { signal: job.signal } : {}),
     ...(job.onStep ? { onStep: job.onStep } : {}),
+    ...(job.stallTimeoutMs !== undefined ? { stallTimeoutMs: job.stallTimeoutMs } : {}),
   });
   const ep = result.ranks[0]?.executionProvider;
   // Rank 0's exchange per round: sending (gather: the round's latents; all-gather: its eps), and

@@ -49,6 +49,12 @@ export interface GenerateOptions {
   /** Aborting stops the run at the next model call and cancels calls in flight. */
   readonly signal?: AbortSignal;
   /**
+   * The Worker engine's stall watchdog (`RunWorkersOptions.stallTimeoutMs`): a device whose call
+   * has not returned for this long ends the run naming the rank and the step.
+   * @default max(60 s, 10 x the slowest denoiser call)
+   */
+  readonly stallTimeoutMs?: number;
+  /**
    * Runs the denoising loop; the default runs every rank in this process over one sampler. The
    * CLI passes the Worker engine here.
    */
@@ -156,6 +162,8 @@ export interface Capacity {
  * activations and the Worker's own isolate come on top, hence the generous constants.
  */
 const SESSION_BYTES_PER_GRAPH_BYTE = 3;
+/** The most CPU devices per core a run may start. */
+const CPU_DEVICES_PER_CORE = 4;
 /** What one more device costs besides its session's weights: an isolate, thread pools. */
 const WORKER_OVERHEAD_BYTES = 64 * 2 ** 20;
 
@@ -179,10 +187,13 @@ export function checkCapacity(
     );
   }
   const ep = run.ep === "auto" ? autoCandidate() : run.ep;
-  if (ep === "cpu" && run.devices > cores) {
+  // CPU devices beyond the cores still run (time-sliced, one thread each), which tests and
+  // experiments use; far beyond, they only cost memory and threads.
+  const maxCpuDevices = CPU_DEVICES_PER_CORE * cores;
+  if (ep === "cpu" && run.devices > maxCpuDevices) {
     throw new RangeError(
-      `Cannot run ${run.devices} CPU devices: this machine has ${cores} cores and each device ` +
-        `needs one; use --gpus ${cores} or fewer`,
+      `Cannot run ${run.devices} CPU devices: this machine has ${cores} cores, and more than ` +
+        `${maxCpuDevices} devices would only take turns on them; use --gpus ${maxCpuDevices} or fewer`,
     );
   }
   if (run.devices === 1) return;
@@ -271,6 +282,7 @@ export async function generate<R extends RequestBase, C, M>(
       ...(options.denoiserThreads !== undefined ? { threads: options.denoiserThreads } : {}),
       ...(onStep ? { onStep: (i: number) => onStep(i, request.steps) } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.stallTimeoutMs !== undefined ? { stallTimeoutMs: options.stallTimeoutMs } : {}),
     });
   } catch (e) {
     // An abort surfaces as whatever failed first (a cancelled run, a closed channel): report the abort.

@@ -85,6 +85,8 @@ Deno.test("parseCommand reads gen with defaults and every flag", () => {
     "float32",
     "--threads",
     "2",
+    "--stall-timeout",
+    "90",
     "--in-process",
   ]);
   assert.deepEqual(full, {
@@ -100,6 +102,7 @@ Deno.test("parseCommand reads gen with defaults and every flag", () => {
     exchange: "allgather",
     out: "x.wav",
     threads: 2,
+    stallTimeout: 90,
     inProcess: true,
     verbose: false,
     flags: {
@@ -171,6 +174,7 @@ Deno.test("bad flag values are one-line usage errors without the usage text", ()
     /--seed: '18446744073709551616' is too large: give an integer up to 9007199254740991$/,
   );
   refuses(["gen", "-p", "x", "--guidance", "1e"], /--guidance: '1e' is not a number/);
+  refuses(["gen", "-p", "x", "--stall-timeout", "0"], /--stall-timeout: '0' is not above 0/);
   refuses(["gen", "-p", "x", "--gpus", "0"], /--gpus: '0' is below 1: give an integer >= 1/);
   refuses(["gen", "-p", "x", "--gpus=-1"], /--gpus: '-1' is below 1: give an integer >= 1/);
   refuses(

@@ -7,6 +7,7 @@ import {
   int32Model,
   int64Model,
   misleadingModel,
+  slowLoadingModel,
   slowModel,
   testFloats,
 } from "../support/models.ts";
@@ -231,6 +232,71 @@ Deno.test("aborting a nonblocking run stops it and rejects with the abort reason
   assert.equal(session.pending, 0);
   // An already aborted signal refuses to start.
   await assert.rejects(session.runAsync({ x }, { signal: controller.signal }), (e) => e === reason);
+});
+
+Deno.test("createAsync loads off the event loop: the same session as create, by path and by bytes", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".onnx" });
+  try {
+    await Deno.writeFile(path, AFFINE.bytes());
+    using env = Env.create();
+    using sync = Session.create(env, AFFINE.bytes(), { intraOpThreads: 1 });
+    // A timer must fire while the slow model loads: the event loop is not blocked.
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    const slow = Session.createAsync(env, slowLoadingModel(4000), { intraOpThreads: 1 });
+    using fromBytes = await Session.createAsync(env, AFFINE.bytes(), { intraOpThreads: 1 });
+    using fromPath = await Session.createAsync(env, path, { executionProvider: "auto" });
+    using loaded = await slow;
+    clearInterval(timer);
+    assert.ok(ticks > 0, "no timer fired while the model loaded");
+    assert.deepEqual(fromBytes.inputs, sync.inputs);
+    assert.deepEqual(fromBytes.outputs, sync.outputs);
+    const x = new Tensor("float32", testFloats(6, 8), [2, 3]);
+    assert.deepEqual(fromBytes.run({ x }), sync.run({ x }));
+    assert.deepEqual(fromPath.run({ x }), sync.run({ x }));
+    assert.equal(fromPath.executionProvider, fromPath.providerAttempts.at(-1)!.ep);
+    assert.deepEqual(loaded.inputs.map((i) => i.name), ["x"]);
+    // Errors come back as from create.
+    await assert.rejects(
+      Session.createAsync(env, "/nonexistent/model.onnx"),
+      (e: unknown) => e instanceof OrtError && e.codeName === "NO_SUCHFILE",
+    );
+    await assert.rejects(
+      Session.createAsync(env, new TextEncoder().encode("this is not a protobuf")),
+      (e: unknown) => e instanceof OrtError && e.codeName === "INVALID_PROTOBUF",
+    );
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("aborting createAsync cancels the load well before it would end, rejecting with the reason", async () => {
+  if (ortLibrary().setLoadCancellationFlag === null) {
+    console.log(`skipped: ONNX Runtime ${ortLibrary().version} has no load cancellation flag`);
+    return;
+  }
+  using env = Env.create();
+  const bytes = slowLoadingModel(12000);
+  // The whole load, as the yardstick (about 4 s on one core here).
+  let started = performance.now();
+  (await Session.createAsync(env, bytes, { intraOpThreads: 1 })).close();
+  const fullMs = performance.now() - started;
+  const controller = new AbortController();
+  const reason = new Error("stop loading");
+  started = performance.now();
+  const load = Session.createAsync(env, bytes, { intraOpThreads: 1, signal: controller.signal });
+  setTimeout(() => controller.abort(reason), fullMs / 4);
+  await assert.rejects(load, (e: unknown) => e === reason);
+  const cancelledMs = performance.now() - started;
+  assert.ok(
+    cancelledMs < 0.75 * fullMs,
+    `cancelled after ${cancelledMs.toFixed(0)} ms of a ${fullMs.toFixed(0)} ms load`,
+  );
+  // An aborted signal refuses to start.
+  await assert.rejects(
+    Session.createAsync(env, AFFINE.bytes(), { signal: controller.signal }),
+    (e: unknown) => e === reason,
+  );
 });
 
 Deno.test("closing a session cancels its runs in flight and then releases it", async () => {

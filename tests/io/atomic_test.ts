@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { writeFileAtomic, WriteFileError } from "../../src/io/atomic.ts";
+import { removePendingWrites, writeFileAtomic, WriteFileError } from "../../src/io/atomic.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -117,4 +117,22 @@ Deno.test({
       assert.deepEqual(await listDir(`${dir}/ro`), []);
     });
   },
+});
+
+Deno.test("removePendingWrites removes the temporary file of a write in progress; the target never appears", async () => {
+  await withTempDir(async (dir) => {
+    const write = writeFileAtomic(`${dir}/out.wav`, new Uint8Array(64 * 1024 * 1024));
+    const settled = write.then(() => null, (e: unknown) => e);
+    // Wait for the temporary file to exist (writing 64 MiB takes far longer).
+    let names: string[] = [];
+    while ((names = await listDir(dir)).length === 0) await new Promise((r) => setTimeout(r, 1));
+    assert.match(names[0]!, /^\.ps-[0-9a-f]{8}\.tmp$/);
+    // Nothing had been renamed into place, so nothing is left to put back.
+    assert.deepEqual(removePendingWrites(), []);
+    assert.deepEqual(await listDir(dir), []);
+    const error = await settled;
+    assert.ok(error instanceof WriteFileError, `expected a WriteFileError, got ${String(error)}`);
+    assert.deepEqual(await listDir(dir), []);
+    assert.deepEqual(removePendingWrites(), [], "nothing is pending any more");
+  });
 });

@@ -25,9 +25,11 @@ export interface JsToyFailure {
    * - `step`: the scheduler step at `step` throws;
    * - `crash`: the model call at `step` throws from a timer (an uncaught error in the Worker)
    *   and never settles until the sampler is disposed;
-   * - `open`: `openSampler` throws.
+   * - `open`: `openSampler` throws;
+   * - `hang`: the model call at `step` never settles until the sampler is disposed (a device
+   *   that stopped answering, but that disposal can still cancel).
    */
-  how: "model" | "step" | "crash" | "open";
+  how: "model" | "step" | "crash" | "open" | "hang";
 }
 
 /** The structured-cloneable init payload of the JS toy. */
@@ -118,6 +120,7 @@ export function openSampler(init: JsToyInit, device: DeviceAssignment): OpenedSa
         }, 0);
         await wait(0, false); // never settles on its own
       }
+      if (fail?.how === "hang" && i === fail.step) await wait(0, false);
       if (delayMs > 0) await wait(delayMs, true);
       if (fail?.how === "model" && i === fail.step) {
         throw new Error(`injected failure at step ${i} on rank ${device.rank}`);

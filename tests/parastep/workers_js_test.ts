@@ -281,6 +281,70 @@ Deno.test("runWorkers() rejects when a worker dies without a message, and still 
   assert.equal(shutdown[0]!.closed, true);
 });
 
+Deno.test("a rank whose model call never returns is reported stalled, naming the rank and step, and every worker closes", async () => {
+  // Rank 1 predicts at steps 3, 5, 7, ... (W = 2, N = 2); its call at step 7 never settles.
+  const plan = { steps: 13, warmup: 2, devices: 2 };
+  let shutdown: ShutdownReport[] | undefined;
+  const started = performance.now();
+  const run = runWorkers(
+    {
+      plan,
+      module: JS_MODULE,
+      init: init(plan.steps, { delayMs: 5, fail: { rank: 1, step: 7, how: "hang" } }),
+      x0: jsToyX0(N_LATENT),
+    },
+    { stallTimeoutMs: 400, onShutdown: (reports) => shutdown = reports },
+  );
+  const error = await within(HANG_MS, run.then(() => null, (e: unknown) => e));
+  const ms = performance.now() - started;
+  assert.ok(error instanceof RankError, `expected a RankError, got ${String(error)}`);
+  assert.equal(error.rank, 1);
+  assert.equal(error.step, 7);
+  assert.equal(error.stage, "stall");
+  assert.match(
+    error.message,
+    /^Cannot run ParaStep as rank 1 stalled at step 7: its model call has not returned for 0\.\d s \(the stall timeout is 0\.4 s; a hung device or driver\?\)$/,
+  );
+  // Disposing the toy cancels the hung call: the stalled rank still closes cleanly.
+  assertAllClosed(shutdown, 2);
+  assert.equal(shutdown![1]!.close?.inFlightAtClose, 1);
+  assert.equal(shutdown![1]!.close?.cancelledCalls, 1);
+  assert.ok(ms >= 400, `reported a stall after ${ms.toFixed(0)} ms, before the timeout`);
+});
+
+Deno.test("the stall watchdog leaves slow but progressing runs alone: the output is unchanged", async () => {
+  // Every call takes 100 ms and ranks 1 and 2 wait through the warm-up (5 calls, 500 ms): with a
+  // 400 ms timeout only a watchdog that blamed waiting ranks, or missed progress, would fire.
+  const plan = { steps: 14, warmup: 5, devices: 3 };
+  const x0 = jsToyX0(N_LATENT, 9);
+  const result = await within(
+    HANG_MS,
+    runWorkers(
+      { plan, module: JS_MODULE, init: init(plan.steps, { delayMs: 100 }), x0 },
+      { stallTimeoutMs: 400 },
+    ),
+  );
+  await assertMatchesReference(plan, result, x0);
+});
+
+Deno.test("runWorkers() refuses a stall timeout that is not > 0", async () => {
+  for (const stallTimeoutMs of [0, -1, Number.NaN]) {
+    await assert.rejects(
+      runWorkers(
+        {
+          plan: { steps: 4, warmup: 1, devices: 2 },
+          module: JS_MODULE,
+          init: init(4),
+          x0: jsToyX0(4),
+        },
+        { stallTimeoutMs },
+      ),
+      (e: unknown) =>
+        e instanceof RangeError && /'stallTimeoutMs' must be a number > 0/.test(e.message),
+    );
+  }
+});
+
 Deno.test("aborting runWorkers() mid-run rejects with the abort reason and closes every worker", async () => {
   const plan = { steps: 40, warmup: 2, devices: 2 };
   const controller = new AbortController();

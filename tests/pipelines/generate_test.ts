@@ -16,9 +16,10 @@ Deno.test("checkCapacity bounds devices by the memory their denoiser sessions ne
     /^RangeError: Cannot run 4 devices: each holds its own unet session \(about [\d.]+ GiB here\), [\d.]+ GiB in all, and [\d.]+ GiB of memory is available; use --gpus 3 or fewer$/,
   );
   // Cores bound CPU devices and threads; a GPU device needs no core of its own.
+  checkCapacity(model, "unet", { ep: "cpu", devices: 8 }, { cores: 2, availableBytes: 2 ** 40 });
   assert.throws(
-    () => checkCapacity(model, "unet", { ep: "cpu", devices: 3 }, { cores: 2 }),
-    /Cannot run 3 CPU devices: this machine has 2 cores/,
+    () => checkCapacity(model, "unet", { ep: "cpu", devices: 9 }, { cores: 2 }),
+    /Cannot run 9 CPU devices: this machine has 2 cores, and more than 8 devices would only take turns on them; use --gpus 8 or fewer/,
   );
   checkCapacity(model, "unet", { ep: "cuda", devices: 3 }, { cores: 2, availableBytes: 2 ** 40 });
   assert.throws(

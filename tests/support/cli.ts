@@ -32,3 +32,20 @@ export async function parastep(
   const decode = (b: Uint8Array) => new TextDecoder().decode(b);
   return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
 }
+
+/**
+ * The ids of running processes whose command line contains `marker` (Linux): `[]` once a child
+ * and everything it started are gone. A shell lists every command line, so the tests need no read
+ * access to /proc; the marker is matched here, so it is on no command line of the listing itself.
+ */
+export async function processesWith(marker: string): Promise<number[]> {
+  const list = 'for f in /proc/[0-9]*/cmdline; do echo "${f#/proc/} $(tr "\\0" " " < "$f")"; done';
+  const out = await new Deno.Command("sh", {
+    args: ["-c", `${list} 2>/dev/null; true`],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  return new TextDecoder().decode(out.stdout).split("\n")
+    .filter((line) => line.includes(marker))
+    .map((line) => Number.parseInt(line, 10));
+}

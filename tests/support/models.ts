@@ -149,3 +149,33 @@ export function misleadingModel(): Uint8Array {
     nodes: [{ op: "Reshape", inputs: ["x", "flat"], outputs: ["y"] }],
   });
 }
+
+/**
+ * A model that is slow to load and quick to run: `y = x + w_0 + ... + w_{nodes-1}`, one Add node
+ * and one 16-float initializer per term. ONNX Runtime's graph passes over it grow faster than
+ * linearly (32000 nodes took 13 s to load on one core here, 16000 took 6 s), and it checks its load
+ * cancellation flag between the passes and between initializers, so a load can be cancelled.
+ */
+export function slowLoadingModel(nodes: number): Uint8Array {
+  const initializers = [];
+  const graph = [];
+  for (let k = 0; k < nodes; k++) {
+    initializers.push({
+      name: `w${k}`,
+      type: "float32" as const,
+      dims: [16],
+      data: new Float32Array(16).fill(k / nodes),
+    });
+    graph.push({
+      op: "Add",
+      inputs: [k === 0 ? "x" : `h${k}`, `w${k}`],
+      outputs: [k === nodes - 1 ? "y" : `h${k + 1}`],
+    });
+  }
+  return buildModel({
+    inputs: [{ name: "x", type: "float32", dims: [16] }],
+    outputs: [{ name: "y", type: "float32", dims: [16] }],
+    initializers,
+    nodes: graph,
+  });
+}

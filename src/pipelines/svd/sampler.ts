@@ -7,10 +7,14 @@
  */
 
 import { Env } from "../../../ffi/mod.ts";
-import { resolveModel } from "../../models/model.ts";
-import type { DeviceAssignment, OpenedSampler } from "../../parastep/devices.ts";
+import { openComponentAsync, resolveModel } from "../../models/model.ts";
+import type {
+  DeviceAssignment,
+  OpenedSampler,
+  OpenSamplerContext,
+} from "../../parastep/devices.ts";
 import { euler } from "../../schedulers/euler.ts";
-import { type Conditioning, Denoiser, openDenoiser } from "./pipeline.ts";
+import { type Conditioning, Denoiser } from "./pipeline.ts";
 
 /** What the sampler is opened with: structured-cloneable. */
 export interface SvdSamplerInit {
@@ -35,19 +39,25 @@ export function samplerInit(
 }
 
 /**
- * Opens this rank's UNet and returns its sampler (with BatchStep's batched model call);
+ * Opens this rank's UNet (cancelled by `context.signal`) and returns its sampler (with BatchStep's batched model call);
  * disposing it cancels runs in flight and releases the session. Disposal is idempotent.
  */
-export function openSampler(init: SvdSamplerInit, device: DeviceAssignment): OpenedSampler {
+export async function openSampler(
+  init: SvdSamplerInit,
+  device: DeviceAssignment,
+  context?: OpenSamplerContext,
+): Promise<OpenedSampler> {
   const model = resolveModel(init.modelDir);
   const env = Env.create();
   try {
-    const unet = openDenoiser(env, model, {
+    // Loaded off the thread (an `abort` still reaches a Worker) and cancelled by the context.
+    const unet = await openComponentAsync(env, model, "unet", {
       executionProvider: device.ep,
       deviceId: device.deviceId,
       intraOpThreads: device.intraOpThreads,
       // Several workers share the cores: idle threads must not spin on them.
       allowSpinning: device.devices === 1,
+      ...(context ? { signal: context.signal } : {}),
     });
     let denoiser: Denoiser;
     try {
