@@ -81,7 +81,8 @@ def run(args: argparse.Namespace, log=print) -> dict:
     if args.size == "bench":
         timing = _family(args.family).bench(args.out)
         (Path(args.out) / "unet_latency.json").write_text(json.dumps(timing, indent=2) + "\n", encoding="utf-8")
-        log(f"unet batch 2, 1 thread: median {timing['medianMs']} ms (min {timing['minMs']}, p90 {timing['p90Ms']})")
+        cpu = f", thread CPU time median {timing['cpuMedianMs']} ms" if "cpuMedianMs" in timing else ""
+        log(f"unet batch 2, 1 thread: median {timing['medianMs']} ms (min {timing['minMs']}, p90 {timing['p90Ms']}){cpu}")
     return manifest
 
 

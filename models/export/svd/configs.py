@@ -95,8 +95,9 @@ TINY = Size(
 )
 
 # Mid-size model for timing: the real layout at small widths, sized so that one CFG UNet call
-# (batch 2, the default 8 frames at 256×128, latent 16×32) takes 30-80 ms on one CPU thread with
-# onnxruntime (models/export/README.md).
+# (batch 2, the default 6 frames of 64×64, latent 8×8) takes 30-80 ms on one CPU thread with
+# onnxruntime (models/export/README.md). The same UNet costs ~80 ms at 128×64 and ~0.5 s at 8 frames
+# of 256×128.
 BENCH = Size(
     name="bench",
     unet_channels=(32, 64, 64, 96),
@@ -104,7 +105,7 @@ BENCH = Size(
     unet_up=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * 3,
     unet_layers_per_block=2,
     unet_heads=(2, 4, 4, 6),  # head width 16
-    unet_num_frames=8,
+    unet_num_frames=6,
     time_embed_dim=64,
     vae_channels=(32, 32, 64, 64),  # vae_scale_factor 8, as in the real model
     vae_layers_per_block=2,
@@ -115,8 +116,8 @@ BENCH = Size(
     clip_patch=14,  # 256 patches, as ViT-H/14
     embed_dim=64,
     defaults={
-        "steps": 25, "warmup": 5, "frames": 8, "width": 256, "height": 128, "fps": 7, "motionBucketId": 127,
-        "noiseAugStrength": 0.02, "minGuidance": 1.0, "maxGuidance": 3.0, "decodeChunk": 4,
+        "steps": 25, "warmup": 5, "frames": 6, "width": 64, "height": 64, "fps": 7, "motionBucketId": 127,
+        "noiseAugStrength": 0.02, "minGuidance": 1.0, "maxGuidance": 3.0, "decodeChunk": 3,
     },
 )
 

@@ -78,5 +78,5 @@ def test_bench_record(svd_tiny):
     """The latency record `--size bench` writes (here on the tiny model, a few runs: no timing claim)."""
     record = bench.unet_latency(svd_tiny.dir, repeats=3, warmup=1)
     assert record["shape"]["sample"] == [2, 3, 8, 16, 24]  # batch 2 at the manifest's default size
-    assert 0 < record["minMs"] <= record["medianMs"] <= record["p90Ms"]
+    assert 0 < record["minMs"] <= record["medianMs"] <= record["p90Ms"] and record["cpuMedianMs"] > 0
     assert record["repeats"] == 3 and "intra_op_num_threads=1" in record["what"]
