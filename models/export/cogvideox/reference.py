@@ -15,7 +15,9 @@ order `[negative, prompt]`; without guidance the batch is 1, the prompt alone):
 - latents_initial                [1, F', C, h, w]
 - freqs_cos, freqs_sin           [F'·(h/p)·(w/p), head_dim]   (rotary models only: the tables the
                                                  pipeline passed to the transformer)
-- transformer_timestep_step0 (int64) [B]; transformer_out_step0 [B, F', C, h, w] (pre-guidance v)
+- transformer_hidden_states_step0 [B, F', C, h, w] (= latents_initial repeated B times);
+  transformer_timestep_step0 (int64) [B]; transformer_out_step0 [B, F', C, h, w] (pre-guidance v);
+  the step-0 encoder_hidden_states are prompt_embeds
 - latents_steps                  [steps, 1, F', C, h, w]  (after each scheduler step)
 - latents_final                  [1, F', C, h, w]
 and, for decoding cases:
@@ -277,6 +279,7 @@ def run_case(pipe, case: Case, out_dir: Path) -> dict:
         arrays["freqs_cos"], arrays["freqs_sin"] = rotary
     arrays.update(
         {
+            "transformer_hidden_states_step0": hidden0,
             "transformer_timestep_step0": t0.to(torch.int64),
             "transformer_out_step0": out0,
             "latents_steps": torch.stack([s for s, _ in steps]),

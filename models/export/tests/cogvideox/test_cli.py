@@ -67,8 +67,9 @@ def ckpt(tmp_path_factory):
 
 
 def test_checkpoint_directory(ckpt, tmp_path, cog_tiny_5b):
-    """--from <dir> with an extra shape: the graphs equal the committed ones, the new shape's VAE graph
-    (F' = 1: one frame) matches diffusers, and the reference run is diffusers' on the same weights."""
+    """--from <dir> with an extra shape: the graphs are byte for byte those of a fresh tiny-5b export, the
+    new shape's VAE graph (F' = 1: one frame) matches diffusers, and the reference run is diffusers' on
+    the same weights."""
     out = tmp_path / "from-dir"
     result = run_cli("cogvideox", "--from", str(ckpt), "--out", str(out), "--reference", "--frames", "1", "--height", "16", "--width", "32")
     assert result.returncode == 0, result.stderr
@@ -81,9 +82,8 @@ def test_checkpoint_directory(ckpt, tmp_path, cog_tiny_5b):
     assert m["shapes"][1]["frames"] == 1 and m["shapes"][1]["transformer"] == "transformer"
     for name, entry in committed["components"].items():
         assert m["components"][name] == entry
-        (got_w, _), (want_w, _) = _weights(out / entry["file"]), _weights(TINY_5B / entry["file"])
-        for key, want in want_w.items():
-            np.testing.assert_allclose(got_w[key], want, rtol=1e-6, atol=1e-7, err_msg=f"{name}:{key}")
+        # determinism: the same weights, saved and loaded, export to the same bytes as the fresh tiny-5b
+        assert (out / entry["file"]).read_bytes() == (cog_tiny_5b.dir / entry["file"]).read_bytes(), name
     z = np.random.default_rng(0).standard_normal((1, 4, 1, 2, 4), dtype=np.float32)
     got = session(out / "vae_decoder_f1_h2_w4.onnx").run(None, {"z": z})[0]
     with torch.no_grad():

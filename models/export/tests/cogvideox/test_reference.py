@@ -171,6 +171,7 @@ def test_denoising_and_decoding(graphs, size, case):
             **rotary,
         )
 
+    np.testing.assert_array_equal(a["transformer_hidden_states_step0"], np.concatenate([a["latents_initial"]] * cfg_batch))
     np.testing.assert_array_equal(a["transformer_timestep_step0"], np.full(cfg_batch, a["timesteps"][0]))
     assert rel_error(transformer(a["latents_initial"], a["timesteps"][0]), a["transformer_out_step0"]) <= 1e-5
     for i, t in enumerate(a["timesteps"]):
