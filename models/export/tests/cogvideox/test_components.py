@@ -43,7 +43,7 @@ def test_text_encoder(cog_tiny, batch):
     got = _run(cog_tiny, "text_encoder", {"input_ids": ids})
     with torch.no_grad():
         want = pipe.text_encoder(torch.from_numpy(ids))[0].numpy()
-    _check("text_encoder", got, want)
+    _check("cogvideox text_encoder", got, want)
 
 
 def _transformer_feed(pipe, rng, batch, shape, timesteps):
@@ -77,7 +77,7 @@ def test_transformer_2b(cog_tiny, frames, batch):
     rng = np.random.default_rng(frames * 10 + batch)
     feed = _transformer_feed(pipe, rng, batch, shape, [999, 500, 1][:batch])
     got = _run(cog_tiny, entry["transformer"], feed)
-    _check("transformer (2b)", got, _torch_transformer(pipe, feed))
+    _check("cogvideox transformer (2b)", got, _torch_transformer(pipe, feed))
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def test_transformer_rotary_any_shape(cog_tiny_5b, frames, height, width, batch)
     feed.update(freqs_cos=cos.numpy(), freqs_sin=sin.numpy())
     got = _run(cog_tiny_5b, "transformer", feed)
     assert got.shape == feed["hidden_states"].shape
-    _check("transformer (5b)", got, _torch_transformer(pipe, feed, (cos, sin)))
+    _check("cogvideox transformer (5b)", got, _torch_transformer(pipe, feed, (cos, sin)))
 
 
 def test_transformer_uses_every_input(cog_tiny_5b):
@@ -123,7 +123,7 @@ def test_transformer_timestep_per_sample(cog_tiny):
     got = _run(cog_tiny, "transformer_f3_h4_w6", feed)
     for row in range(2):
         single = {k: v[row : row + 1] for k, v in feed.items()}
-        _check("transformer (2b)", got[row : row + 1], _torch_transformer(pipe, single))
+        _check("cogvideox transformer (2b)", got[row : row + 1], _torch_transformer(pipe, single))
     assert rel_error(got[0:1], got[1:2]) > 1e-2
 
 
@@ -137,4 +137,4 @@ def test_vae_decoder(cog_tiny, frames):
     with torch.no_grad():
         want = pipe.vae.decode(torch.from_numpy(z)).sample.numpy()
     assert got.shape == (1, 3, entry["frames"], entry["height"], entry["width"])
-    _check("vae_decoder", got, want)
+    _check("cogvideox vae_decoder", got, want)
