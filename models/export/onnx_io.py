@@ -30,6 +30,7 @@ EXTERNAL_DATA_THRESHOLD = 1_900_000_000
 _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
     onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.BFLOAT16: "bfloat16",
     onnx.TensorProto.INT64: "int64",
     onnx.TensorProto.INT32: "int32",
     onnx.TensorProto.BOOL: "bool",

@@ -1,12 +1,28 @@
-"""What the command line calls for `audioldm2`: load or build the pipeline, export it, time its UNet."""
+"""What `python -m models.export audioldm2 ...` does, behind the family interface cli.py calls.
+
+Every family module exposes the same names: SIZES, DTYPES, check_args, load_pipeline,
+export_pipeline and after_export.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+from ..errors import ExportError
 
-def load(args: argparse.Namespace, log=print):
+SIZES = ("tiny", "bench")
+DTYPES = ("fp32", "fp16")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Reject the options that mean nothing for AudioLDM2."""
+    if args.frames or args.height or args.width:
+        raise ExportError("--frames/--height/--width are for video families; audioldm2 takes any duration")
+
+
+def load_pipeline(args: argparse.Namespace, log=print):
     """The float32 pipeline to export, with the manifest's `source` and `defaults` entries."""
     from . import checkpoint, configs, export
 
@@ -21,7 +37,7 @@ def load(args: argparse.Namespace, log=print):
     return pipe, source, {k: v for k, v in size.defaults.items() if k != "duration"}
 
 
-def export(pipe, args: argparse.Namespace, source: dict, defaults: dict, log=print) -> dict:
+def export_pipeline(pipe, args: argparse.Namespace, source: dict, defaults: dict, log=print) -> dict:
     """Write `args.out` for a loaded pipeline, with the options in `args`."""
     from . import export
 
@@ -30,8 +46,12 @@ def export(pipe, args: argparse.Namespace, source: dict, defaults: dict, log=pri
     )
 
 
-def bench(model_dir: Path) -> dict:
-    """The UNet latency record written to `unet_latency.json` by `--size bench`."""
+def after_export(args: argparse.Namespace, log=print) -> None:
+    """`--size bench`: time the UNet and write unet_latency.json beside the graphs."""
+    if args.size != "bench":
+        return
     from . import bench
 
-    return bench.unet_latency(model_dir)
+    timing = bench.unet_latency(args.out)
+    (Path(args.out) / "unet_latency.json").write_text(json.dumps(timing, indent=2) + "\n", encoding="utf-8")
+    log(f"unet batch 2, 1 thread: median {timing['medianMs']} ms (min {timing['minMs']}, p90 {timing['p90Ms']})")

@@ -90,16 +90,16 @@ def build_clap_tokenizer(vocab_size: int, model_max_length: int) -> RobertaToken
     return RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 
-def _unigram_vocab(max_words: int) -> list[tuple[str, float]]:
+def _unigram_vocab(max_words: int, corpus: tuple[str, ...] = CORPUS) -> list[tuple[str, float]]:
     """T5-style Unigram pieces: specials, `▁`, every corpus character, then the most frequent words."""
-    words = collections.Counter(w for line in CORPUS for w in line.split())
-    chars = collections.Counter(c for line in CORPUS for c in line if not c.isspace())
+    words = collections.Counter(w for line in corpus for w in line.split())
+    chars = collections.Counter(c for line in corpus for c in line if not c.isspace())
     # Every printable ASCII character gets a piece (count 1 if unseen), so only characters outside
     # ASCII and the corpus (emoji, CJK, rare accents) become <unk>.
     chars.update(c for c in string.printable if not c.isspace() and c not in chars)
     total = sum(words.values()) + sum(chars.values())
     pieces: list[tuple[str, float]] = [(s, 0.0) for s in T5_SPECIALS]
-    pieces.append(("▁", math.log(len(CORPUS) / total)))
+    pieces.append(("▁", math.log(len(corpus) / total)))
     # Sorting by (-count, text) keeps the order, and so the ids, independent of hash seeds.
     for char, count in sorted(chars.items(), key=lambda kv: (-kv[1], kv[0])):
         pieces.append((char, math.log(count / total) - 2.0))
@@ -108,6 +108,9 @@ def _unigram_vocab(max_words: int) -> list[tuple[str, float]]:
     return pieces
 
 
-def build_t5_tokenizer(max_words: int, model_max_length: int) -> T5Tokenizer:
-    """Unigram tokenizer with T5's specials (`<pad>`=0, `</s>`=1, `<unk>`=2) and no sentinel ids."""
-    return T5Tokenizer(vocab=_unigram_vocab(max_words), extra_ids=0, model_max_length=model_max_length)
+def build_t5_tokenizer(max_words: int, model_max_length: int, corpus: tuple[str, ...] = CORPUS) -> T5Tokenizer:
+    """Unigram tokenizer with T5's specials (`<pad>`=0, `</s>`=1, `<unk>`=2) and no sentinel ids.
+
+    `corpus` decides the word pieces; other families pass captions of their own domain.
+    """
+    return T5Tokenizer(vocab=_unigram_vocab(max_words, corpus), extra_ids=0, model_max_length=model_max_length)

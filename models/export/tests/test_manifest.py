@@ -20,7 +20,7 @@ ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(i
 def _contract() -> dict[str, tuple[str, list[str], list[str]]]:
     """component -> (file, input names, output names), parsed from the table in models/README.md."""
     text = (REPO / "models" / "README.md").read_text(encoding="utf-8")
-    section = text.split("## AudioLDM2 components", 1)[1].split("\n## ", 1)[0]
+    section = text.split("## AudioLDM2 components", 1)[1].split("\n## ", 1)[0]  # up to the next family
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
