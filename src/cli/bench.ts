@@ -27,6 +27,7 @@ import {
   type DenoiseReport,
   denoiseWithWorkers,
   familyOf,
+  type OpenedEngine,
   type PipelineFamily,
   type QualityMetric,
   type RequestBase,
@@ -169,10 +170,8 @@ async function measure<R extends RequestBase, C, M>(
   const conditioning = await family.encode(env, model, request, { session });
   using decoder = family.openDecoder(env, model, { session });
   const x0 = family.prepareLatents(request);
-  const sampler = {
-    module: family.samplerModule,
-    init: family.samplerInit(model, request, conditioning),
-  };
+  const open = family.denoiserInit(model, request);
+  const generation = family.generationInit(model, request, conditioning);
   // Every configuration, measured round-robin (one run of each per pass) so that drift in the
   // machine's speed over the benchmark spreads over all of them alike.
   interface Config {
@@ -231,21 +230,32 @@ async function measure<R extends RequestBase, C, M>(
     });
   }
   const reports: DenoiseReport[][] = configs.map(() => []);
+  const engines: OpenedEngine[] = [];
   const progress = new ProgressBar("bench", command.runs * configs.length * T);
   try {
+    // Each configuration's denoisers open once (Workers start once); the runs reuse them.
+    for (const c of configs) {
+      engines.push(
+        await c.engine({
+          module: family.samplerModule,
+          open,
+          mode: c.mode,
+          devices: c.devices,
+          ep,
+          threads: c.threads,
+          ...(signal ? { signal } : {}),
+        }),
+      );
+    }
     for (let run = 0; run < command.runs; run++) {
       for (const [k, c] of configs.entries()) {
         const done = (run * configs.length + k) * T;
-        const report = await c.engine({
-          sampler,
+        const report = await engines[k]!.run({
+          generation,
           x0,
           steps: T,
-          mode: c.mode,
-          devices: c.devices,
           warmup: W,
           stride: c.stride,
-          ep,
-          threads: c.threads,
           ...(c.exchange ? { exchange: c.exchange } : {}),
           onStep: (i) => progress.update(done + i + 1),
           ...(signal ? { signal } : {}),
@@ -258,6 +268,7 @@ async function measure<R extends RequestBase, C, M>(
     }
   } finally {
     progress.finish();
+    for (const engine of engines) await engine[Symbol.asyncDispose]();
   }
   const measured = reports.map(summarize);
 

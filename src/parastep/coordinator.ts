@@ -3,13 +3,15 @@
  * sampler, exchanging steps over `BroadcastChannel` (see worker.ts for the protocol and channel.ts
  * for the exchange).
  *
- * Lifecycle of {@link runWorkers}: spawn `N` Workers -> send each `init` (sampler module URL,
- * init payload, device, and `x0` to rank 0: the conditioning and latents cross once) -> wait for
- * every `ready` -> `run` -> collect rank 0's output and every rank's stats -> shut every worker
- * down: `abort`, wait for `closed` (bounded), `terminate()`. The shutdown runs on every path,
- * success, failure or abort, and always after the workers have cancelled their model runs (and
- * their session loads). While the run goes, a watchdog polls every rank's heartbeat
- * (heartbeat.ts) and ends the run when one stalls.
+ * Lifecycle of a {@link WorkerPool}: spawn `N` Workers -> send each `init` (sampler module URL,
+ * open payload, device) -> wait for every `ready` (sessions open). Then per generation: `prepare`
+ * (generation payload, and `x0` to rank 0: the conditioning and latents cross once) -> wait for
+ * every `prepared` -> `run` -> collect rank 0's output and every rank's stats. Finally shut every
+ * worker down: `abort`, wait for `closed` (bounded), `terminate()`. The shutdown runs on every
+ * path, success, failure or abort, and always after the workers have cancelled their model runs
+ * (and their session loads). While a generation runs, a watchdog polls every rank's heartbeat
+ * (heartbeat.ts) and ends the run when one stalls. {@link runWorkers} is a pool opened, run once
+ * and closed.
  *
  * A worker that does not reply `closed` in time is terminated anyway, and may have left a native
  * call running on its thread: that is recorded ({@link noteStrandedNativeCall}) so that the
@@ -21,6 +23,7 @@
 import { noteStrandedNativeCall } from "../../ffi/exit.ts";
 import { assignDevices, type DeviceAssignment, type DeviceEp } from "./devices.ts";
 import { createHeartbeats, type Stall, StallWatch } from "./heartbeat.ts";
+import { checkCount } from "./_check.ts";
 import { checkExchange, checkPlan, type Exchange, type ParaStepPlan } from "./rounds.ts";
 import { ExchangeError } from "./transport.ts";
 import { createArenas } from "./shared_payloads.ts";
@@ -44,8 +47,13 @@ export interface SamplerJob<Init> {
    * see {@link SamplerModule}.
    */
   module: string | URL;
-  /** The family's payload for `openSampler`; must be structured-cloneable. */
+  /**
+   * The generation payload: `bind`'s for a two-phase module, `openSampler`'s for a one-phase one;
+   * must be structured-cloneable.
+   */
   init: Init;
+  /** A two-phase module's `openDenoiser` payload (structured-cloneable). */
+  open?: unknown;
   /**
    * How ranks share a round's results.
    *
@@ -247,17 +255,440 @@ interface RankHandle {
   readonly rank: number;
   readonly worker: Worker;
   readonly ready: PromiseWithResolvers<void>;
-  readonly done: PromiseWithResolvers<DoneReply>;
+  /** Replaced for each generation. */
+  prepared: PromiseWithResolvers<void>;
+  /** Replaced for each generation. */
+  done: PromiseWithResolvers<DoneReply>;
   readonly closed: PromiseWithResolvers<CloseReport | null>;
   died: boolean;
 }
 
+/** What a {@link WorkerPool} opens: the family's sampler module and its open payload. */
+export interface PoolSpec {
+  /**
+   * Absolute URL of the sampler module (e.g. `new URL("./sampler.ts", import.meta.url)`); see
+   * `SamplerModule`.
+   */
+  module: string | URL;
+  /** The payload of the module's `openDenoiser` (structured-cloneable; unused by one-phase modules). */
+  open?: unknown;
+  /** `N`: Workers (ranks) to start. */
+  devices: number;
+}
+
+/** Options for {@link WorkerPool.open}. */
+export interface PoolOptions {
+  /**
+   * The execution provider of every rank (see {@link assignDevices}); ignored when `devices` is
+   * given.
+   *
+   * @default {"cpu"}
+   */
+  ep?: DeviceEp;
+  /**
+   * CPU cores shared among CPU ranks; ignored when `devices` is given.
+   *
+   * @default {navigator.hardwareConcurrency}
+   */
+  cores?: number;
+  /** Explicit per-rank assignments (one per rank, indexed by rank), instead of `ep` and `cores`. */
+  devices?: readonly DeviceAssignment[];
+  /**
+   * Aborting it while the workers open shuts them down cleanly (their session loads cancelled);
+   * `open` then rejects with `signal.reason`.
+   */
+  signal?: AbortSignal;
+  /**
+   * Least milliseconds between two progress reports from rank 0 (0: every step).
+   *
+   * @default {50}
+   */
+  progressIntervalMs?: number;
+  /**
+   * How long to wait for a worker to reply `closed` (after cancelling its model runs and session
+   * loads) before terminating it anyway.
+   *
+   * @default {10000}
+   */
+  closeTimeoutMs?: number;
+  /**
+   * The Worker script, for layouts where it does not sit beside this module (e.g. a compiled
+   * binary) and for tests.
+   *
+   * @default {new URL("./worker.ts", import.meta.url)}
+   */
+  workerUrl?: string | URL;
+  /**
+   * Called once the pool's workers have been shut down: when opening fails (with the workers it
+   * had started), or when the pool closes.
+   */
+  onShutdown?: (reports: ShutdownReport[]) => void;
+}
+
+/** One generation for a {@link WorkerPool}: its plan, payload and initial latents. */
+export interface GenerationJob {
+  /** `T`, `W`, `N`; `N` must be the pool's device count. */
+  plan: ParaStepPlan;
+  /** The family's generation payload (`bind`), or a one-phase module's `openSampler` init. */
+  payload: unknown;
+  /** The initial latents `x_0`, identical for every rank by construction (only rank 0 gets them). */
+  x0: Float32Array;
+  /**
+   * How ranks share a round's results.
+   *
+   * @default {"gather"}
+   */
+  exchange?: Exchange;
+  /**
+   * The most floats one step message carries (the warm-up message: latents plus the guided
+   * eps, the same size): sizes the shared payload arenas. Larger messages go inline on the channel.
+   *
+   * @default {2 * x0.length}
+   */
+  payloadFloats?: number;
+}
+
+/** Options for {@link WorkerPool.run}. */
+export interface GenerationOptions {
+  /**
+   * The generation id (message tags and channel names); a new one for each generation.
+   *
+   * @default {a random UUID}
+   */
+  gen?: string;
+  /**
+   * Aborting it (e.g. on SIGINT) fails the generation; `run` rejects with `signal.reason`, and the
+   * pool must then be closed.
+   */
+  signal?: AbortSignal;
+  /**
+   * Progress: called with increasing step indices after rank 0 applies them, at most once per
+   * `progressIntervalMs`, and always for the last step `T - 1`. An exception thrown here fails the
+   * run.
+   */
+  onStep?: (i: number) => void;
+  /** The stall watchdog (see {@link RunWorkersOptions.stallTimeoutMs}). */
+  stallTimeoutMs?: number;
+  /**
+   * Move step payloads through shared memory (see shared_payloads.ts); false sends them inline on
+   * the BroadcastChannel (about 30 MB/s in Deno 2.9).
+   *
+   * @default {true}
+   */
+  sharedPayloads?: boolean;
+}
+
+/** What {@link WorkerPool.run} returns: {@link WorkersResult} without the shutdown. */
+export type GenerationResult = Omit<WorkersResult, "shutdown">;
+
 /**
- * Run one ParaStep generation on `N` Workers, one rank each, and shut them all down.
+ * `N` Workers, one rank each, with the family's denoiser open on every device, serving
+ * generation after generation ({@link WorkerPool.run}) until {@link WorkerPool.close}. Opening
+ * starts the session loads at once, so a caller can encode its prompt meanwhile.
  *
- * Each Worker imports `job.module` and calls its `openSampler(job.init, device)` (see
- * {@link SamplerModule}); ranks exchange steps over `BroadcastChannel`. The output is bit for bit
- * what {@link runInProcess} gives with the same samplers, since the round logic is the same
+ * A failed generation (a rank failed, stalled or died, or the run was aborted) breaks the pool:
+ * every later `run` rejects with the same error, and the pool must be closed. Closing shuts every
+ * worker down (`abort`, `closed` bounded by `closeTimeoutMs`, `terminate()`), always after the
+ * workers have cancelled their model runs and session loads.
+ */
+export class WorkerPool implements AsyncDisposable {
+  /** `N`. */
+  readonly devices: number;
+  /** Milliseconds from spawning the workers until every rank was ready (modules, sessions). */
+  readonly openMs: number;
+  readonly #handles: RankHandle[];
+  readonly #failure: PromiseWithResolvers<never>;
+  readonly #closeTimeoutMs: number;
+  #failed = false;
+  #onStep: ((i: number) => void) | undefined;
+  #busy = false;
+  #stalledRank: number | null = null;
+  #arenas: { floats: number; arenas: SharedArrayBuffer[] } | null = null;
+  #closing: Promise<ShutdownReport[]> | null = null;
+  #onShutdown: ((reports: ShutdownReport[]) => void) | undefined;
+
+  private constructor(
+    handles: RankHandle[],
+    failure: PromiseWithResolvers<never>,
+    closeTimeoutMs: number,
+    openMs: number,
+  ) {
+    this.#handles = handles;
+    this.#failure = failure;
+    this.#closeTimeoutMs = closeTimeoutMs;
+    this.devices = handles.length;
+    this.openMs = openMs;
+  }
+
+  /**
+   * Spawn `spec.devices` Workers and open the sampler module on each; resolves once every rank is
+   * ready. On failure (or abort) every worker is shut down before it rejects.
+   *
+   * @throws {RangeError} For a bad device count or option.
+   * @throws {TypeError} For a module URL that is not absolute, or a payload that cannot be cloned.
+   * @throws {RankError} When a rank fails to open.
+   */
+  static async open(spec: PoolSpec, options: PoolOptions = {}): Promise<WorkerPool> {
+    const started = performance.now();
+    const N = spec.devices;
+    checkCount("ParaStep", "devices", N);
+    const moduleUrl = absoluteUrl(spec.module, "module");
+    const workerUrl = options.workerUrl === undefined
+      ? new URL("./worker.ts", import.meta.url)
+      : absoluteUrl(options.workerUrl, "workerUrl");
+    const devices = options.devices ?? assignDevices(N, {
+      ...(options.ep === undefined ? {} : { ep: options.ep }),
+      ...(options.cores === undefined ? {} : { cores: options.cores }),
+    });
+    checkDevices(devices, N);
+    const progressIntervalMs = nonNegative(
+      options.progressIntervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS,
+      "progressIntervalMs",
+    );
+    const closeTimeoutMs = nonNegative(
+      options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS,
+      "closeTimeoutMs",
+    );
+    const { signal } = options;
+    signal?.throwIfAborted();
+    // The first failure wins and breaks the pool; later ones (echoes of it) are dropped.
+    const failure = Promise.withResolvers<never>();
+    failure.promise.catch(() => {});
+    let pool: WorkerPool | null = null;
+    let failed = false;
+    const fail = (error: unknown): void => {
+      if (failed) return;
+      failed = true;
+      if (pool) pool.#failed = true;
+      failure.reject(error);
+    };
+    const progress = (i: number): void => {
+      if (failed || pool === null) return;
+      const onStep = pool.#onStep;
+      onStep?.(i);
+    };
+    const handles: RankHandle[] = [];
+    const onAbort = (): void => fail(signal?.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      for (let rank = 0; rank < N; rank++) {
+        const handle = spawn(rank, workerUrl, progress, fail);
+        handles.push(handle);
+        const init: ToWorker = {
+          type: "init",
+          rank,
+          module: moduleUrl.href,
+          open: spec.open,
+          device: devices[rank]!,
+          progressIntervalMs,
+        };
+        post(handle, init, "init");
+      }
+      await Promise.race([Promise.all(handles.map((h) => h.ready.promise)), failure.promise]);
+    } catch (error) {
+      if (handles.length > 0) {
+        options.onShutdown?.(
+          await Promise.all(handles.map((h) => shutdownRank(h, closeTimeoutMs))),
+        );
+      }
+      throw error;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+    pool = new WorkerPool(handles, failure, closeTimeoutMs, performance.now() - started);
+    pool.#onShutdown = options.onShutdown;
+    pool.#failed = failed;
+    return pool;
+  }
+
+  /** Whether a failure has broken the pool (it must be closed). */
+  get failed(): boolean {
+    return this.#failed;
+  }
+
+  /**
+   * Run one generation on every rank. The output is bit for bit what {@link runInProcess} gives
+   * with the same samplers, since the round logic is the same {@link runRank}.
+   *
+   * @throws {RangeError} For a bad plan, or one whose `N` is not the pool's.
+   * @throws {TypeError} For an `x0` that is not a Float32Array or a payload that cannot be cloned.
+   * @throws {RankError} When a rank fails (the pool is then broken).
+   * @throws {ExchangeError} When a message reached a rank but was never received.
+   */
+  async run(job: GenerationJob, options: GenerationOptions = {}): Promise<GenerationResult> {
+    const started = performance.now();
+    const { plan, x0 } = job;
+    checkPlan(plan);
+    checkExchange(job.exchange);
+    const N = this.devices;
+    if (plan.devices !== N) {
+      throw new RangeError(
+        `Cannot run ParaStep as 'plan.devices' must be the pool's ${N} devices: current value is ${plan.devices}`,
+      );
+    }
+    if (!(x0 instanceof Float32Array)) {
+      throw new TypeError("Cannot run ParaStep workers as 'x0' must be a Float32Array");
+    }
+    const stallTimeoutMs = options.stallTimeoutMs;
+    if (stallTimeoutMs !== undefined && !(stallTimeoutMs > 0)) {
+      throw new RangeError(
+        `Cannot run ParaStep workers as 'stallTimeoutMs' must be a number > 0 (Infinity: no ` +
+          `watchdog): current value is ${stallTimeoutMs}`,
+      );
+    }
+    if (this.#closing !== null) throw new Error("Cannot run ParaStep as the worker pool is closed");
+    if (this.#busy) {
+      throw new Error("Cannot run ParaStep as the worker pool is running a generation");
+    }
+    // A pool a failure has broken rejects with that failure.
+    if (this.#failed) await this.#failure.promise;
+    const { signal } = options;
+    signal?.throwIfAborted();
+    const gen = options.gen ?? crypto.randomUUID();
+    const fail = (error: unknown) => WorkerPool.fail(this, error);
+    const onAbort = (): void => fail(signal?.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    this.#busy = true;
+    this.#onStep = options.onStep;
+    const heartbeats = createHeartbeats(N);
+    let watch: StallWatch | null = null;
+    try {
+      // Step payloads go through shared memory; BroadcastChannel carries the tagged messages.
+      const arenas = options.sharedPayloads === false
+        ? undefined
+        : this.#arenasFor(job.payloadFloats ?? 2 * Math.max(1, x0.length));
+      for (const handle of this.#handles) {
+        handle.prepared = Promise.withResolvers<void>();
+        handle.done = Promise.withResolvers<DoneReply>();
+        const prepare: ToWorker = {
+          type: "prepare",
+          plan: { steps: plan.steps, warmup: plan.warmup, devices: N },
+          gen,
+          payload: job.payload,
+          x0: handle.rank === 0 ? x0 : new Float32Array(0),
+          heartbeats,
+          ...(arenas ? { arenas } : {}),
+          ...(job.exchange !== undefined ? { exchange: job.exchange } : {}),
+        };
+        post(handle, prepare, "generation");
+      }
+      // Every rank's channels must listen before any rank sends.
+      await Promise.race([
+        Promise.all(this.#handles.map((h) => h.prepared.promise)),
+        this.#failure.promise,
+      ]);
+      const startMs = performance.now() - started;
+      const runStarted = performance.now();
+      for (const handle of this.#handles) {
+        handle.worker.postMessage({ type: "run" } satisfies ToWorker);
+      }
+      if (stallTimeoutMs !== Infinity) {
+        watch = new StallWatch(heartbeats, N, stallTimeoutMs, (stall) => {
+          this.#stalledRank = stall.rank;
+          fail(stallError(stall));
+        });
+      }
+      const dones = await Promise.race([
+        Promise.all(this.#handles.map((h) => h.done.promise)),
+        this.#failure.promise,
+      ]);
+      const runMs = performance.now() - runStarted;
+      const ranks = dones.map((d) => d.stats);
+      for (const stats of ranks) {
+        const left = stats.undelivered[0];
+        if (left !== undefined) {
+          throw new ExchangeError(null, left, `rank ${stats.rank} never received a message`);
+        }
+      }
+      const output = dones[0]?.output;
+      if (output === null || output === undefined) {
+        throw new Error("Cannot run ParaStep workers as rank 0 returned no output");
+      }
+      return {
+        gen,
+        output,
+        ranks,
+        modelCalls: ranks.map((s) => s.modelCalls),
+        criticalPathCalls: ranks[0]?.depth ?? 0,
+        messages: ranks.reduce((sum, s) => sum + s.counters.messagesSent, 0),
+        bytesExchanged: ranks.reduce((sum, s) => sum + s.counters.bytesSent, 0),
+        waitMsPerRound: ranks.map((s) => s.waitMsPerRound),
+        sendMsPerRound: ranks.map((s) => s.sendMsPerRound),
+        wallMs: { startMs, runMs, shutdownMs: 0, totalMs: performance.now() - started },
+      };
+    } catch (error) {
+      fail(error);
+      throw error;
+    } finally {
+      watch?.stop();
+      signal?.removeEventListener("abort", onAbort);
+      this.#onStep = undefined;
+      this.#busy = false;
+    }
+  }
+
+  /** Arenas of at least `floats` floats per rank, reused across generations while large enough. */
+  #arenasFor(floats: number): SharedArrayBuffer[] {
+    if (this.#arenas === null || this.#arenas.floats < floats) {
+      this.#arenas = { floats, arenas: createArenas(this.devices, floats) };
+    }
+    return this.#arenas.arenas;
+  }
+
+  /** Shut every worker down (idempotent); resolves with how each was shut down. */
+  close(): Promise<ShutdownReport[]> {
+    this.#closing ??= (async () => {
+      // Ends a generation still running (its run rejects), so no worker waits for a message.
+      WorkerPool.fail(this, new Error("The worker pool is closing"));
+      const stalled = this.#stalledRank;
+      const reports = await Promise.all(this.#handles.map((h) =>
+        shutdownRank(
+          h,
+          h.rank === stalled
+            ? Math.min(this.#closeTimeoutMs, STALLED_CLOSE_TIMEOUT_MS)
+            : this.#closeTimeoutMs,
+        )
+      ));
+      this.#onShutdown?.(reports);
+      return reports;
+    })();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** @internal The pool's failure path (first error wins). */
+  static fail(pool: WorkerPool, error: unknown): void {
+    if (pool.#failed) return;
+    pool.#failed = true;
+    pool.#failure.reject(error);
+  }
+}
+
+/** Post `message` to a worker, naming what could not be cloned. */
+function post(handle: RankHandle, message: ToWorker, what: "init" | "generation"): void {
+  try {
+    handle.worker.postMessage(message);
+  } catch (error) {
+    throw new TypeError(
+      `Cannot send the ${what} payload to rank ${handle.rank} as it is not structured-cloneable: ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+      { cause: error },
+    );
+  }
+}
+
+/**
+ * Run one ParaStep generation on `N` Workers, one rank each, and shut them all down: a
+ * {@link WorkerPool} opened, run once and closed.
+ *
+ * Each Worker imports `job.module`: a two-phase module gets `openDenoiser(job.open, device)` and
+ * then `bind(job.init)`; a one-phase module `openSampler(job.init, device)` (see `SamplerModule`).
+ * Ranks exchange steps over `BroadcastChannel`. The output is bit for bit what
+ * {@link runInProcess} gives with the same samplers, since the round logic is the same
  * {@link runRank}.
  *
  * Failure: the first rank to fail (or die) ends the run; every worker is then told to abort, which
@@ -266,12 +697,12 @@ interface RankHandle {
  * failed at step 7 (model): ..."). Aborting `options.signal` does the same and rejects with
  * `signal.reason`.
  *
- * @param job The plan, the sampler module and its payload, and `x0`.
+ * @param job The plan, the sampler module and its payloads, and `x0`.
  * @param options See {@link RunWorkersOptions}.
  * @returns Rank 0's output and the stats of every rank.
  * @throws {RangeError} For a bad plan or option.
  * @throws {TypeError} For a module URL that is not absolute, an `x0` that is not a Float32Array,
- *   or an init payload that cannot be structured-cloned.
+ *   or a payload that cannot be structured-cloned.
  * @throws {RankError} When a rank fails.
  * @throws {ExchangeError} When a message reached a rank but was never received.
  * @example
@@ -291,27 +722,9 @@ export async function runWorkers<Init>(
   const { plan, x0 } = job;
   checkPlan(plan);
   checkExchange(job.exchange);
-  const N = plan.devices;
   if (!(x0 instanceof Float32Array)) {
     throw new TypeError("Cannot run ParaStep workers as 'x0' must be a Float32Array");
   }
-  const moduleUrl = absoluteUrl(job.module, "module");
-  const workerUrl = options.workerUrl === undefined
-    ? new URL("./worker.ts", import.meta.url)
-    : absoluteUrl(options.workerUrl, "workerUrl");
-  const devices = options.devices ?? assignDevices(N, {
-    ...(options.ep === undefined ? {} : { ep: options.ep }),
-    ...(options.cores === undefined ? {} : { cores: options.cores }),
-  });
-  checkDevices(devices, N);
-  const progressIntervalMs = nonNegative(
-    options.progressIntervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS,
-    "progressIntervalMs",
-  );
-  const closeTimeoutMs = nonNegative(
-    options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS,
-    "closeTimeoutMs",
-  );
   const stallTimeoutMs = options.stallTimeoutMs;
   if (stallTimeoutMs !== undefined && !(stallTimeoutMs > 0)) {
     throw new RangeError(
@@ -319,131 +732,53 @@ export async function runWorkers<Init>(
         `watchdog): current value is ${stallTimeoutMs}`,
     );
   }
-  const { signal } = options;
-  signal?.throwIfAborted();
-  const gen = options.gen ?? crypto.randomUUID();
-
-  // The first failure wins; later ones (aborts echoing it) are dropped.
-  const failure = Promise.withResolvers<never>();
-  failure.promise.catch(() => {});
-  let failed = false;
-  const fail = (error: unknown): void => {
-    if (failed) return;
-    failed = true;
-    failure.reject(error);
-  };
-  const onAbort = (): void => fail(signal?.reason);
-  // No progress after the run has failed: the caller is already being told it ended.
-  const onStep = options.onStep;
-  const progress = onStep === undefined ? undefined : (i: number): void => {
-    if (!failed) onStep(i);
-  };
-  signal?.addEventListener("abort", onAbort, { once: true });
-
-  const handles: RankHandle[] = [];
-  const heartbeats = createHeartbeats(N);
-  let watch: StallWatch | null = null;
-  let stalled: Stall | null = null;
-  let outcome: { ok: true; dones: DoneReply[]; startMs: number; runMs: number } | {
-    ok: false;
-    error: unknown;
-  };
+  options.signal?.throwIfAborted();
+  // 2. Spawn and open.
+  const pool = await WorkerPool.open(
+    { module: job.module, open: job.open, devices: plan.devices },
+    {
+      ...(options.ep !== undefined ? { ep: options.ep } : {}),
+      ...(options.cores !== undefined ? { cores: options.cores } : {}),
+      ...(options.devices !== undefined ? { devices: options.devices } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.progressIntervalMs !== undefined
+        ? { progressIntervalMs: options.progressIntervalMs }
+        : {}),
+      ...(options.closeTimeoutMs !== undefined ? { closeTimeoutMs: options.closeTimeoutMs } : {}),
+      ...(options.workerUrl !== undefined ? { workerUrl: options.workerUrl } : {}),
+      ...(options.onShutdown ? { onShutdown: options.onShutdown } : {}),
+    },
+  );
+  // 3. Run; 4. shut every worker down, whatever happened.
+  let outcome: { ok: true; result: GenerationResult } | { ok: false; error: unknown };
   try {
-    // Step payloads go through shared memory; BroadcastChannel carries the tagged messages.
-    const arenas = options.sharedPayloads === false
-      ? undefined
-      : createArenas(N, job.payloadFloats ?? 2 * Math.max(1, x0.length));
-    // 2. Spawn every worker and send init: conditioning and latents cross once, here.
-    for (let rank = 0; rank < N; rank++) {
-      const handle = spawn(rank, workerUrl, progress, fail);
-      handles.push(handle);
-      const init: ToWorker = {
-        type: "init",
-        rank,
-        plan: { steps: plan.steps, warmup: plan.warmup, devices: N },
-        gen,
-        module: moduleUrl.href,
-        init: job.init,
-        x0: rank === 0 ? x0 : new Float32Array(0),
-        device: devices[rank]!,
-        progressIntervalMs,
-        heartbeats,
-        ...(arenas ? { arenas } : {}),
-        ...(job.exchange !== undefined ? { exchange: job.exchange } : {}),
-      };
-      try {
-        handle.worker.postMessage(init);
-      } catch (error) {
-        throw new TypeError(
-          `Cannot send the init payload to rank ${rank} as it is not structured-cloneable: ${
-            error instanceof Error ? error.message : String(error)
-          }`,
-          { cause: error },
-        );
-      }
-    }
-    // 3. Every rank's channels must listen before any rank sends.
-    await Promise.race([Promise.all(handles.map((h) => h.ready.promise)), failure.promise]);
-    const startMs = performance.now() - started;
-    // 4. Run.
-    const runStarted = performance.now();
-    for (const handle of handles) handle.worker.postMessage({ type: "run" } satisfies ToWorker);
-    if (stallTimeoutMs !== Infinity) {
-      watch = new StallWatch(heartbeats, N, stallTimeoutMs, (stall) => {
-        stalled = stall;
-        fail(stallError(stall));
-      });
-    }
-    const dones = await Promise.race([
-      Promise.all(handles.map((h) => h.done.promise)),
-      failure.promise,
-    ]);
-    outcome = { ok: true, dones, startMs, runMs: performance.now() - runStarted };
+    const result = await pool.run({
+      plan,
+      payload: job.init,
+      x0,
+      ...(job.exchange !== undefined ? { exchange: job.exchange } : {}),
+      ...(job.payloadFloats !== undefined ? { payloadFloats: job.payloadFloats } : {}),
+    }, {
+      ...(options.gen !== undefined ? { gen: options.gen } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.onStep ? { onStep: options.onStep } : {}),
+      ...(stallTimeoutMs !== undefined ? { stallTimeoutMs } : {}),
+      ...(options.sharedPayloads !== undefined ? { sharedPayloads: options.sharedPayloads } : {}),
+    });
+    outcome = { ok: true, result };
   } catch (error) {
     outcome = { ok: false, error };
-  } finally {
-    watch?.stop();
-    signal?.removeEventListener("abort", onAbort);
   }
-
-  // 5. Shut every worker down, whatever happened.
   const shutdownStarted = performance.now();
-  const stalledRank = (stalled as Stall | null)?.rank;
-  const shutdown = await Promise.all(handles.map((h) =>
-    shutdownRank(
-      h,
-      h.rank === stalledRank ? Math.min(closeTimeoutMs, STALLED_CLOSE_TIMEOUT_MS) : closeTimeoutMs,
-    )
-  ));
+  const shutdown = await pool.close();
   const shutdownMs = performance.now() - shutdownStarted;
-  options.onShutdown?.(shutdown);
   if (!outcome.ok) throw outcome.error;
-
-  // 6. Collect.
-  const ranks = outcome.dones.map((d) => d.stats);
-  for (const stats of ranks) {
-    const left = stats.undelivered[0];
-    if (left !== undefined) {
-      throw new ExchangeError(null, left, `rank ${stats.rank} never received a message`);
-    }
-  }
-  const output = outcome.dones[0]?.output;
-  if (output === null || output === undefined) {
-    throw new Error("Cannot run ParaStep workers as rank 0 returned no output");
-  }
+  const { result } = outcome;
   return {
-    gen,
-    output,
-    ranks,
-    modelCalls: ranks.map((s) => s.modelCalls),
-    criticalPathCalls: ranks[0]?.depth ?? 0,
-    messages: ranks.reduce((sum, s) => sum + s.counters.messagesSent, 0),
-    bytesExchanged: ranks.reduce((sum, s) => sum + s.counters.bytesSent, 0),
-    waitMsPerRound: ranks.map((s) => s.waitMsPerRound),
-    sendMsPerRound: ranks.map((s) => s.sendMsPerRound),
+    ...result,
     wallMs: {
-      startMs: outcome.startMs,
-      runMs: outcome.runMs,
+      startMs: pool.openMs + result.wallMs.startMs,
+      runMs: result.wallMs.runMs,
       shutdownMs,
       totalMs: performance.now() - started,
     },
@@ -455,7 +790,7 @@ export async function runWorkers<Init>(
 function spawn(
   rank: number,
   workerUrl: URL,
-  onStep: ((i: number) => void) | undefined,
+  onStep: (i: number) => void,
   fail: (error: unknown) => void,
 ): RankHandle {
   const worker = new Worker(workerUrl, { type: "module", name: `parastep rank ${rank}` });
@@ -463,6 +798,7 @@ function spawn(
     rank,
     worker,
     ready: Promise.withResolvers<void>(),
+    prepared: Promise.withResolvers<void>(),
     done: Promise.withResolvers<DoneReply>(),
     closed: Promise.withResolvers<CloseReport | null>(),
     died: false,
@@ -473,9 +809,12 @@ function spawn(
       case "ready":
         handle.ready.resolve();
         return;
+      case "prepared":
+        handle.prepared.resolve();
+        return;
       case "step":
         try {
-          onStep?.(reply.i);
+          onStep(reply.i);
         } catch (error) {
           fail(error);
         }

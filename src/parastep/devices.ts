@@ -3,11 +3,12 @@
  * generic Worker can run its denoiser on that rank.
  *
  * A family (AudioLDM2, SVD, ...) ships a *sampler module*: an ES module exporting
- * {@link SamplerModule.openSampler}. The coordinator sends each Worker the module's URL, a
- * structured-cloneable `init` payload (conditioning tensors as typed arrays with their dims,
- * guidance, scheduler config, model path: whatever the family needs) and the rank's
- * {@link DeviceAssignment}; the Worker imports the module, opens the sampler once, and runs its rank
- * of the loop with it. The engine never looks inside `init`.
+ * {@link SamplerModule.openDenoiser}. The coordinator sends each Worker the module's URL, a
+ * structured-cloneable open payload (the model folder, whatever shapes the graph) and the rank's
+ * {@link DeviceAssignment}; the Worker imports the module and opens the denoiser once. For each
+ * generation it then gets the family's generation payload (conditioning tensors as typed arrays with
+ * their dims, guidance, steps) and runs its rank of the loop with the bound sampler. The engine
+ * never looks inside either payload.
  *
  * @module
  */
@@ -38,19 +39,14 @@ export interface DeviceAssignment {
 }
 
 /**
- * A rank's sampler plus the resources behind it (sessions, env, buffers).
- *
- * Disposing it must cancel model runs in flight (ORT's terminate flag, e.g. `Session.closeAsync()`)
- * and resolve only when none is left, because the Worker is terminated after it: terminating a
- * Worker with a nonblocking ORT call in flight is unsafe (docs/reference/ort-c-api.md §10.9).
- * A model call cancelled this way should reject.
+ * One generation's sampler on a rank: the denoiser bound to that generation's conditioning and
+ * schedule. Disposing it releases what the binding made (conditioning values), never the
+ * denoiser's session.
  *
  * As for every {@link Sampler}, the arrays returned by `model`, `guide` and `step` are kept across
  * later calls and sent to other ranks: they must not alias a buffer that a later call overwrites.
  */
-export interface OpenedSampler extends Sampler<Float32Array, Float32Array>, AsyncDisposable {
-  /** The provider the rank's denoiser actually runs on (reported back to the coordinator). */
-  readonly executionProvider?: string;
+export interface BoundSampler extends Sampler<Float32Array, Float32Array>, Disposable {
   /**
    * BatchStep's batched call: the model on several latents at their own steps in one call
    * (absent when the family has none; BatchStep then refuses to run).
@@ -58,62 +54,136 @@ export interface OpenedSampler extends Sampler<Float32Array, Float32Array>, Asyn
   readonly modelBatch?: (xs: Float32Array[], is: number[]) => Promise<Float32Array[]>;
 }
 
-/** What the Worker gives `openSampler` besides the payload and the device. */
+/**
+ * A rank's denoiser, open on its device for any number of generations (sessions, env).
+ *
+ * Disposing it must cancel model runs in flight (ORT's terminate flag, e.g. `Session.closeAsync()`)
+ * and resolve only when none is left, because the Worker is terminated after it: terminating a
+ * Worker with a nonblocking ORT call in flight is unsafe (docs/reference/ort-c-api.md §10.9).
+ * A model call cancelled this way should reject. Disposal is idempotent.
+ */
+export interface OpenedDenoiser extends AsyncDisposable {
+  /** The provider the rank's denoiser actually runs on (reported back to the coordinator). */
+  readonly executionProvider?: string;
+  /** The sampler of one generation: `generation` is the family's per-generation payload. */
+  bind(generation: unknown): BoundSampler;
+}
+
+/**
+ * A rank's sampler plus the resources behind it, opened for one generation (the one-phase form,
+ * {@link SamplerModule.openSampler}). Disposal as for {@link OpenedDenoiser}.
+ */
+export interface OpenedSampler extends Sampler<Float32Array, Float32Array>, AsyncDisposable {
+  /** The provider the rank's denoiser actually runs on (reported back to the coordinator). */
+  readonly executionProvider?: string;
+  /** BatchStep's batched call, if the family has one (see {@link BoundSampler.modelBatch}). */
+  readonly modelBatch?: (xs: Float32Array[], is: number[]) => Promise<Float32Array[]>;
+}
+
+/** What the Worker gives `openDenoiser` / `openSampler` besides the payload and the device. */
 export interface OpenSamplerContext {
   /**
-   * Aborted when the generation ends before the sampler is open (Ctrl-C, another rank failed).
+   * Aborted when the run ends before the denoiser is open (Ctrl-C, another rank failed).
    * Loading that takes long should stop on it (`Session.createAsync(env, model, { signal })`
-   * cancels ORT's session load) and reject; `openSampler` must settle only once no native call
-   * of it is left running, since the Worker is terminated after.
+   * cancels ORT's session load) and reject; the open must settle only once no native call of it
+   * is left running, since the Worker is terminated after.
    */
   readonly signal: AbortSignal;
 }
 
 /**
- * What a sampler module exports. The Worker imports the module by URL and calls `openSampler`
- * once per generation, before the run starts.
+ * What a sampler module exports: one of two forms. The Worker imports the module by URL.
  *
- * `init` arrives through `postMessage`, so it must be structured-cloneable: plain objects, arrays,
- * numbers, strings, typed arrays (`Float32Array` conditioning with its dims), `Uint8Array` model
- * bytes, `Map`, `Date`... but no functions, class instances with behaviour, ORT handles or
+ * - Two phases (what the model families use): `openDenoiser(open, device, context)` once, when the
+ *   Worker starts (sessions load while the main thread still encodes the prompt), then
+ *   `bind(generation)` for each generation the Worker serves.
+ * - One phase: `openSampler(init, device, context)` per generation, with everything at once.
+ *
+ * Payloads arrive through `postMessage`, so they must be structured-cloneable: plain objects,
+ * arrays, numbers, strings, typed arrays (`Float32Array` conditioning with its dims), `Uint8Array`
+ * model bytes, `Map`, `Date`... but no functions, class instances with behaviour, ORT handles or
  * sessions. Each Worker receives its own copy.
  *
- * @typeParam Init The family's init payload.
+ * @typeParam Open The payload of `openDenoiser` (or `openSampler`'s whole init).
  * @example
  * ```ts ignore
  * // my_family_sampler.ts
- * export async function openSampler(
- *   init: MyInit,
+ * export async function openDenoiser(
+ *   open: { unetPath: string },
  *   device: DeviceAssignment,
  *   { signal }: OpenSamplerContext,
- * ): Promise<OpenedSampler> {
+ * ): Promise<OpenedDenoiser> {
  *   const env = Env.create();
- *   const session = await Session.createAsync(env, init.unetPath, {
+ *   const session = await Session.createAsync(env, open.unetPath, {
  *     executionProvider: device.ep, deviceId: device.deviceId, intraOpThreads: device.intraOpThreads,
  *     signal,
  *   });
  *   return {
  *     executionProvider: session.executionProvider,
- *     model: async (x, i) => ..., guide: (eps) => ..., step: (e, i, x) => ...,
+ *     bind: (generation) => ({ model: async (x, i) => ..., guide: (eps) => ..., step: (e, i, x) => ...,
+ *       [Symbol.dispose]() {} }),
  *     async [Symbol.asyncDispose]() { await session.closeAsync(); env.close(); },
  *   };
  * }
  * ```
  */
-export interface SamplerModule<Init> {
+export interface SamplerModule<Open> {
   /**
-   * Open this rank's sampler on its device.
+   * Open this rank's denoiser on its device, for any number of generations.
+   *
+   * @param open The family's open payload, as given to the coordinator.
+   * @param device Where and how this rank runs.
+   * @param context The signal that stops a long open (see {@link OpenSamplerContext}).
+   */
+  openDenoiser?(
+    open: Open,
+    device: DeviceAssignment,
+    context: OpenSamplerContext,
+  ): Promise<OpenedDenoiser> | OpenedDenoiser;
+  /**
+   * Open this rank's sampler for one generation (the one-phase form).
    *
    * @param init The family's payload, as given to the coordinator.
    * @param device Where and how this rank runs.
    * @param context The signal that stops a long open (see {@link OpenSamplerContext}).
    * @returns The sampler; the Worker disposes it when the generation ends or fails.
    */
-  openSampler(
-    init: Init,
+  openSampler?(
+    init: Open,
     device: DeviceAssignment,
     context: OpenSamplerContext,
   ): Promise<OpenedSampler> | OpenedSampler;
+}
+
+/**
+ * A module's sampler form, checked: which of `openDenoiser` or `openSampler` it exports.
+ *
+ * @throws {TypeError} naming the module when it exports neither
+ */
+export function samplerForm(
+  module: unknown,
+  url: string,
+):
+  | { kind: "denoiser"; open: NonNullable<SamplerModule<unknown>["openDenoiser"]> }
+  | { kind: "sampler"; open: NonNullable<SamplerModule<unknown>["openSampler"]> } {
+  const exports = typeof module === "object" && module !== null
+    ? module as Record<string, unknown>
+    : {};
+  if (typeof exports.openDenoiser === "function") {
+    return {
+      kind: "denoiser",
+      open: exports.openDenoiser as NonNullable<SamplerModule<unknown>["openDenoiser"]>,
+    };
+  }
+  if (typeof exports.openSampler === "function") {
+    return {
+      kind: "sampler",
+      open: exports.openSampler as NonNullable<SamplerModule<unknown>["openSampler"]>,
+    };
+  }
+  throw new TypeError(
+    `Cannot open a sampler as module ${url} exports neither 'openDenoiser' nor 'openSampler'`,
+  );
 }
 
 /** Options for {@link assignDevices}. */

@@ -1,33 +1,47 @@
 /**
- * The ParaStep Worker: owns one rank's device and sampler, runs that rank of the loop
- * ({@link runRank}) over a {@link ChannelTransport}, and reports to the coordinator.
+ * The ParaStep Worker: owns one rank's device and denoiser, runs that rank of the loop
+ * ({@link runRank}) over a {@link ChannelTransport} for each generation it is given, and reports
+ * to the coordinator.
  *
- * Started by {@link runWorkers} as `new Worker(new URL("./worker.ts", import.meta.url), { type:
- * "module" })`; as a Worker's main module it serves the protocol below on its global scope.
- * Importing it elsewhere only gives the protocol types and {@link serveWorker}.
+ * Started by the coordinator's {@link WorkerPool} as `new Worker(new URL("./worker.ts",
+ * import.meta.url), { type: "module" })`; as a Worker's main module it serves the protocol below on
+ * its global scope. Importing it elsewhere only gives the protocol types and {@link serveWorker}.
  *
  * Protocol (coordinator -> worker, worker -> coordinator), every reply carrying the rank:
- * 1. `init` -> the worker opens its step channels, imports the sampler module, calls
- *    `openSampler(init, device, { signal })`, and replies `ready` (or `error` with stage `open`).
- * 2. `run` -> `runRank`; rank 0 sends `step` progress (throttled) and every rank replies `done`
- *    with its stats (rank 0 also with the output), or `error` with the step and the cause. Every
- *    rank also beats its heartbeat slots (heartbeat.ts) around each model call and scheduler
- *    step, which the coordinator polls for stalls: no message per step.
- * 3. `abort` (sent to every worker at the end, on success too) -> the worker aborts its run and
- *    the `signal` given to `openSampler` (which cancels a session still loading), waits for
- *    `openSampler` to settle, disposes the sampler (which cancels model runs in flight), waits
- *    until no model call is in flight, closes its channels and replies `closed`. Only then may the
- *    coordinator terminate it: terminating a Worker with a nonblocking ORT call in flight is unsafe
- *    (ort-c-api.md §10.9).
+ * 1. `init` (once) -> the worker imports the sampler module and, for a two-phase module, calls
+ *    `openDenoiser(open, device, { signal })` (the session loads here, while the main thread may
+ *    still be encoding); it replies `ready` (or `error` with stage `open`).
+ * 2. `prepare` (per generation) -> the worker opens the generation's step channels and binds the
+ *    denoiser to the generation's payload (a one-phase module: `openSampler(payload, ...)`), then
+ *    replies `prepared`. The coordinator starts a generation only once every rank is prepared, so
+ *    every channel listens before any rank sends.
+ * 3. `run` -> `runRank`; rank 0 sends `step` progress (throttled) and every rank releases the
+ *    generation's binding and channels and replies `done` with its stats (rank 0 also with the
+ *    output), or `error` with the step and the cause. Every rank also beats its heartbeat slots
+ *    (heartbeat.ts) around each model call and scheduler step, which the coordinator polls for
+ *    stalls: no message per step. Then the worker waits for the next `prepare`.
+ * 4. `abort` (sent to every worker when the pool closes, on success too) -> the worker aborts its
+ *    run and the `signal` given to `openDenoiser` (which cancels a session still loading), waits
+ *    for the open to settle, releases the generation and disposes the denoiser (which cancels model
+ *    runs in flight), waits until no model call is in flight, closes its channels and replies
+ *    `closed`. Only then may the coordinator terminate it: terminating a Worker with a nonblocking
+ *    ORT call in flight is unsafe (ort-c-api.md §10.9).
  *
  * On any failure (open, model, exchange, or an uncaught error in the worker) the worker reports
- * `error` once and releases its resources at once, without waiting for `abort`.
+ * `error` once and releases its resources at once, without waiting for `abort`: a failed worker
+ * serves no further generation.
  *
  * @module
  */
 
 import { type ChannelCounters, ChannelTransport } from "./channel.ts";
-import type { DeviceAssignment, OpenedSampler, SamplerModule } from "./devices.ts";
+import {
+  type BoundSampler,
+  type DeviceAssignment,
+  type OpenedDenoiser,
+  type OpenedSampler,
+  samplerForm,
+} from "./devices.ts";
 import { HeartbeatWriter } from "./heartbeat.ts";
 import {
   type Exchange,
@@ -39,35 +53,43 @@ import {
 } from "./rounds.ts";
 import { ExchangeError, type MessageTag } from "./transport.ts";
 
-/** Coordinator -> worker: everything one rank needs, sent once per generation. */
+/** Coordinator -> worker, once: who this worker is and what it opens. */
 export interface InitRequest {
   /** Always `"init"`. */
   readonly type: "init";
   /** This worker's rank. */
   readonly rank: number;
-  /** `T`, `W`, `N`. */
-  readonly plan: ParaStepPlan;
-  /** The generation id (message tags and channel names). */
-  readonly gen: string;
-  /** Absolute URL (href) of the sampler module (see {@link SamplerModule}). */
+  /** Absolute URL (href) of the sampler module (see `SamplerModule`). */
   readonly module: string;
-  /** The family's structured-cloneable init payload, passed to `openSampler` as is. */
-  readonly init: unknown;
-  /** The initial latents on rank 0; an empty array on other ranks (they get `x_W` from rank 0). */
-  readonly x0: Float32Array;
+  /** The family's open payload, passed to `openDenoiser` as is (unused by one-phase modules). */
+  readonly open: unknown;
   /** Where and how this rank runs. */
   readonly device: DeviceAssignment;
   /** Rank 0 reports progress at most once per this many milliseconds (and always the last step). */
   readonly progressIntervalMs: number;
+}
+
+/** Coordinator -> worker, per generation: what this rank needs for it. */
+export interface PrepareRequest {
+  /** Always `"prepare"`. */
+  readonly type: "prepare";
+  /** `T`, `W`, `N`. */
+  readonly plan: ParaStepPlan;
+  /** The generation id (message tags and channel names). */
+  readonly gen: string;
+  /** The family's generation payload (`bind`), or a one-phase module's `openSampler` init. */
+  readonly payload: unknown;
+  /** The initial latents on rank 0; an empty array on other ranks (they get `x_W` from rank 0). */
+  readonly x0: Float32Array;
   /** Shared payload arenas, one per rank, the same objects on every rank (see channel.ts). */
   readonly arenas?: readonly SharedArrayBuffer[];
   /** How ranks share a round's results (the same on every rank); absent: `"gather"`. */
   readonly exchange?: Exchange;
-  /** The heartbeat slots of every rank (heartbeat.ts); this rank writes its own. */
+  /** The generation's heartbeat slots of every rank (heartbeat.ts); this rank writes its own. */
   readonly heartbeats?: SharedArrayBuffer;
 }
 
-/** Coordinator -> worker: start the run (every rank is ready). */
+/** Coordinator -> worker: start the prepared generation (every rank is prepared). */
 export interface RunRequest {
   /** Always `"run"`. */
   readonly type: "run";
@@ -80,18 +102,28 @@ export interface AbortRequest {
 }
 
 /** Any coordinator -> worker message. */
-export type ToWorker = InitRequest | RunRequest | AbortRequest;
+export type ToWorker = InitRequest | PrepareRequest | RunRequest | AbortRequest;
 
-/** Worker -> coordinator: the sampler is open and the step channels listen. */
+/** Worker -> coordinator: the denoiser is open (or, one-phase, the module is loaded). */
 export interface ReadyReply {
   /** Always `"ready"`. */
   readonly type: "ready";
   /** The sender's rank. */
   readonly rank: number;
+  /** The provider the denoiser reports it runs on, if it says (and is open yet). */
+  readonly executionProvider: string | null;
+  /** Milliseconds from `init` to ready (module import, `openDenoiser`). */
+  readonly openMs: number;
+}
+
+/** Worker -> coordinator: the generation's channels listen and its sampler is bound. */
+export interface PreparedReply {
+  /** Always `"prepared"`. */
+  readonly type: "prepared";
+  /** The sender's rank. */
+  readonly rank: number;
   /** The provider the sampler reports it runs on, if it says. */
   readonly executionProvider: string | null;
-  /** Milliseconds from `init` to ready (channels, module import, `openSampler`). */
-  readonly openMs: number;
 }
 
 /** Worker -> coordinator (rank 0 only): step `i` has been applied to the true latents. */
@@ -122,6 +154,8 @@ export interface RankStats {
   sendMsPerRound: number[];
   /** Milliseconds from `init` to ready. */
   openMs: number;
+  /** Milliseconds from `prepare` to prepared (channels, binding; a one-phase module's open). */
+  prepareMs: number;
   /** Milliseconds of `runRank`. */
   runMs: number;
   /** The provider the sampler reports, if it says. */
@@ -185,10 +219,12 @@ export interface CloseReport {
   rank: number;
   /** Model calls in flight when the worker began to close. */
   inFlightAtClose: number;
-  /** Of those, calls that ended by rejecting (cancelled by the sampler's disposal). */
+  /** Of those, calls that ended by rejecting (cancelled by the denoiser's disposal). */
   cancelledCalls: number;
-  /** The message of an error thrown while disposing the sampler, or `null`. */
+  /** The message of an error thrown while disposing the denoiser or sampler, or `null`. */
   disposeError: string | null;
+  /** Generations this worker ran to the end. */
+  generations: number;
 }
 
 /** Worker -> coordinator: everything is released; the worker may be terminated. */
@@ -202,7 +238,13 @@ export interface ClosedReply {
 }
 
 /** Any worker -> coordinator message. */
-export type FromWorker = ReadyReply | StepReply | DoneReply | ErrorReply | ClosedReply;
+export type FromWorker =
+  | ReadyReply
+  | PreparedReply
+  | StepReply
+  | DoneReply
+  | ErrorReply
+  | ClosedReply;
 
 /** The parts of a Worker's global scope the worker uses. */
 export interface WorkerScope {
@@ -244,11 +286,14 @@ export function serveWorker(scope: WorkerScope): void {
     switch (request.type) {
       case "init":
         if (rank !== null) {
-          rank.fail("worker", new Error("A worker serves one generation: received a second init"));
+          rank.fail("worker", new Error("A worker opens once: received a second init"));
           return;
         }
         rank = new RankWorker(scope, request);
         rank.open();
+        return;
+      case "prepare":
+        rank?.prepare(request);
         return;
       case "run":
         rank?.run();
@@ -258,7 +303,13 @@ export function serveWorker(scope: WorkerScope): void {
           scope.postMessage({
             type: "closed",
             rank: -1,
-            report: { rank: -1, inFlightAtClose: 0, cancelledCalls: 0, disposeError: null },
+            report: {
+              rank: -1,
+              inFlightAtClose: 0,
+              cancelledCalls: 0,
+              disposeError: null,
+              generations: 0,
+            },
           });
           return;
         }
@@ -279,18 +330,38 @@ function orphan(scope: WorkerScope): { fail(stage: FailureStage, error: unknown)
   };
 }
 
-/** One rank of one generation inside this worker. */
+/** What a one-phase module's `openSampler` or a two-phase `bind` gave for one generation. */
+type GenerationSampler =
+  | { readonly kind: "bound"; readonly sampler: BoundSampler }
+  | { readonly kind: "opened"; readonly sampler: OpenedSampler };
+
+/** One generation in this worker: its request, channels, sampler and run. */
+interface Generation {
+  readonly request: PrepareRequest;
+  readonly transport: ChannelTransport;
+  readonly sampler: GenerationSampler;
+  readonly tracker: ModelTracker;
+  readonly prepareMs: number;
+  running: Promise<void> | null;
+}
+
+/** One rank inside this worker: its denoiser, and the generation it is serving. */
 class RankWorker {
   readonly #scope: WorkerScope;
   readonly #request: InitRequest;
   readonly #controller = new AbortController();
   readonly #started = performance.now();
-  #transport: ChannelTransport | null = null;
-  #opening: Promise<OpenedSampler | null> | null = null;
-  #tracker: ModelTracker | null = null;
+  #opening: Promise<boolean> | null = null;
+  #form: ReturnType<typeof samplerForm> | null = null;
+  #denoiser: OpenedDenoiser | null = null;
   #executionProvider: string | null = null;
   #openMs = 0;
-  #running: Promise<void> | null = null;
+  #preparing: Promise<void> | null = null;
+  /** Releasing the last generation's sampler (a one-phase sampler's disposal closes a session). */
+  #releasing: Promise<void> = Promise.resolve();
+  #generation: Generation | null = null;
+  #generations = 0;
+  #releaseError: string | null = null;
   #closing: Promise<CloseReport> | null = null;
   #reported = false;
 
@@ -303,35 +374,29 @@ class RankWorker {
     return this.#request.rank;
   }
 
-  /** Open channels and sampler, then reply `ready`. */
+  /** Import the module and open the denoiser (two-phase modules), then reply `ready`. */
   open(): void {
     const request = this.#request;
     this.#opening = (async () => {
       try {
-        // The channels first: peers may post as soon as every rank is ready.
-        this.#transport = new ChannelTransport(request.gen, request.rank, request.plan.devices, {
-          steps: request.plan.steps,
-          ...(request.arenas ? { arenas: request.arenas } : {}),
-        });
         const module: unknown = await import(request.module);
-        const openSampler = samplerModule(module, request.module).openSampler;
+        const form = samplerForm(module, request.module);
+        this.#form = form;
         const signal = this.#controller.signal;
         signal.throwIfAborted();
-        const sampler = await openSampler(request.init, request.device, { signal });
-        const heartbeat = request.heartbeats === undefined
-          ? null
-          : new HeartbeatWriter(request.heartbeats, request.rank);
-        this.#tracker = new ModelTracker(sampler, heartbeat);
-        this.#executionProvider = sampler.executionProvider ?? null;
-        return sampler;
+        if (form.kind === "denoiser") {
+          this.#denoiser = await form.open(request.open, request.device, { signal });
+          this.#executionProvider = this.#denoiser.executionProvider ?? null;
+        }
+        return true;
       } catch (error) {
         // Closing aborted the open (a session load cancelled): an echo of the shutdown.
         if (!this.#controller.signal.aborted) this.fail("open", error);
-        return null;
+        return false;
       }
     })();
-    void this.#opening.then((sampler) => {
-      if (sampler === null || this.#closing !== null) return;
+    void this.#opening.then((opened) => {
+      if (!opened || this.#closing !== null) return;
       this.#openMs = performance.now() - this.#started;
       this.#scope.postMessage({
         type: "ready",
@@ -342,16 +407,81 @@ class RankWorker {
     });
   }
 
-  /** Run this rank's loop; reply `done` or `error`. */
+  /** Open the generation's channels and bind its sampler, then reply `prepared`. */
+  prepare(request: PrepareRequest): void {
+    if (this.#closing !== null) return;
+    if (this.#generation !== null || this.#preparing !== null) {
+      this.fail("worker", new Error("A worker serves one generation at a time: received a second"));
+      return;
+    }
+    const started = performance.now();
+    this.#preparing = (async () => {
+      let transport: ChannelTransport | null = null;
+      try {
+        if (!(await this.#opening)) return;
+        await this.#releasing;
+        // The channels first: peers may post as soon as every rank is prepared.
+        transport = new ChannelTransport(request.gen, this.rank, request.plan.devices, {
+          steps: request.plan.steps,
+          ...(request.arenas ? { arenas: request.arenas } : {}),
+        });
+        const sampler = await this.#bind(request.payload);
+        if (this.#closing !== null) {
+          await release(sampler);
+          transport.close();
+          return;
+        }
+        if (sampler.kind === "opened") {
+          this.#executionProvider = sampler.sampler.executionProvider ?? null;
+        }
+        this.#generation = {
+          request,
+          transport,
+          sampler,
+          tracker: new ModelTracker(
+            sampler.sampler,
+            request.heartbeats === undefined
+              ? null
+              : new HeartbeatWriter(request.heartbeats, this.rank),
+          ),
+          prepareMs: performance.now() - started,
+          running: null,
+        };
+        this.#scope.postMessage({
+          type: "prepared",
+          rank: this.rank,
+          executionProvider: this.#executionProvider,
+        });
+      } catch (error) {
+        transport?.close();
+        if (!this.#controller.signal.aborted) this.fail("open", error);
+      } finally {
+        this.#preparing = null;
+      }
+    })();
+  }
+
+  async #bind(payload: unknown): Promise<GenerationSampler> {
+    const form = this.#form!;
+    if (form.kind === "denoiser") return { kind: "bound", sampler: this.#denoiser!.bind(payload) };
+    const signal = this.#controller.signal;
+    return {
+      kind: "opened",
+      sampler: await form.open(payload, this.#request.device, { signal }),
+    };
+  }
+
+  /** Run the prepared generation; release it; reply `done` or `error`. */
   run(): void {
-    const tracker = this.#tracker;
-    const transport = this.#transport;
-    if (tracker === null || transport === null || this.#closing !== null || this.#running) return;
-    const { rank, plan, gen, x0, progressIntervalMs } = this.#request;
+    const generation = this.#generation;
+    if (generation === null || this.#closing !== null || generation.running !== null) return;
+    const { request, transport, tracker } = generation;
+    const { rank, progressIntervalMs } = this.#request;
+    const { plan, gen, x0 } = request;
     const options: RunRankOptions = { gen, signal: this.#controller.signal };
-    if (this.#request.exchange !== undefined) options.exchange = this.#request.exchange;
+    if (request.exchange !== undefined) options.exchange = request.exchange;
     if (rank === 0) options.onStep = this.#progress(plan.steps, progressIntervalMs);
-    this.#running = (async () => {
+    generation.running = (async () => {
       const started = performance.now();
       try {
         const result = await runRank(rank, plan, tracker, x0, transport, options);
@@ -367,12 +497,21 @@ class RankWorker {
           waitMsPerRound: waits.perRound,
           sendMsPerRound: perRound(plan, transport.sendMsByStep()).perRound,
           openMs: this.#openMs,
+          prepareMs: generation.prepareMs,
           runMs,
           executionProvider: this.#executionProvider,
           device: this.#request.device,
           undelivered: transport.undelivered(),
         };
+        this.#generation = null;
+        transport.close();
+        this.#generations += 1;
         this.#scope.postMessage({ type: "done", rank, output: result.output ?? null, stats });
+        // After `done`: a one-phase sampler's disposal closes its session, which the result need
+        // not wait for. The next `prepare` (and `close`) waits for it.
+        this.#releasing = release(generation.sampler).catch((error) => {
+          this.#releaseError = error instanceof Error ? error.message : String(error);
+        });
       } catch (error) {
         // After an abort every failure is an echo of it (the coordinator knows the cause).
         if (this.#controller.signal.aborted) return;
@@ -394,35 +533,51 @@ class RankWorker {
   }
 
   /**
-   * Abort (the run, and a sampler still opening), dispose the sampler (cancelling model runs), wait
-   * for quiet, close channels. Idempotent.
+   * Abort (the run, and a denoiser still opening), release the generation, dispose the denoiser
+   * (cancelling model runs), wait for quiet, close channels. Idempotent.
    */
   close(): Promise<CloseReport> {
     this.#closing ??= (async () => {
       const reason = new Error(`Rank ${this.rank} is shutting down`);
       this.#controller.abort(reason);
-      this.#transport?.fail(reason);
+      const generation = this.#generation;
+      generation?.transport.fail(reason);
       let disposeError: string | null = null;
+      const noteError = (error: unknown) => {
+        disposeError ??= error instanceof Error ? error.message : String(error);
+      };
       // Settles once no native call of the opening is left (a session load returns when cancelled).
-      const sampler = await this.#opening;
-      const tracker = this.#tracker;
+      await this.#opening;
+      await this.#preparing;
+      const current = this.#generation ?? generation;
+      const tracker = current?.tracker;
       const inFlightAtClose = tracker?.beginClose() ?? 0;
-      if (sampler) {
+      // The denoiser first: its disposal cancels the model runs in flight.
+      try {
+        await this.#denoiser?.[Symbol.asyncDispose]();
+      } catch (error) {
+        noteError(error);
+      }
+      if (current) {
         try {
-          await sampler[Symbol.asyncDispose]();
+          await release(current.sampler);
         } catch (error) {
-          disposeError = error instanceof Error ? error.message : String(error);
+          noteError(error);
         }
       }
-      // Whatever the sampler's disposal promised, no model call may outlive this reply.
+      await this.#releasing;
+      if (this.#releaseError !== null) noteError(new Error(this.#releaseError));
+      // Whatever the disposals promised, no model call may outlive this reply.
       await tracker?.idle();
-      await this.#running;
-      this.#transport?.close();
+      await current?.running;
+      current?.transport.close();
+      this.#generation = null;
       return {
         rank: this.rank,
         inFlightAtClose,
         cancelledCalls: tracker?.cancelledCalls ?? 0,
         disposeError,
+        generations: this.#generations,
       };
     })();
     return this.#closing;
@@ -440,12 +595,18 @@ class RankWorker {
   }
 }
 
+/** Releases a generation's sampler: a binding (sync), or a one-phase sampler with its session. */
+async function release(sampler: GenerationSampler): Promise<void> {
+  if (sampler.kind === "bound") sampler.sampler[Symbol.dispose]();
+  else await sampler.sampler[Symbol.asyncDispose]();
+}
+
 /**
  * The sampler as runRank sees it, counting model calls in flight so that closing can wait for
  * them and say how many were cancelled, and beating the rank's heartbeat around every call.
  */
 class ModelTracker implements Sampler<Float32Array, Float32Array> {
-  readonly #inner: OpenedSampler;
+  readonly #inner: Sampler<Float32Array, Float32Array>;
   readonly #heartbeat: HeartbeatWriter | null;
   #inFlight = 0;
   #idle: PromiseWithResolvers<void> | null = null;
@@ -453,7 +614,7 @@ class ModelTracker implements Sampler<Float32Array, Float32Array> {
   /** Calls that rejected after closing began. */
   cancelledCalls = 0;
 
-  constructor(inner: OpenedSampler, heartbeat: HeartbeatWriter | null) {
+  constructor(inner: Sampler<Float32Array, Float32Array>, heartbeat: HeartbeatWriter | null) {
     this.#inner = inner;
     this.#heartbeat = heartbeat;
   }
@@ -508,18 +669,6 @@ class ModelTracker implements Sampler<Float32Array, Float32Array> {
     this.#idle ??= Promise.withResolvers<void>();
     return this.#idle.promise;
   }
-}
-
-function samplerModule(module: unknown, url: string): SamplerModule<unknown> {
-  const openSampler = typeof module === "object" && module !== null
-    ? (module as Record<string, unknown>).openSampler
-    : undefined;
-  if (typeof openSampler !== "function") {
-    throw new TypeError(
-      `Cannot open a sampler as module ${url} does not export a function 'openSampler'`,
-    );
-  }
-  return module as SamplerModule<unknown>;
 }
 
 /** Stage, step and cause of a failure, from the error classes that carry them. */

@@ -1,8 +1,9 @@
 /**
- * The denoising engines, for every family: all ranks in this process over one sampler
+ * The denoising engines, for every family: all ranks in this process over one denoiser
  * ({@linkcode denoiseInProcess}), or one Deno Worker per device exchanging steps over
- * BroadcastChannel ({@linkcode denoiseWithWorkers}). Both open the family's sampler module
- * (`openSampler(init, device)`), so they know no family.
+ * BroadcastChannel ({@linkcode denoiseWithWorkers}). An engine opens the family's sampler module
+ * once (`openDenoiser(open, device)`: the sessions load) and then runs any number of generations
+ * (`bind(generation)`), so it knows no family.
  *
  * @module
  */
@@ -10,41 +11,27 @@
 import type { ExecutionProvider } from "../../ffi/mod.ts";
 import { median } from "../metrics/stats.ts";
 import { runBatchStep } from "../parastep/batchstep.ts";
-import { runWorkers } from "../parastep/coordinator.ts";
+import { type GenerationResult, WorkerPool } from "../parastep/coordinator.ts";
 import {
   assignDevices,
   type DeviceAssignment,
-  type OpenedSampler,
-  type SamplerModule,
+  type OpenedDenoiser,
+  samplerForm,
 } from "../parastep/devices.ts";
 import { type Exchange, runInProcess } from "../parastep/rounds.ts";
 
 /** How the denoising loop is spread over devices. */
 export type DenoiseMode = "parastep" | "batchstep" | "sequential";
 
-/** The family's sampler module and the payload its `openSampler` gets. */
-export interface SamplerSpec {
-  /** The module URL (exports `openSampler`). */
+/** What an engine opens: the family's sampler module on the run's devices. */
+export interface EngineSpec {
+  /** The sampler module (exports `openDenoiser`). */
   readonly module: URL;
-  /** The structured-cloneable payload. */
-  readonly init: unknown;
-}
-
-/** Everything a denoising engine gets. */
-export interface DenoiseJob {
-  /** What each rank opens. */
-  readonly sampler: SamplerSpec;
-  /** The initial latents `x_0`. */
-  readonly x0: Float32Array<ArrayBuffer>;
-  /** Steps T. */
-  readonly steps: number;
+  /** The module's open payload (structured-cloneable). */
+  readonly open: unknown;
   readonly mode: DenoiseMode;
-  /** Devices N (ParaStep). */
+  /** Devices N (ParaStep); single-device modes open one. */
   readonly devices: number;
-  /** Warm-up W. */
-  readonly warmup: number;
-  /** BatchStep stride L. */
-  readonly stride: number;
   readonly ep: ExecutionProvider | "auto";
   /** Denoiser intra-op threads per device. @default floor(cores / devices), at least 1 */
   readonly threads?: number;
@@ -53,6 +40,22 @@ export interface DenoiseJob {
    * @default rank r uses device r
    */
   readonly deviceIds?: readonly number[];
+  /** Aborting it while the engine opens cancels the session loads; `open` rejects. */
+  readonly signal?: AbortSignal;
+}
+
+/** One generation for an opened engine. */
+export interface DenoiseJob {
+  /** The family's generation payload (`bind`). */
+  readonly generation: unknown;
+  /** The initial latents `x_0`. */
+  readonly x0: Float32Array<ArrayBuffer>;
+  /** Steps T. */
+  readonly steps: number;
+  /** Warm-up W. */
+  readonly warmup: number;
+  /** BatchStep stride L. */
+  readonly stride: number;
   /** How ParaStep ranks share a round's results. @default "gather" */
   readonly exchange?: Exchange;
   readonly onStep?: (i: number) => void;
@@ -72,8 +75,6 @@ export interface DenoiseReport {
   readonly criticalPathCalls: number;
   /** Bytes of steps exchanged between devices. */
   readonly bytesExchanged: number;
-  /** Milliseconds spent opening the denoiser(s) (and starting Workers) before the first step. */
-  readonly loadMs: number;
   /** Milliseconds of the denoising loop itself, first step to last. */
   readonly loopMs: number;
   /**
@@ -92,132 +93,175 @@ export interface DenoiseReport {
   readonly hopMs: { readonly latents: number | null; readonly eps: number | null };
 }
 
-/** Runs a {@linkcode DenoiseJob}. */
-export type DenoiseEngine = (job: DenoiseJob) => Promise<DenoiseReport>;
+/** An engine with its denoisers open, ready for generation after generation. */
+export interface OpenedEngine extends AsyncDisposable {
+  /** Milliseconds opening took (module import, sessions; Workers started). */
+  readonly loadMs: number;
+  /** Run one generation. An engine serves one at a time. */
+  run(job: DenoiseJob): Promise<DenoiseReport>;
+}
+
+/** Opens an engine for an {@linkcode EngineSpec}. */
+export type DenoiseEngine = (spec: EngineSpec) => Promise<OpenedEngine>;
 
 const NO_HOPS = { latents: null, eps: null } as const;
 
-async function importSampler(module: URL): Promise<SamplerModule<unknown>> {
-  const imported = await import(module.href) as Partial<SamplerModule<unknown>>;
-  if (typeof imported.openSampler !== "function") {
-    throw new TypeError(`Cannot open a sampler as ${module.href} exports no 'openSampler'`);
+async function openDenoiserIn(
+  spec: EngineSpec,
+  device: DeviceAssignment,
+): Promise<OpenedDenoiser> {
+  const module: unknown = await import(spec.module.href);
+  const form = samplerForm(module, spec.module.href);
+  if (form.kind !== "denoiser") {
+    throw new TypeError(
+      `Cannot open a denoiser in process as ${spec.module.href} exports no 'openDenoiser'`,
+    );
   }
-  return imported as SamplerModule<unknown>;
+  const opening = new AbortController();
+  const stop = () => opening.abort(spec.signal?.reason);
+  spec.signal?.addEventListener("abort", stop, { once: true });
+  try {
+    return await form.open(spec.open, device, { signal: opening.signal });
+  } finally {
+    spec.signal?.removeEventListener("abort", stop);
+  }
 }
 
 /**
- * The in-process engine: one sampler on device 0 serves every rank (ParaStep ranks interleave
- * their calls), or the single device of sequential and BatchStep runs. Aborting `job.signal`
- * stops at the next step and cancels the call in flight.
+ * The in-process engine: one denoiser on device 0 serves every rank (ParaStep ranks interleave
+ * their calls), or the single device of sequential and BatchStep runs. Its session loads off the
+ * main thread. Aborting a job's signal stops at the next step and cancels the call in flight
+ * (the denoiser is then disposed: the engine is done).
  */
-export async function denoiseInProcess(job: DenoiseJob): Promise<DenoiseReport> {
-  const { x0, mode } = job;
+export async function denoiseInProcess(spec: EngineSpec): Promise<OpenedEngine> {
   // ParaStep ranks in process share the cores as Workers would; single-device modes get them all.
-  const ranks = mode === "parastep" ? job.devices : 1;
-  const threads = job.threads ?? Math.max(1, Math.floor(navigator.hardwareConcurrency / ranks));
-  const device: DeviceAssignment = {
+  const ranks = spec.mode === "parastep" ? spec.devices : 1;
+  const threads = spec.threads ?? Math.max(1, Math.floor(navigator.hardwareConcurrency / ranks));
+  spec.signal?.throwIfAborted();
+  const started = performance.now();
+  const denoiser = await openDenoiserIn(spec, {
     rank: 0,
     devices: 1,
-    ep: job.ep,
-    deviceId: job.deviceIds?.[0] ?? 0,
+    ep: spec.ep,
+    deviceId: spec.deviceIds?.[0] ?? 0,
     // Also for GPU providers: it sizes the pool of the kernels that fall back to the CPU.
     intraOpThreads: threads,
-  };
-  job.signal?.throwIfAborted();
-  const t0 = performance.now();
-  const { openSampler } = await importSampler(job.sampler.module);
-  const opening = new AbortController();
-  const stopOpening = () => opening.abort(job.signal?.reason);
-  job.signal?.addEventListener("abort", stopOpening, { once: true });
-  let opened: OpenedSampler;
-  try {
-    opened = await openSampler(job.sampler.init, device, { signal: opening.signal });
-  } finally {
-    job.signal?.removeEventListener("abort", stopOpening);
-  }
-  await using sampler = opened;
-  const loadMs = performance.now() - t0;
-  // Ctrl-C: disposing cancels the call in flight (the loop itself stops at its next step).
-  const cancel = () => void sampler[Symbol.asyncDispose]();
-  job.signal?.addEventListener("abort", cancel, { once: true });
-  const signalOption = job.signal ? { signal: job.signal } : {};
-  const onStepOption = job.onStep ? { onStep: job.onStep } : {};
-  try {
-    const T = job.steps;
-    const loopStart = performance.now();
-    if (mode === "batchstep") {
-      const modelBatch = sampler.modelBatch;
-      if (modelBatch === undefined) {
-        throw new RangeError("Cannot run BatchStep as this model family has no batched denoiser");
+  });
+  const loadMs = performance.now() - started;
+  const ep =
+    (denoiser.executionProvider ?? (spec.ep === "auto" ? "cpu" : spec.ep)) as ExecutionProvider;
+  return {
+    loadMs,
+    async run(job) {
+      using sampler = denoiser.bind(job.generation);
+      // Ctrl-C: disposing cancels the call in flight (the loop itself stops at its next step).
+      const cancel = () => void denoiser[Symbol.asyncDispose]();
+      job.signal?.addEventListener("abort", cancel, { once: true });
+      const signalOption = job.signal ? { signal: job.signal } : {};
+      const onStepOption = job.onStep ? { onStep: job.onStep } : {};
+      try {
+        const T = job.steps;
+        const loopStart = performance.now();
+        if (spec.mode === "batchstep") {
+          const modelBatch = sampler.modelBatch;
+          if (modelBatch === undefined) {
+            throw new RangeError(
+              "Cannot run BatchStep as this model family has no batched denoiser",
+            );
+          }
+          const { output, modelCalls } = await runBatchStep(
+            { steps: T, warmup: job.warmup, stride: job.stride },
+            {
+              modelBatch,
+              guide: (e) => sampler.guide(e),
+              step: (g, i, x) => sampler.step(g, i, x),
+            },
+            job.x0,
+            {
+              ...signalOption,
+              ...onStepOption,
+              ...(job.exchange ? { exchange: job.exchange } : {}),
+            },
+          );
+          return {
+            output,
+            ep,
+            modelCalls: [modelCalls],
+            criticalPathCalls: modelCalls,
+            bytesExchanged: 0,
+            loopMs: performance.now() - loopStart,
+            exchangeMsPerRound: 0,
+            hopMs: NO_HOPS,
+          };
+        }
+        const devices = spec.mode === "sequential" ? 1 : spec.devices;
+        const result = await runInProcess(
+          { steps: T, warmup: job.warmup, devices },
+          () => sampler,
+          job.x0,
+          { ...signalOption, ...onStepOption },
+        );
+        return {
+          output: result.output,
+          ep,
+          modelCalls: result.modelCalls,
+          criticalPathCalls: result.criticalPathCalls,
+          bytesExchanged: result.counters.reduce((a, c) => a + c.bytesSent, 0),
+          loopMs: performance.now() - loopStart,
+          exchangeMsPerRound: 0,
+          hopMs: NO_HOPS,
+        };
+      } finally {
+        job.signal?.removeEventListener("abort", cancel);
       }
-      const { output, modelCalls } = await runBatchStep(
-        { steps: T, warmup: job.warmup, stride: job.stride },
-        { modelBatch, guide: (e) => sampler.guide(e), step: (g, i, x) => sampler.step(g, i, x) },
-        x0,
-        { ...signalOption, ...onStepOption, ...(job.exchange ? { exchange: job.exchange } : {}) },
-      );
-      return {
-        output,
-        ep: executionProvider(sampler, job.ep),
-        modelCalls: [modelCalls],
-        criticalPathCalls: modelCalls,
-        bytesExchanged: 0,
-        loadMs,
-        loopMs: performance.now() - loopStart,
-        exchangeMsPerRound: 0,
-        hopMs: NO_HOPS,
-      };
-    }
-    const devices = mode === "sequential" ? 1 : job.devices;
-    const result = await runInProcess(
-      { steps: T, warmup: job.warmup, devices },
-      () => sampler,
-      x0,
-      { ...signalOption, ...onStepOption },
-    );
-    return {
-      output: result.output,
-      ep: executionProvider(sampler, job.ep),
-      modelCalls: result.modelCalls,
-      criticalPathCalls: result.criticalPathCalls,
-      bytesExchanged: result.counters.reduce((a, c) => a + c.bytesSent, 0),
-      loadMs,
-      loopMs: performance.now() - loopStart,
-      exchangeMsPerRound: 0,
-      hopMs: NO_HOPS,
-    };
-  } finally {
-    job.signal?.removeEventListener("abort", cancel);
-  }
-}
-
-function executionProvider(sampler: OpenedSampler, asked: ExecutionProvider | "auto") {
-  return (sampler.executionProvider ?? (asked === "auto" ? "cpu" : asked)) as ExecutionProvider;
+    },
+    [Symbol.asyncDispose]() {
+      return denoiser[Symbol.asyncDispose]();
+    },
+  };
 }
 
 /**
- * The Worker engine: ParaStep with one Deno Worker per device, each opening the family's sampler
+ * The Worker engine: ParaStep with one Deno Worker per device, each opening the family's denoiser
  * on its own device and exchanging steps over BroadcastChannel. Single-device modes run in
  * process.
  */
-export async function denoiseWithWorkers(job: DenoiseJob): Promise<DenoiseReport> {
-  if (job.mode !== "parastep" || job.devices === 1) return denoiseInProcess(job);
-  const result = await runWorkers({
-    plan: { steps: job.steps, warmup: job.warmup, devices: job.devices },
-    module: job.sampler.module,
-    init: job.sampler.init,
-    x0: job.x0,
-    ...(job.exchange ? { exchange: job.exchange } : {}),
+export async function denoiseWithWorkers(spec: EngineSpec): Promise<OpenedEngine> {
+  if (spec.mode !== "parastep" || spec.devices === 1) return await denoiseInProcess(spec);
+  const pool = await WorkerPool.open({
+    module: spec.module,
+    open: spec.open,
+    devices: spec.devices,
   }, {
-    devices: assignDevices(job.devices, { ep: job.ep }).map((d) => ({
+    devices: assignDevices(spec.devices, { ep: spec.ep }).map((d) => ({
       ...d,
-      ...(job.threads !== undefined ? { intraOpThreads: job.threads } : {}),
-      ...(job.deviceIds !== undefined ? { deviceId: job.deviceIds[d.rank] ?? d.deviceId } : {}),
+      ...(spec.threads !== undefined ? { intraOpThreads: spec.threads } : {}),
+      ...(spec.deviceIds !== undefined ? { deviceId: spec.deviceIds[d.rank] ?? d.deviceId } : {}),
     })),
-    ...(job.signal ? { signal: job.signal } : {}),
-    ...(job.onStep ? { onStep: job.onStep } : {}),
-    ...(job.stallTimeoutMs !== undefined ? { stallTimeoutMs: job.stallTimeoutMs } : {}),
+    ...(spec.signal ? { signal: spec.signal } : {}),
   });
+  return {
+    loadMs: pool.openMs,
+    async run(job) {
+      const result = await pool.run({
+        plan: { steps: job.steps, warmup: job.warmup, devices: spec.devices },
+        payload: job.generation,
+        x0: job.x0,
+        ...(job.exchange ? { exchange: job.exchange } : {}),
+      }, {
+        ...(job.signal ? { signal: job.signal } : {}),
+        ...(job.onStep ? { onStep: job.onStep } : {}),
+        ...(job.stallTimeoutMs !== undefined ? { stallTimeoutMs: job.stallTimeoutMs } : {}),
+      });
+      return workersReport(result, spec.ep);
+    },
+    async [Symbol.asyncDispose]() {
+      await pool.close();
+    },
+  };
+}
+
+function workersReport(result: GenerationResult, asked: ExecutionProvider | "auto"): DenoiseReport {
   const ep = result.ranks[0]?.executionProvider;
   // Rank 0's exchange per round: sending (gather: the round's latents; all-gather: its eps), and
   // waiting from the end of its own call until the others' eps are in hand.
@@ -228,11 +272,10 @@ export async function denoiseWithWorkers(job: DenoiseJob): Promise<DenoiseReport
   const epsHops = result.ranks[0]?.counters.transitMs.eps ?? [];
   return {
     output: result.output,
-    ep: (ep ?? job.ep) as ExecutionProvider,
+    ep: (ep ?? asked) as ExecutionProvider,
     modelCalls: result.modelCalls,
     criticalPathCalls: result.criticalPathCalls,
     bytesExchanged: result.bytesExchanged,
-    loadMs: result.wallMs.startMs,
     loopMs: result.wallMs.runMs,
     exchangeMsPerRound: medianOrNull(exchange) ?? 0,
     hopMs: { latents: medianOrNull(latentsHops), eps: medianOrNull(epsHops) },

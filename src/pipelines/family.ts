@@ -107,7 +107,7 @@ export interface PipelineFamily<R extends RequestBase = RequestBase, C = unknown
   readonly components: readonly string[];
   /** The component each device opens (its size bounds how many devices fit in memory). */
   readonly denoiser: string;
-  /** The module each Worker imports; it exports `openSampler` (see `SamplerModule`). */
+  /** The module each Worker imports; it exports `openDenoiser` (see `SamplerModule`). */
   readonly samplerModule: URL;
 
   /**
@@ -126,11 +126,17 @@ export interface PipelineFamily<R extends RequestBase = RequestBase, C = unknown
    */
   checkRequest(model: ModelFolder, input: RequestInput): R;
 
-  /** 3. Encode the conditioning, once, in the main thread ({@linkcode samplerInit} ships it). */
+  /** 3. Encode the conditioning, once, in the main thread ({@linkcode generationInit} ships it). */
   encode(env: Env, model: ModelFolder, request: R, options: StageOptions): Promise<C>;
 
-  /** The payload the sampler module's `openSampler` gets (structured-cloneable). */
-  samplerInit(model: ModelFolder, request: R, conditioning: C): unknown;
+  /**
+   * The payload each device's `openDenoiser` gets (structured-cloneable): the model folder and
+   * whatever picks the graph. Requests with equal payloads share the open denoisers.
+   */
+  denoiserInit(model: ModelFolder, request: R): unknown;
+
+  /** The payload `bind` gets for one generation (structured-cloneable): conditioning, steps. */
+  generationInit(model: ModelFolder, request: R, conditioning: C): unknown;
 
   /** 5. The initial latents (seeded noise, or injected ones). */
   prepareLatents(request: R): Float32Array<ArrayBuffer>;

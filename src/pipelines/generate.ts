@@ -21,8 +21,9 @@ import {
   denoiseInProcess,
   type DenoiseMode,
   type DenoiseReport,
+  type OpenedEngine,
 } from "./denoise.ts";
-import type { PipelineFamily, RequestBase } from "./family.ts";
+import type { MediaDecoder, PipelineFamily, RequestBase } from "./family.ts";
 
 /** Options for {@linkcode generate}. Every field is optional. */
 export interface GenerateOptions {
@@ -74,14 +75,20 @@ export interface Generation<R, M> {
   };
   /** Wall time of each stage, in milliseconds. */
   readonly timings: {
+    /** Encoding the conditioning (while the denoisers load). */
     readonly encodeMs: number;
-    /** Opening the denoiser session(s), starting Workers. */
+    /**
+     * Opening the denoiser session(s) and starting Workers; it overlaps encoding, so it is not
+     * part of the total by itself. 0 when the engine was already open (a later request).
+     */
     readonly loadMs: number;
+    /** Waiting, after encoding, for the denoisers to finish loading. */
+    readonly loadWaitMs: number;
     /** The denoising loop. */
     readonly denoiseMs: number;
-    /** The whole denoising stage: load, loop, and shutting Workers down. */
-    readonly engineMs: number;
     readonly decodeMs: number;
+    /** The whole request, first check to decoded media. */
+    readonly totalMs: number;
   };
 }
 
@@ -222,10 +229,204 @@ export function checkCapacity(
   }
 }
 
+/** Options for a {@linkcode Generator}: {@linkcode GenerateOptions} without per-request ones. */
+export type GeneratorOptions = Omit<GenerateOptions, "onStep" | "signal">;
+
 /**
- * The whole pipeline for a checked request: check the plan and every component graph against
- * the manifest (before any work, the same for every engine), encode, prepare latents, denoise
- * with the chosen engine and mode, decode.
+ * Generation after generation with one model: the denoisers open once (on the run's devices,
+ * Workers for ParaStep) and stay open while requests need the same ones, the decoder opens once.
+ * The denoisers start loading as soon as the first request is known, so they load while its
+ * conditioning is encoded.
+ */
+export class Generator<R extends RequestBase, C, M> implements AsyncDisposable {
+  readonly #family: PipelineFamily<R, C, M>;
+  readonly #model: ModelFolder;
+  readonly #options: GeneratorOptions;
+  readonly #env: Env;
+  readonly #session: SessionOptions;
+  /** Aborts denoisers still loading when the generator closes. */
+  readonly #closing = new AbortController();
+  #decoder: MediaDecoder<R, M> | null = null;
+  #engine: { key: string; opening: Promise<OpenedEngine>; started: number; used: boolean } | null =
+    null;
+  #closed = false;
+
+  /**
+   * Checks every component graph against the manifest (before any work) and creates the ORT env.
+   *
+   * @throws {ManifestError} for a component that disagrees with the manifest
+   */
+  constructor(family: PipelineFamily<R, C, M>, model: ModelFolder, options: GeneratorOptions = {}) {
+    checkComponentGraphs(model, family.components);
+    this.#family = family;
+    this.#model = model;
+    this.#options = options;
+    const ep = options.ep ?? "cpu";
+    this.#session = { executionProvider: ep, intraOpThreads: options.threads ?? 0 };
+    this.#env = Env.create({ logLevel: options.logLevel ?? "error" });
+  }
+
+  /**
+   * Checks the run's shape for `request` and starts opening the denoisers it needs, unless the
+   * open ones serve it; returns the checked plan.
+   *
+   * @throws {RangeError} for an option out of range, or a run this machine cannot hold
+   */
+  prepare(request: R): RunPlan {
+    if (this.#closed) throw new Error("Cannot generate as the generator is closed");
+    const options = this.#options;
+    const plan = checkRunPlan(this.#model, request.steps, options);
+    const devices = plan.mode === "parastep" ? plan.devices : 1;
+    const ep = options.ep ?? "cpu";
+    checkCapacity(this.#model, this.#family.denoiser, {
+      ep,
+      devices,
+      ...(options.denoiserThreads !== undefined ? { threads: options.denoiserThreads } : {}),
+    });
+    const open = this.#family.denoiserInit(this.#model, request);
+    const key = JSON.stringify({ open, mode: plan.mode, devices: plan.devices });
+    if (this.#engine?.key !== key) {
+      const previous = this.#engine;
+      if (previous) void previous.opening.then((e) => e[Symbol.asyncDispose](), () => {});
+      const engine = options.denoiseWith ?? denoiseInProcess;
+      const opening = engine({
+        module: this.#family.samplerModule,
+        open,
+        mode: plan.mode,
+        devices: plan.devices,
+        ep,
+        ...(options.denoiserThreads !== undefined ? { threads: options.denoiserThreads } : {}),
+        signal: this.#closing.signal,
+      });
+      opening.catch(() => {}); // awaited by generate(); a failure there is reported there
+      this.#engine = { key, opening, started: performance.now(), used: false };
+    }
+    return plan;
+  }
+
+  /**
+   * One generation: encode (while the denoisers load), prepare latents, denoise, decode.
+   *
+   * @param onStep called after step `i` of `T` is applied to the true latents
+   * @param signal aborting it stops the run at the next model call and cancels calls in flight;
+   *   the generator is then broken and must be closed
+   * @throws {RangeError} for an option out of range, before any work for this request
+   */
+  async generate(
+    request: R,
+    options: { onStep?: (i: number, T: number) => void; signal?: AbortSignal } = {},
+  ): Promise<Generation<R, M>> {
+    const started = performance.now();
+    const plan = this.prepare(request);
+    const family = this.#family;
+    const { signal } = options;
+    const abortLoading = () => this.#closing.abort(signal?.reason);
+    signal?.addEventListener("abort", abortLoading, { once: true });
+    try {
+      signal?.throwIfAborted();
+      // 3. Encode the conditioning (the denoisers load meanwhile, off this thread)
+      let t0 = performance.now();
+      const conditioning = await family.encode(this.#env, this.#model, request, {
+        session: this.#session,
+      });
+      const encodeMs = performance.now() - t0;
+      signal?.throwIfAborted();
+      this.#decoder ??= family.openDecoder(this.#env, this.#model, { session: this.#session });
+
+      // 5. Prepare latent variables; 7. Denoising loop
+      const x0 = family.prepareLatents(request);
+      const slot = this.#engine!;
+      t0 = performance.now();
+      let engine: OpenedEngine;
+      try {
+        engine = await slot.opening;
+      } catch (e) {
+        if (signal?.aborted) throw signal.reason;
+        throw e;
+      }
+      const loadWaitMs = performance.now() - t0;
+      const loadMs = slot.used ? 0 : engine.loadMs;
+      slot.used = true;
+      const onStep = options.onStep;
+      let report: DenoiseReport;
+      try {
+        report = await engine.run({
+          generation: family.generationInit(this.#model, request, conditioning),
+          x0,
+          steps: request.steps,
+          warmup: plan.warmup,
+          stride: plan.stride,
+          exchange: plan.exchange,
+          ...(onStep ? { onStep: (i: number) => onStep(i, request.steps) } : {}),
+          ...(signal ? { signal } : {}),
+          ...(this.#options.stallTimeoutMs !== undefined
+            ? { stallTimeoutMs: this.#options.stallTimeoutMs }
+            : {}),
+        });
+      } catch (e) {
+        // An abort surfaces as whatever failed first (a cancelled run, a closed channel).
+        if (signal?.aborted) throw signal.reason;
+        throw e;
+      }
+      signal?.throwIfAborted();
+
+      // 8. Post-processing
+      t0 = performance.now();
+      const media = await this.#decoder.decode(request, report.output);
+      const decodeMs = performance.now() - t0;
+      const exchanges = plan.mode === "parastep" && plan.devices > 1;
+      return {
+        request,
+        media,
+        denoise: {
+          ...report,
+          mode: plan.mode,
+          devices: plan.mode === "parastep" ? plan.devices : 1,
+          warmup: plan.warmup,
+          exchange: exchanges ? plan.exchange : null,
+        },
+        timings: {
+          encodeMs,
+          loadMs,
+          loadWaitMs,
+          denoiseMs: report.loopMs,
+          decodeMs,
+          totalMs: performance.now() - started,
+        },
+      };
+    } finally {
+      signal?.removeEventListener("abort", abortLoading);
+    }
+  }
+
+  /** Closes the denoisers (Workers shut down), the decoder and the env. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closing.abort(new Error("The generator is closing"));
+    const engine = this.#engine;
+    this.#engine = null;
+    if (engine) {
+      try {
+        await (await engine.opening)[Symbol.asyncDispose]();
+      } catch {
+        // It failed to open (reported by generate) or was cancelled: nothing is left open.
+      }
+    }
+    this.#decoder?.[Symbol.dispose]();
+    this.#decoder = null;
+    this.#env.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/**
+ * The whole pipeline for one checked request: check the plan and every component graph against
+ * the manifest (before any work, the same for every engine), open the denoisers while encoding,
+ * prepare latents, denoise with the chosen engine and mode, decode.
  *
  * @throws {RangeError} for an option out of range, before any session opens
  * @throws {ManifestError} for a component that disagrees with the manifest, before any work
@@ -236,82 +437,12 @@ export async function generate<R extends RequestBase, C, M>(
   request: R,
   options: GenerateOptions = {},
 ): Promise<Generation<R, M>> {
-  // 1. Check inputs: the plan, then every graph against the manifest.
-  const plan = checkRunPlan(model, request.steps, options);
-  checkCapacity(model, family.denoiser, {
-    ep: options.ep ?? "cpu",
-    devices: plan.mode === "parastep" ? plan.devices : 1,
-    ...(options.denoiserThreads !== undefined ? { threads: options.denoiserThreads } : {}),
+  // 1. Check inputs: the plan first, then every graph against the manifest.
+  checkRunPlan(model, request.steps, options);
+  options.signal?.throwIfAborted();
+  await using generator = new Generator(family, model, options);
+  return await generator.generate(request, {
+    ...(options.onStep ? { onStep: options.onStep } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
   });
-  checkComponentGraphs(model, family.components);
-  // Only ParaStep on several devices exchanges anything.
-  const exchanges = plan.mode === "parastep" && plan.devices > 1;
-  const ep = options.ep ?? "cpu";
-  const session: SessionOptions = { executionProvider: ep, intraOpThreads: options.threads ?? 0 };
-
-  options.signal?.throwIfAborted();
-  using env = Env.create({ logLevel: options.logLevel ?? "error" });
-  // 3. Encode the conditioning
-  let t0 = performance.now();
-  const conditioning = await family.encode(env, model, request, { session });
-  const encodeMs = performance.now() - t0;
-  options.signal?.throwIfAborted();
-
-  using decoder = family.openDecoder(env, model, { session });
-
-  // 5. Prepare latent variables; 7. Denoising loop
-  const x0 = family.prepareLatents(request);
-  t0 = performance.now();
-  const engine = options.denoiseWith ?? denoiseInProcess;
-  const onStep = options.onStep;
-  let report: DenoiseReport;
-  try {
-    report = await engine({
-      sampler: {
-        module: family.samplerModule,
-        init: family.samplerInit(model, request, conditioning),
-      },
-      x0,
-      steps: request.steps,
-      mode: plan.mode,
-      devices: plan.devices,
-      warmup: plan.warmup,
-      stride: plan.stride,
-      ep,
-      exchange: plan.exchange,
-      ...(options.denoiserThreads !== undefined ? { threads: options.denoiserThreads } : {}),
-      ...(onStep ? { onStep: (i: number) => onStep(i, request.steps) } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-      ...(options.stallTimeoutMs !== undefined ? { stallTimeoutMs: options.stallTimeoutMs } : {}),
-    });
-  } catch (e) {
-    // An abort surfaces as whatever failed first (a cancelled run, a closed channel): report the abort.
-    if (options.signal?.aborted) throw options.signal.reason;
-    throw e;
-  }
-  const engineMs = performance.now() - t0;
-  options.signal?.throwIfAborted();
-
-  // 8. Post-processing
-  t0 = performance.now();
-  const media = await decoder.decode(request, report.output);
-  const decodeMs = performance.now() - t0;
-  return {
-    request,
-    media,
-    denoise: {
-      ...report,
-      mode: plan.mode,
-      devices: plan.mode === "parastep" ? plan.devices : 1,
-      warmup: plan.warmup,
-      exchange: exchanges ? plan.exchange : null,
-    },
-    timings: {
-      encodeMs,
-      loadMs: report.loadMs,
-      denoiseMs: report.loopMs,
-      engineMs,
-      decodeMs,
-    },
-  };
 }

@@ -98,6 +98,7 @@ Deno.test("when rank 1 fails, rank 0's ORT run in flight is cancelled and both w
     inFlightAtClose: 1,
     cancelledCalls: 1,
     disposeError: null,
+    generations: 0,
   });
 });
 

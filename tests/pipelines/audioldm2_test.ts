@@ -8,7 +8,7 @@ import {
   decode,
   Denoiser,
   encodePrompt,
-  openDenoiser,
+  openUnet,
   prepareLatents,
 } from "../../src/pipelines/audioldm2/mod.ts";
 import { ddim } from "../../src/schedulers/ddim.ts";
@@ -106,7 +106,7 @@ for (const caseName of ["case1", "case2"]) {
     const table = ddim(model.manifest.scheduler, request.steps);
     assert.deepEqual(Array.from(table.timesteps), asNumbers((await i64("timesteps")).data));
 
-    using unet = openDenoiser(env, model, { intraOpThreads: 1 });
+    using unet = openUnet(env, model, { intraOpThreads: 1 });
     using denoiser = new Denoiser(unet, conditioning, table, request.latentDims);
     const x0 = prepareLatents(request);
     close(caseName, "unet step 0", await denoiser.model(x0, 0), (await f32("unet_out_step0")).data);

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { resolveModel } from "../../src/models/model.ts";
 import { audioldm2, checkRequest } from "../../src/pipelines/audioldm2/mod.ts";
-import { denoiseInProcess, denoiseWithWorkers, generate } from "../../src/pipelines/mod.ts";
+import {
+  denoiseInProcess,
+  denoiseWithWorkers,
+  generate,
+  Generator,
+} from "../../src/pipelines/mod.ts";
 
 const model = resolveModel(new URL("../../models/audioldm2-tiny", import.meta.url).pathname);
 const request = checkRequest(model, {
@@ -62,4 +67,23 @@ Deno.test("generate() refuses an unknown exchange before opening anything", asyn
     generate(audioldm2, model, request, { exchange: "ring" as any }),
     /'exchange' must be one of gather, allgather: current value is ring/,
   );
+});
+
+Deno.test("one Generator serves several requests on the same Workers, each equal to its own in-process run", async () => {
+  const other = checkRequest(model, { prompt: "rain on a tin roof", seed: 5, steps: 9 });
+  const options = { ep: "cpu", devices: 2, denoiseWith: denoiseWithWorkers } as const;
+  await using generator = new Generator(audioldm2, model, options);
+  const first = await generator.generate(request);
+  const second = await generator.generate(other);
+  // The Workers opened once: the second request found them open.
+  assert.ok(first.timings.loadMs > 0);
+  assert.equal(second.timings.loadMs, 0);
+  for (const [checked, result] of [[request, first], [other, second]] as const) {
+    const alone = await generate(audioldm2, model, checked, {
+      ep: "cpu",
+      devices: 2,
+      denoiseWith: denoiseInProcess,
+    });
+    assert.deepEqual(result.media.waveform, alone.media.waveform);
+  }
 });

@@ -12,7 +12,7 @@ import {
   Decoder,
   Denoiser,
   encodeImage,
-  openDenoiser,
+  openUnet,
   prepareLatents,
   unetInputs,
 } from "../../src/pipelines/svd/mod.ts";
@@ -134,7 +134,7 @@ for (const caseName of ["case1", "case2"]) {
     const t0 = (await f32("unet_timestep_step0")).data[0]!;
     for (const t of timestep) assert.ok(Math.abs(t - t0) <= 1e-6 * Math.abs(t0), `${t} vs ${t0}`);
 
-    using unet = openDenoiser(env, model, { intraOpThreads: 1 });
+    using unet = openUnet(env, model, { intraOpThreads: 1 });
     using denoiser = new Denoiser(unet, model, conditioning, table, request.latentDims);
     const v0 = await denoiser.model(x0, 0);
     close(caseName, "UNet step 0", v0, (await f32("unet_out_step0")).data);

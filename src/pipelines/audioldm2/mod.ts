@@ -23,10 +23,10 @@ import {
   encodePrompt,
   prepareLatents,
 } from "./pipeline.ts";
-import { samplerInit } from "./sampler.ts";
+import { generationInit } from "./sampler.ts";
 
 export * from "./pipeline.ts";
-export { type AudioLdm2SamplerInit, openSampler, samplerInit } from "./sampler.ts";
+export { type AudioLdm2Generation, generationInit, openDenoiser } from "./sampler.ts";
 
 function text(flags: FlagValues, name: string): string | undefined {
   const v = flags[name];
@@ -106,8 +106,12 @@ export const audioldm2: PipelineFamily<CheckedRequest, Conditioning, Decoded> = 
     return (await encodePrompt(env, model, request, options)).conditioning;
   },
 
-  samplerInit(model, request, conditioning) {
-    return samplerInit(model.dir, request.steps, request.latentDims, conditioning);
+  denoiserInit(model) {
+    return { modelDir: model.dir, component: "unet" };
+  },
+
+  generationInit(_model, request, conditioning) {
+    return generationInit(request.steps, request.latentDims, conditioning);
   },
 
   prepareLatents,

@@ -638,7 +638,7 @@ export function decode(
 }
 
 /** Opens the UNet for denoising on one device. */
-export function openDenoiser(
+export function openUnet(
   env: Env,
   model: ModelFolder,
   options: SessionOptions = {},

@@ -23,11 +23,11 @@ import {
   encodeImage,
   prepareLatents,
 } from "./pipeline.ts";
-import { samplerInit } from "./sampler.ts";
+import { generationInit } from "./sampler.ts";
 
 export * from "./pipeline.ts";
 export { clipPixelValues, vaeImage } from "./preprocess.ts";
-export { openSampler, samplerInit, type SvdSamplerInit } from "./sampler.ts";
+export { generationInit, openDenoiser, type SvdGeneration } from "./sampler.ts";
 
 function text(flags: FlagValues, name: string): string | undefined {
   const v = flags[name];
@@ -175,8 +175,12 @@ export const svd: PipelineFamily<CheckedRequest, Conditioning, Decoded> = {
     return (await encodeImage(env, model, request, options)).conditioning;
   },
 
-  samplerInit(model, request, conditioning) {
-    return samplerInit(model.dir, request.steps, request.latentDims, conditioning);
+  denoiserInit(model) {
+    return { modelDir: model.dir, component: "unet" };
+  },
+
+  generationInit(_model, request, conditioning) {
+    return generationInit(request.steps, request.latentDims, conditioning);
   },
 
   prepareLatents,

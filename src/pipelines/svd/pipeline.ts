@@ -783,6 +783,6 @@ export class Decoder implements Disposable {
 }
 
 /** Opens the UNet for denoising on one device. */
-export function openDenoiser(env: Env, model: ModelFolder, options: SessionOptions = {}): Session {
+export function openUnet(env: Env, model: ModelFolder, options: SessionOptions = {}): Session {
   return openComponent(env, model, "unet", options);
 }

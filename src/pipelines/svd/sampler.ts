@@ -1,25 +1,23 @@
 /**
  * Stable Video Diffusion's sampler module: what each ParaStep Worker (and the in-process engine)
- * imports to run its rank ({@linkcode openSampler}, see `SamplerModule` in src/parastep/devices.ts),
- * with the payload that crosses to it.
+ * imports to run its rank ({@linkcode openDenoiser}, see `SamplerModule` in
+ * src/parastep/devices.ts), with the payloads that cross to it.
  *
  * @module
  */
 
-import { Env } from "../../../ffi/mod.ts";
-import { openComponentAsync, resolveModel } from "../../models/model.ts";
 import type {
+  BoundSampler,
   DeviceAssignment,
-  OpenedSampler,
+  OpenedDenoiser,
   OpenSamplerContext,
 } from "../../parastep/devices.ts";
 import { euler } from "../../schedulers/euler.ts";
+import { type DenoiserOpen, openDenoiserGraph } from "../_denoiser.ts";
 import { type Conditioning, Denoiser } from "./pipeline.ts";
 
-/** What the sampler is opened with: structured-cloneable. */
-export interface SvdSamplerInit {
-  /** The model folder. */
-  readonly modelDir: string;
+/** One generation's payload: structured-cloneable. */
+export interface SvdGeneration {
   /** Euler steps T. */
   readonly steps: number;
   /** [1, F, C, h, w]. */
@@ -28,68 +26,39 @@ export interface SvdSamplerInit {
   readonly conditioning: Conditioning;
 }
 
-/** The init payload for a request's conditioning. */
-export function samplerInit(
-  modelDir: string,
+/** The generation payload for a request's conditioning. */
+export function generationInit(
   steps: number,
   latentDims: readonly number[],
   conditioning: Conditioning,
-): SvdSamplerInit {
-  return { modelDir, steps, latentDims, conditioning };
+): SvdGeneration {
+  return { steps, latentDims, conditioning };
 }
 
 /**
- * Opens this rank's UNet (cancelled by `context.signal`) and returns its sampler (with BatchStep's batched model call);
- * disposing it cancels runs in flight and releases the session. Disposal is idempotent.
+ * Opens this rank's UNet (cancelled by `context.signal`); each `bind` makes one generation's
+ * sampler (Euler table, conditioning values, BatchStep's batched call).
  */
-export async function openSampler(
-  init: SvdSamplerInit,
+export function openDenoiser(
+  open: DenoiserOpen,
   device: DeviceAssignment,
   context?: OpenSamplerContext,
-): Promise<OpenedSampler> {
-  const model = resolveModel(init.modelDir);
-  const env = Env.create();
-  try {
-    // Loaded off the thread (an `abort` still reaches a Worker) and cancelled by the context.
-    const unet = await openComponentAsync(env, model, "unet", {
-      executionProvider: device.ep,
-      deviceId: device.deviceId,
-      intraOpThreads: device.intraOpThreads,
-      // Several workers share the cores: idle threads must not spin on them.
-      allowSpinning: device.devices === 1,
-      ...(context ? { signal: context.signal } : {}),
-    });
-    let denoiser: Denoiser;
-    try {
-      denoiser = new Denoiser(
-        unet,
-        model,
-        init.conditioning,
-        euler(model.manifest.scheduler, init.steps),
-        init.latentDims,
-      );
-    } catch (e) {
-      unet.close();
-      throw e;
-    }
-    let disposed: Promise<void> | null = null;
+): Promise<OpenedDenoiser> {
+  return openDenoiserGraph(open, device, context, (session, model, payload): BoundSampler => {
+    const g = payload as SvdGeneration;
+    const denoiser = new Denoiser(
+      session,
+      model,
+      g.conditioning,
+      euler(model.manifest.scheduler, g.steps),
+      g.latentDims,
+    );
     return {
-      executionProvider: unet.executionProvider,
       model: (x, i) => denoiser.model(x, i),
       modelBatch: (xs, is) => denoiser.modelBatch(xs, is),
       guide: (eps) => denoiser.guide(eps),
-      step: (g, i, x) => denoiser.step(g, i, x),
-      [Symbol.asyncDispose]() {
-        disposed ??= (async () => {
-          await unet.closeAsync(); // cancels and waits for runs in flight
-          denoiser[Symbol.dispose]();
-          env.close();
-        })();
-        return disposed;
-      },
+      step: (e, i, x) => denoiser.step(e, i, x),
+      [Symbol.dispose]: () => denoiser[Symbol.dispose](),
     };
-  } catch (e) {
-    env.close();
-    throw e;
-  }
+  });
 }
