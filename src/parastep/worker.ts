@@ -22,6 +22,7 @@
  * @module
  */
 
+import { shareWebGpuLock } from "../../ffi/mod.ts";
 import { type ChannelCounters, ChannelTransport } from "./channel.ts";
 import type { DeviceAssignment, OpenedSampler, SamplerModule } from "./devices.ts";
 import {
@@ -305,6 +306,8 @@ class RankWorker {
           steps: request.plan.steps,
           ...(request.arenas ? { arenas: request.arenas } : {}),
         });
+        // WebGPU sessions of every realm run one at a time (ffi/lock.ts).
+        if (request.device.webgpuLock) shareWebGpuLock(request.device.webgpuLock);
         const module: unknown = await import(request.module);
         const openSampler = samplerModule(module, request.module).openSampler;
         const sampler = await openSampler(request.init, request.device);
