@@ -129,9 +129,10 @@ function list(): VulkanDevices {
 /**
  * Why WebGPU should not be picked automatically here, or undefined when a
  * hardware Vulkan device is present. A software renderer alone does not count:
- * it runs the shaders on the CPU, slower than ORT's CPU provider (measured:
- * lavapipe took 3 s per tiny-model step where the CPU provider takes
- * milliseconds). `--ep webgpu` still runs on one.
+ * it runs the shaders on the CPU, slower than ORT's CPU provider (measured on a
+ * loaded 2-core host, tiny model: lavapipe 200-400 ms per UNet call once its
+ * shader cache is warm, minutes for the first run, against about 40 ms on the
+ * CPU provider). `--ep webgpu` still runs on one.
  */
 export function autoWebGpuUnsuitable(devices: VulkanDevices = vulkanDevices()): string | undefined {
   if (!devices.ok) return devices.reason;
