@@ -49,7 +49,7 @@ const say = (line: string) => {
 const lib = ortLibrary();
 say(`ONNX Runtime ${lib.version} from ${lib.path}; ${navigator.hardwareConcurrency} CPU cores`);
 using env = Env.create();
-const providers = AUTO_ORDER.map(probeProvider);
+const providers = AUTO_ORDER.map((ep) => probeProvider(ep));
 for (const p of providers) {
   say(`  ${p.ep.padEnd(7)} ${p.ok ? "usable" : `unavailable: ${p.reason}`}`);
 }

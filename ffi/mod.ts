@@ -36,13 +36,24 @@ export {
   appendRequestedProvider,
   AUTO_ORDER,
   autoCandidate,
+  autoPrecheck,
   compiledProviders,
   type ExecutionProvider,
   ORT_PROVIDER_NAME,
   precheck,
+  type ProbeOptions,
   probeProvider,
   type ProviderAttempt,
 } from "./providers.ts";
+export { ProcessLock, shareWebGpuLock, webGpuLock } from "./lock.ts";
+export { withQuietStderr } from "./quiet.ts";
+export {
+  autoWebGpuUnsuitable,
+  type VulkanDevice,
+  type VulkanDevices,
+  vulkanDevices,
+  type VulkanDeviceType,
+} from "./vulkan.ts";
 export {
   type AsyncRunOptions,
   type AsyncSessionOptions,

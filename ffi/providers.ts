@@ -6,6 +6,9 @@
  */
 
 import { OrtError } from "./errors.ts";
+import { webGpuLock } from "./lock.ts";
+import { withQuietStderr } from "./quiet.ts";
+import { autoWebGpuUnsuitable, vulkanDevices } from "./vulkan.ts";
 import {
   check,
   cString,
@@ -59,10 +62,10 @@ export function compiledProviders(): string[] {
 }
 
 /**
- * Why `ep` cannot work on this machine, checked without touching ORT, or
- * undefined when nothing rules it out. These checks keep `auto` from printing
- * native noise (Dawn warns on stderr when Vulkan is missing) and give exact
- * reasons.
+ * Why `ep` cannot work on this machine, checked without touching ORT's providers, or
+ * undefined when nothing rules it out. For WebGPU this lists the Vulkan devices through the
+ * Vulkan loader: asking Dawn when there is none prints warnings on stderr that no log level
+ * silences. These checks keep `auto` quiet and give exact reasons.
  */
 export function precheck(ep: ExecutionProvider): string | undefined {
   if (ep === "cpu") return undefined;
@@ -79,22 +82,31 @@ export function precheck(ep: ExecutionProvider): string | undefined {
     }
   }
   if (ep === "webgpu" && Deno.build.os === "linux") {
-    try {
-      Deno.dlopen("libvulkan.so.1", {}).close();
-    } catch {
-      return "libvulkan.so.1 (the Vulkan loader WebGPU needs) cannot be loaded";
-    }
+    const vulkan = vulkanDevices();
+    if (!vulkan.ok) return vulkan.reason;
+    if (vulkan.devices.length === 0) return "the Vulkan loader lists no device";
   }
   return undefined;
 }
 
 /**
+ * Why `auto` should not try `ep` here, or undefined: {@linkcode precheck}, and for WebGPU
+ * also a machine whose only Vulkan device is a software renderer (slower than the CPU
+ * provider; `--ep webgpu` still uses it).
+ */
+export function autoPrecheck(ep: ExecutionProvider): string | undefined {
+  const reason = precheck(ep);
+  if (reason !== undefined || ep !== "webgpu" || Deno.build.os !== "linux") return reason;
+  return autoWebGpuUnsuitable();
+}
+
+/**
  * The provider `auto` would try first on this machine: the first of {@linkcode AUTO_ORDER} that
- * the local checks ({@linkcode precheck}) do not rule out. A session may still fall back further
- * if that provider then cannot open the model.
+ * the local checks ({@linkcode autoPrecheck}) do not rule out. A session may still fall back
+ * further if that provider then cannot open the model.
  */
 export function autoCandidate(): ExecutionProvider {
-  return AUTO_ORDER.find((ep) => precheck(ep) === undefined) ?? "cpu";
+  return AUTO_ORDER.find((ep) => autoPrecheck(ep) === undefined) ?? "cpu";
 }
 
 /** Options for appending a provider. */
@@ -182,25 +194,44 @@ export function appendRequestedProvider(
   }
 }
 
+/** Options for {@linkcode probeProvider}. */
+export interface ProbeOptions {
+  /**
+   * Silence what native code prints on stderr meanwhile (Dawn's adapter warnings).
+   * @default {true}
+   */
+  quiet?: boolean;
+}
+
 /**
  * Whether `ep` can be appended here: the local checks, then a real append to
  * throwaway session options (which loads the provider and, for WebGPU, asks
- * for an adapter). Needs an open {@linkcode Env} (ORT's default logger).
+ * for an adapter, under the process's WebGPU lock). Needs an open
+ * {@linkcode Env} (ORT's default logger).
  */
-export function probeProvider(ep: ExecutionProvider): ProviderAttempt {
+export function probeProvider(ep: ExecutionProvider, options: ProbeOptions = {}): ProviderAttempt {
   const reason = precheck(ep);
   if (reason !== undefined) return { ep, ok: false, reason };
   const { api } = ortLibrary();
   const out = pointerOut();
   check(api.CreateSessionOptions.call(out), "CreateSessionOptions");
   const so = readPointer(out, "CreateSessionOptions");
+  const lock = ep === "webgpu" ? webGpuLock() : null;
+  lock?.acquireSync("probe the WebGPU provider");
   try {
-    appendProvider(so, ep);
-    return { ep, ok: true };
-  } catch (e) {
-    if (!(e instanceof OrtError)) throw e;
-    return { ep, ok: false, reason: e.ortMessage };
+    // Releasing the options releases the provider factory, which touches the WebGPU context too.
+    return withQuietStderr(options.quiet ?? true, () => {
+      try {
+        appendProvider(so, ep);
+        return { ep, ok: true };
+      } catch (e) {
+        if (!(e instanceof OrtError)) throw e;
+        return { ep, ok: false, reason: e.ortMessage };
+      } finally {
+        api.ReleaseSessionOptions.call(so);
+      }
+    });
   } finally {
-    api.ReleaseSessionOptions.call(so);
+    lock?.release();
   }
 }

@@ -8,13 +8,15 @@ import { GRAPH_OPTIMIZATION_LEVEL, LOGGING_LEVEL, ONNX_TYPE_TENSOR } from "./_de
 import type { Env, LogLevel } from "./env.ts";
 import { ClosedError, OrtError } from "./errors.ts";
 import { check, cString, ortLibrary, pointerOut, readPointer, statusError } from "./library.ts";
+import { type ProcessLock, webGpuLock } from "./lock.ts";
 import {
   appendRequestedProvider,
   AUTO_ORDER,
+  autoPrecheck,
   type ExecutionProvider,
-  precheck,
   type ProviderAttempt,
 } from "./providers.ts";
+import { withQuietStderr, withQuietStderrAsync } from "./quiet.ts";
 import { allocate, type DataType, elementCount, Tensor } from "./tensor.ts";
 import { copyOut, createTensorValue, describeTensorInfo, Value } from "./value.ts";
 
@@ -185,6 +187,8 @@ export class Session implements Disposable {
   #quiet: Deno.PointerObject | null = null;
   #inputStaging = new Staging();
   #outputStaging = new Staging();
+  /** The lock runs and the release take (WebGPU's, see lock.ts), or null. */
+  readonly #lock: ProcessLock | null;
   /** The graph's inputs, in graph order. */
   readonly inputs: readonly TensorInfo[];
   /** The graph's outputs, in graph order. */
@@ -199,8 +203,10 @@ export class Session implements Disposable {
     env: Env,
     ep: ExecutionProvider,
     attempts: ProviderAttempt[],
+    lock: ProcessLock | null,
   ) {
     this.#ptr = ptr;
+    this.#lock = lock;
     this.#env = env;
     env.retain();
     this.executionProvider = ep;
@@ -240,7 +246,7 @@ export class Session implements Disposable {
     // cannot run this model (no device, too little memory) falls back as well.
     const attempts: ProviderAttempt[] = [];
     for (const ep of AUTO_ORDER) {
-      const reason = ep === "cpu" ? undefined : precheck(ep);
+      const reason = ep === "cpu" ? undefined : autoPrecheck(ep);
       if (reason !== undefined) {
         attempts.push({ ep, ok: false, reason });
         continue;
@@ -279,7 +285,7 @@ export class Session implements Disposable {
     }
     const attempts: ProviderAttempt[] = [];
     for (const ep of AUTO_ORDER) {
-      const reason = ep === "cpu" ? undefined : precheck(ep);
+      const reason = ep === "cpu" ? undefined : autoPrecheck(ep);
       if (reason !== undefined) {
         attempts.push({ ep, ok: false, reason });
         continue;
@@ -305,6 +311,12 @@ export class Session implements Disposable {
     signal?.throwIfAborted();
     const lib = ortLibrary();
     const { api } = lib;
+    // WebGPU sessions open under the process's WebGPU lock (see lock.ts), with Dawn's adapter
+    // warnings silenced unless ORT may log warnings (see #createOn).
+    const lock = ep === "webgpu" ? webGpuLock() : null;
+    const quiet = lock !== null &&
+      LOGGING_LEVEL[options.logLevel ?? env.logLevel] >= LOGGING_LEVEL.error;
+    if (lock !== null) await lock.acquire(() => signal?.aborted ? signal.reason : undefined);
     // The env must outlive the native call even if its owner closes it meanwhile.
     env.retain();
     let so: Deno.PointerObject | null = null;
@@ -313,23 +325,26 @@ export class Session implements Disposable {
     };
     try {
       so = buildOptions(options);
-      appendRequestedProvider(so, ep, {
-        ...(options.deviceId === undefined ? {} : { deviceId: options.deviceId }),
-      });
+      const options_ = so;
       const out = pointerOut();
       const path = typeof source === "string" ? cString(source) : null;
       signal?.addEventListener("abort", cancel);
       let status: Deno.PointerValue;
       try {
-        status = path !== null
-          ? await lib.createSessionNonblocking.call(env.pointer, path, so, out)
-          : await lib.createSessionFromArrayNonblocking.call(
-            env.pointer,
-            source as Uint8Array,
-            BigInt((source as Uint8Array).byteLength),
-            so,
-            out,
-          );
+        status = await withQuietStderrAsync(quiet, () => {
+          appendRequestedProvider(options_, ep, {
+            ...(options.deviceId === undefined ? {} : { deviceId: options.deviceId }),
+          });
+          return path !== null
+            ? lib.createSessionNonblocking.call(env.pointer, path, options_, out)
+            : lib.createSessionFromArrayNonblocking.call(
+              env.pointer,
+              source as Uint8Array,
+              BigInt((source as Uint8Array).byteLength),
+              options_,
+              out,
+            );
+        });
       } finally {
         signal?.removeEventListener("abort", cancel);
       }
@@ -349,9 +364,17 @@ export class Session implements Disposable {
         throw signal.reason;
       }
       if (error !== undefined) throw error;
-      return new Session(readPointer(out, "CreateSession"), env, ep, [...before, { ep, ok: true }]);
+      return new Session(
+        readPointer(out, "CreateSession"),
+        env,
+        ep,
+        [...before, { ep, ok: true }],
+        lock,
+      );
     } finally {
+      // The options hold the provider factory, whose release touches the WebGPU context too.
       if (so !== null) api.ReleaseSessionOptions.call(so);
+      lock?.release();
       env.release();
     }
   }
@@ -364,28 +387,45 @@ export class Session implements Disposable {
     before: ProviderAttempt[],
   ): Session {
     const { api } = ortLibrary();
+    // WebGPU sessions open under the process's WebGPU lock (see lock.ts); Dawn's adapter
+    // warnings go to stderr behind ORT's logger, so they are silenced unless ORT may log warnings.
+    const lock = ep === "webgpu" ? webGpuLock() : null;
+    const level = LOGGING_LEVEL[options.logLevel ?? env.logLevel];
+    const quiet = lock !== null && level >= LOGGING_LEVEL.error;
     const so = buildOptions(options);
+    lock?.acquireSync("open a WebGPU session");
     try {
-      appendRequestedProvider(so, ep, {
-        ...(options.deviceId === undefined ? {} : { deviceId: options.deviceId }),
+      const ptr = withQuietStderr(quiet, () => {
+        appendRequestedProvider(so, ep, {
+          ...(options.deviceId === undefined ? {} : { deviceId: options.deviceId }),
+        });
+        const out = pointerOut();
+        if (typeof source === "string") {
+          check(
+            api.CreateSession.call(env.pointer, cString(source), so, out),
+            "CreateSession",
+            `Loading ${source}`,
+          );
+        } else {
+          check(
+            api.CreateSessionFromArray.call(
+              env.pointer,
+              source,
+              BigInt(source.byteLength),
+              so,
+              out,
+            ),
+            "CreateSessionFromArray",
+            `Loading a model from ${source.byteLength} bytes`,
+          );
+        }
+        return readPointer(out, "CreateSession");
       });
-      const out = pointerOut();
-      if (typeof source === "string") {
-        check(
-          api.CreateSession.call(env.pointer, cString(source), so, out),
-          "CreateSession",
-          `Loading ${source}`,
-        );
-      } else {
-        check(
-          api.CreateSessionFromArray.call(env.pointer, source, BigInt(source.byteLength), so, out),
-          "CreateSessionFromArray",
-          `Loading a model from ${source.byteLength} bytes`,
-        );
-      }
-      return new Session(readPointer(out, "CreateSession"), env, ep, [...before, { ep, ok: true }]);
+      return new Session(ptr, env, ep, [...before, { ep, ok: true }], lock);
     } finally {
+      // The options hold the provider factory, whose release touches the WebGPU context too.
       api.ReleaseSessionOptions.call(so);
+      lock?.release();
     }
   }
 
@@ -416,14 +456,19 @@ export class Session implements Disposable {
       const call = this.#prepare(feeds, options, guess, true);
       let error: OrtError | undefined;
       try {
-        error = statusError(
-          api.Run.call(
-            session,
-            call.guessed ? this.#quietRunOptions() : null,
-            ...runArguments(call),
-          ),
-          "Run",
-        );
+        this.#lock?.acquireSync("run a WebGPU session synchronously");
+        try {
+          error = statusError(
+            api.Run.call(
+              session,
+              call.guessed ? this.#quietRunOptions() : null,
+              ...runArguments(call),
+            ),
+            "Run",
+          );
+        } finally {
+          this.#lock?.release();
+        }
         if (error === undefined) {
           // The guess was what failed: ORT computed other shapes than the graph's names say.
           if (retry) this.#guessOutputs = false;
@@ -459,25 +504,47 @@ export class Session implements Disposable {
     guess: boolean,
   ): Promise<{ outputs?: Record<string, Tensor>; error?: unknown; guessed: boolean }> {
     const { api, runNonblocking } = ortLibrary();
-    const session = this.pointer;
+    this.pointer;
     options.signal?.throwIfAborted();
-    // No staging: another run may start while this one is in flight.
-    const call = this.#prepare(feeds, options, guess, false);
+    const lock = this.#lock;
+    if (lock !== null) {
+      await lock.acquire(() =>
+        options.signal?.aborted
+          ? options.signal.reason
+          : this.#closing
+          ? new ClosedError("session", "run the session")
+          : undefined
+      );
+    }
+    let call: PreparedRun;
     let runOptions: Deno.PointerObject;
+    let session: Deno.PointerObject;
     try {
-      runOptions = createRunOptions(call.guessed);
+      // The session may have closed while this run waited for the lock.
+      session = this.pointer;
+      // No staging: another run may start while this one is in flight.
+      call = this.#prepare(feeds, options, guess, false);
+      try {
+        runOptions = createRunOptions(call.guessed);
+      } catch (e) {
+        this.#cleanup(call);
+        throw e;
+      }
     } catch (e) {
-      this.#cleanup(call);
+      lock?.release();
       throw e;
     }
     const terminate = () => api.RunOptionsSetTerminate.call(runOptions);
     options.signal?.addEventListener("abort", terminate);
     this.#inflight.add(runOptions);
     try {
-      const error = statusError(
-        await runNonblocking.call(session, runOptions, ...runArguments(call)),
-        "Run",
-      );
+      let status: Deno.PointerValue;
+      try {
+        status = await runNonblocking.call(session, runOptions, ...runArguments(call));
+      } finally {
+        lock?.release();
+      }
+      const error = statusError(status, "Run");
       if (error === undefined) return { outputs: this.#collect(call), guessed: call.guessed };
       if (options.signal?.aborted) return { error: options.signal.reason, guessed: call.guessed };
       if (this.#closing) {
@@ -543,9 +610,32 @@ export class Session implements Disposable {
     this.#quiet = null;
     this.#inputStaging.release();
     this.#outputStaging.release();
-    api.ReleaseSession.call(this.#ptr);
+    const ptr = this.#ptr;
     this.#ptr = null;
-    this.#env.release();
+    const lock = this.#lock;
+    const release = () => {
+      api.ReleaseSession.call(ptr);
+      this.#env.release();
+    };
+    if (lock === null) return release();
+    // Releasing a WebGPU session frees buffers of the shared context: under the lock. When this
+    // thread holds it for another session's run, the release waits for that run to end.
+    if (lock.heldHere) {
+      void lock.acquire().then(() => {
+        try {
+          release();
+        } finally {
+          lock.release();
+        }
+      });
+      return;
+    }
+    lock.acquireSync("close a WebGPU session");
+    try {
+      release();
+    } finally {
+      lock.release();
+    }
   }
 
   #describe(kind: "input" | "output"): TensorInfo[] {

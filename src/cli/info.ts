@@ -6,6 +6,7 @@
 
 import {
   AUTO_ORDER,
+  autoPrecheck,
   compiledProviders,
   Env,
   type ExecutionProvider,
@@ -30,6 +31,8 @@ export interface InfoReport {
   readonly providersCompiledIn: readonly string[];
   readonly providers: readonly ProviderAttempt[];
   readonly auto: ExecutionProvider;
+  /** Usable providers `auto` passes over, with the reason (a software Vulkan renderer). */
+  readonly autoSkips: readonly { readonly ep: ExecutionProvider; readonly reason: string }[];
   readonly cpuCores: number;
   readonly modelsDir: string;
   readonly models: readonly ModelEntry[];
@@ -39,8 +42,12 @@ export interface InfoReport {
 export function gatherInfo(version: string, verbose: boolean): InfoReport {
   const lib = ortLibrary();
   using _env = Env.create({ logLevel: verbose ? "warning" : "error" });
-  const providers = AUTO_ORDER.map(probeProvider);
-  const auto = providers.find((p) => p.ok)?.ep ?? "cpu";
+  const providers = AUTO_ORDER.map((ep) => probeProvider(ep, { quiet: !verbose }));
+  const autoSkips = providers.flatMap((p) => {
+    const reason = p.ok ? autoPrecheck(p.ep) : undefined;
+    return reason === undefined ? [] : [{ ep: p.ep, reason }];
+  });
+  const auto = providers.find((p) => p.ok && !autoSkips.some((s) => s.ep === p.ep))?.ep ?? "cpu";
   return {
     parastep: version,
     ort: {
@@ -53,6 +60,7 @@ export function gatherInfo(version: string, verbose: boolean): InfoReport {
     providersCompiledIn: compiledProviders(),
     providers,
     auto,
+    autoSkips,
     cpuCores: navigator.hardwareConcurrency,
     modelsDir: modelsDir(),
     models: listModels(),
@@ -73,7 +81,7 @@ export function formatInfo(r: InfoReport): string {
     ...r.providers.map((p) =>
       `  ${p.ep.padEnd(7)} ${p.ok ? "usable" : `unavailable: ${p.reason}`}`
     ),
-    `  --ep auto picks: ${r.auto}`,
+    `  --ep auto picks: ${r.auto}${r.autoSkips.map((s) => ` (not ${s.ep}: ${s.reason})`).join("")}`,
     `CPU cores: ${r.cpuCores}`,
     `Models in ${r.modelsDir}:`,
     ...(r.models.length === 0

@@ -13,6 +13,7 @@
  * @module
  */
 
+import { webGpuLock } from "../../ffi/mod.ts";
 import type { Sampler } from "./rounds.ts";
 
 /** The execution provider a run asks for; `"auto"` lets each rank's session pick (cuda, webgpu, cpu). */
@@ -36,6 +37,13 @@ export interface DeviceAssignment {
    * side by side do not oversubscribe the machine.
    */
   readonly intraOpThreads: number;
+  /**
+   * The process's WebGPU lock (`webGpuLock().buffer`), present when the rank may run on WebGPU
+   * (`webgpu`, `auto`). ORT gives every WebGPU session of a process one shared context that
+   * must be used by one thread at a time, so each Worker adopts this lock before it opens a
+   * session (see ffi/lock.ts).
+   */
+  readonly webgpuLock?: SharedArrayBuffer;
 }
 
 /**
@@ -205,7 +213,8 @@ export interface AssignDevicesOptions {
 /**
  * Assign each of `devices` ranks its device (design.md, "Devices and workers"):
  * - `cuda`: rank `r` on CUDA device `r`;
- * - `webgpu`: every rank on the one WebGPU device (0);
+ * - `webgpu`: every rank on the one WebGPU device (0), their calls serialised by the process's
+ *   WebGPU lock (ORT shares one WebGPU context among all sessions of a process);
  * - `cpu`: device 0, and `max(1, floor(cores / N))` intra-op threads per rank so that the ranks
  *   run side by side on disjoint cores;
  * - `auto`: as cuda (device `r`) should the session pick CUDA; the CPU share as for cpu.
@@ -246,10 +255,11 @@ export function assignDevices(
     );
   }
   const intraOpThreads = Math.max(1, Math.floor(cores / devices));
+  const lock = ep === "webgpu" || ep === "auto" ? { webgpuLock: webGpuLock().buffer } : {};
   const assignments: DeviceAssignment[] = [];
   for (let rank = 0; rank < devices; rank++) {
     const deviceId = ep === "cuda" || ep === "auto" ? rank : 0;
-    assignments.push({ rank, devices, ep, deviceId, intraOpThreads });
+    assignments.push({ rank, devices, ep, deviceId, intraOpThreads, ...lock });
   }
   return assignments;
 }

@@ -34,6 +34,7 @@
  * @module
  */
 
+import { shareWebGpuLock } from "../../ffi/mod.ts";
 import { type ChannelCounters, ChannelTransport } from "./channel.ts";
 import {
   type BoundSampler,
@@ -379,6 +380,8 @@ class RankWorker {
     const request = this.#request;
     this.#opening = (async () => {
       try {
+        // WebGPU sessions of every realm run one at a time (ffi/lock.ts).
+        if (request.device.webgpuLock) shareWebGpuLock(request.device.webgpuLock);
         const module: unknown = await import(request.module);
         const form = samplerForm(module, request.module);
         this.#form = form;

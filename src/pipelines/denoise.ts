@@ -104,6 +104,16 @@ export interface OpenedEngine extends AsyncDisposable {
 /** Opens an engine for an {@linkcode EngineSpec}. */
 export type DenoiseEngine = (spec: EngineSpec) => Promise<OpenedEngine>;
 
+/** Opens `engine` for `spec`, runs `job` once, and closes it (tests, one-off checks). */
+export async function denoiseOnce(
+  engine: DenoiseEngine,
+  spec: EngineSpec,
+  job: DenoiseJob,
+): Promise<DenoiseReport & { readonly loadMs: number }> {
+  await using opened = await engine(spec);
+  return { ...(await opened.run(job)), loadMs: opened.loadMs };
+}
+
 const NO_HOPS = { latents: null, eps: null } as const;
 
 async function openDenoiserIn(

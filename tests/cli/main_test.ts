@@ -9,11 +9,18 @@ Deno.test("parastep info reports ORT, the providers, the auto choice and the cor
   assert.match(report.ort.version, /^1\.\d+\.\d+$/);
   assert.ok(report.providersCompiledIn.includes("CPUExecutionProvider"));
   assert.deepEqual(report.providers.map((p: { ep: string }) => p.ep), ["cuda", "webgpu", "cpu"]);
-  const firstUsable = report.providers.find((p: { ok: boolean }) => p.ok);
+  // auto takes the first usable provider it does not pass over (a software Vulkan renderer).
+  const skipped = new Set(report.autoSkips.map((s: { ep: string }) => s.ep));
+  const firstUsable = report.providers.find((p: { ok: boolean; ep: string }) =>
+    p.ok && !skipped.has(p.ep)
+  );
   assert.equal(report.auto, firstUsable.ep);
   assert.equal(report.cpuCores, navigator.hardwareConcurrency);
+  // Dawn's adapter warnings (on stderr, behind ORT's logger) stay silent without --verbose.
+  assert.equal(stderr, "");
   const text = await parastep(["info"]);
   assert.equal(text.code, 0);
+  assert.equal(text.stderr, "");
   assert.match(text.stdout, new RegExp(`--ep auto picks: ${report.auto}`));
 });
 

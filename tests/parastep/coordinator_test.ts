@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { webGpuLock } from "../../ffi/mod.ts";
 import { assignDevices, runWorkers, type ShutdownReport } from "../../src/parastep/mod.ts";
 import { jsToyCond, jsToyX0 } from "./workers_js_sampler.ts";
 import { HANG_MS, JS_MODULE, within } from "./workers_support.ts";
@@ -18,6 +19,16 @@ Deno.test("assignDevices() puts rank r on CUDA device r and every rank on the on
   assert.deepEqual(assignDevices(3, { ep: "webgpu", cores: 8 }).map((d) => d.deviceId), [0, 0, 0]);
   assert.deepEqual(assignDevices(2, { ep: "auto", cores: 8 }).map((d) => d.deviceId), [0, 1]);
   assert.deepEqual(assignDevices(2, { ep: "auto", cores: 8 }).map((d) => d.ep), ["auto", "auto"]);
+});
+
+Deno.test("assignDevices() gives every rank that may run on WebGPU the process's WebGPU lock", () => {
+  const lock = webGpuLock().buffer;
+  for (const ep of ["webgpu", "auto"] as const) {
+    assert.ok(assignDevices(2, { ep }).every((d) => d.webgpuLock === lock), ep);
+  }
+  for (const ep of ["cpu", "cuda"] as const) {
+    assert.ok(assignDevices(2, { ep }).every((d) => d.webgpuLock === undefined), ep);
+  }
 });
 
 Deno.test("assignDevices() refuses bad device counts, providers and core counts", () => {

@@ -34,8 +34,9 @@ def export(
     """Write the folder `out` for `pipe` (a float32 AudioLDM2Pipeline) and return its manifest.
 
     The folder is built next to `out` and moved into place at the end, so a failed export leaves any
-    previous folder untouched. The reference run needs float32 weights, so it runs before an fp16
-    conversion.
+    previous folder untouched. The reference is diffusers' pipeline in the exported dtype: for fp16
+    it runs after the conversion, as `AudioLDM2Pipeline` in float16 (latents, guidance and the DDIM
+    step in float16 too), which is what an fp16 folder is compared with.
     """
     out = Path(out)
     check_out(out)
@@ -45,17 +46,17 @@ def export(
         build = Path(tmp) / out.name
         build.mkdir()
         tokenizers = save_tokenizers(pipe, build)
+        torch_dtype = {"fp32": torch.float32, "fp16": torch.float16}[dtype]
+        if torch_dtype != torch.float32:
+            for module in pipe.components.values():
+                if isinstance(module, torch.nn.Module):
+                    module.to(torch_dtype)
         if with_reference:
             start = time.perf_counter()
             infos = reference.write(pipe, build / "reference")
             timings["reference"] = time.perf_counter() - start
             for info in infos:
                 log(f"  reference {info['name']}: {info['latentFrames']} latent frames, {info['duration']} s")
-        torch_dtype = {"fp32": torch.float32, "fp16": torch.float16}[dtype]
-        if torch_dtype != torch.float32:
-            for module in pipe.components.values():
-                if isinstance(module, torch.nn.Module):
-                    module.to(torch_dtype)
         described = {}
         for comp in components.build(pipe, torch_dtype):
             start = time.perf_counter()

@@ -194,7 +194,10 @@ def run_case(pipe, case: Case, out_dir: Path) -> dict:
         _latent_frames(pipe, case.duration),
         pipe.vocoder.config.model_in_dim // pipe.vae_scale_factor,
     )
-    latents = torch.randn(shape, generator=torch.Generator().manual_seed(case.seed), dtype=torch.float32)
+    # Drawn in float32, then in the pipeline's dtype: prepare_latents keeps given latents' dtype,
+    # and an fp16 UNet needs fp16 ones (latents_initial then holds the fp16 values).
+    dtype = pipe.unet.dtype
+    latents = torch.randn(shape, generator=torch.Generator().manual_seed(case.seed), dtype=torch.float32).to(dtype)
     recorder = Recorder()
     with recorder.attached(pipe), torch.no_grad():
         audio = pipe(
@@ -241,7 +244,8 @@ def run_case(pipe, case: Case, out_dir: Path) -> dict:
         "mel": mel,
         "waveform": torch.from_numpy(audio),
     }
-    if not torch.allclose(vae_in * pipe.vae.config.scaling_factor, steps[-1], rtol=1e-6, atol=0):
+    rtol = 1e-6 if dtype == torch.float32 else 2e-3  # fp16: the scaling rounds twice
+    if not torch.allclose((vae_in * pipe.vae.config.scaling_factor).float(), steps[-1].float(), rtol=rtol, atol=0):
         raise RuntimeError("reference: the VAE input is not the last step's latents / scaling_factor")
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {}
@@ -261,7 +265,9 @@ def run_case(pipe, case: Case, out_dir: Path) -> dict:
         "duration": duration,
         "durationArgument": case.duration,
         "seed": case.seed,
-        "latentsFrom": "torch.randn(shape, generator=torch.Generator().manual_seed(seed)) == latents_initial",
+        "latentsFrom": "torch.randn(shape, generator=torch.Generator().manual_seed(seed))"
+        + ("" if dtype == torch.float32 else f".to({dtype})")
+        + " == latents_initial",
         "batchOrder": ["negative", "prompt"],
         "melFrames": int(mel.shape[2]),
         "latentFrames": shape[2],

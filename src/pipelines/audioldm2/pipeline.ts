@@ -7,7 +7,11 @@
  *
  * Numerics follow diffusers on the CPU: float32 everywhere, and the few host
  * operations (guidance, the VAE's `1 / scaling_factor`) round each step to
- * float32 as torch does.
+ * float32 as torch does. Graphs exported in float16 (manifest `dtype: "fp16"`)
+ * get float16 inputs and give float16 outputs; the host side stays float32 and
+ * converts at each graph's boundary (../precision.ts). diffusers in float16
+ * keeps the latents, guidance and DDIM step in float16 too; keeping them in
+ * float32 here is more precise than that, which the fp16 parity test measures.
  *
  * Shapes: B = 2 with guidance (`[negative; prompt]`), else 1; C latent channels;
  * F latent frames; Wl = mel bins / vae scale factor; L the T5 length.
@@ -15,7 +19,15 @@
  * @module
  */
 
-import { type Env, type Session, type SessionOptions, Tensor, Value } from "../../../ffi/mod.ts";
+import {
+  allocate,
+  type DataType,
+  type Env,
+  type Session,
+  type SessionOptions,
+  Tensor,
+  Value,
+} from "../../../ffi/mod.ts";
 import { checkNumbers, ManifestError } from "../../models/manifest.ts";
 import {
   checkComponentFiles,
@@ -35,6 +47,7 @@ import {
   sliceSequence,
 } from "../../tensor.ts";
 import type { StageOptions } from "../family.ts";
+import { asInput, runFloat32, runFloat32Async } from "../precision.ts";
 import { TextTokenizer } from "../tokenize.ts";
 
 /** The longest prompt accepted, in characters (tokenizers truncate far earlier). */
@@ -339,15 +352,21 @@ export async function encodePrompt(
   {
     using clapSession = open("clap_text");
     // get_text_features: [B, clap_dim], used as one token [B, 1, clap_dim] with mask 1.
-    clap = output(clapSession.run({ input_ids: clapIds, attention_mask: clapMask }), "text_embeds");
+    clap = output(
+      runFloat32(clapSession, { input_ids: clapIds, attention_mask: clapMask }),
+      "text_embeds",
+    );
   }
   {
     using t5Session = open("t5_encoder");
-    t5 = output(t5Session.run({ input_ids: t5Ids, attention_mask: t5Mask }), "last_hidden_state");
+    t5 = output(
+      runFloat32(t5Session, { input_ids: t5Ids, attention_mask: t5Mask }),
+      "last_hidden_state",
+    );
   }
   {
     using projectionSession = open("projection");
-    const out = projectionSession.run({
+    const out = runFloat32(projectionSession, {
       clap: new Tensor("float32", clap.data, [B, 1, clap.dims[1]!]),
       clap_mask: int64(new BigInt64Array(B).fill(1n), [B, 1]),
       t5,
@@ -411,7 +430,7 @@ async function generateLanguageModel(
   const one = int64(new BigInt64Array(B).fill(1n), [B, 1]);
   for (let k = 0; k < maxNewTokens; k++) {
     const hidden = output(
-      await gpt2.runAsync({ inputs_embeds: inputs, attention_mask: attention }),
+      await runFloat32Async(gpt2, { inputs_embeds: inputs, attention_mask: attention }),
       "last_hidden_state",
     );
     inputs = concatSequence(inputs, sliceSequence(hidden, hidden.dims[1]! - 1, 1));
@@ -447,6 +466,9 @@ export class Denoiser
   /** Conditioning values per batch size (1 for ParaStep; 1..L for BatchStep). */
   readonly #values = new Map<number, Record<string, Value>>();
   readonly #signal: AbortSignal | undefined;
+  /** The UNet's sample and output precision (float16 for an fp16 export). */
+  readonly #sampleType: "float32" | "float16";
+  readonly #outType: "float32" | "float16";
 
   /**
    * @param session the UNet
@@ -469,6 +491,9 @@ export class Denoiser
     this.#cfg = usesGuidance(conditioning.guidance);
     this.#g = Math.fround(conditioning.guidance);
     this.#conditioning = conditioning;
+    const floatType = (t: DataType | null | undefined) => t === "float16" ? "float16" : "float32";
+    this.#sampleType = floatType(session.inputs.find((i) => i.name === "sample")?.type);
+    this.#outType = floatType(session.outputs.find((o) => o.name === "out_sample")?.type);
   }
 
   /** The conditioning values for `k` latents per call, made on first use. */
@@ -481,11 +506,14 @@ export class Denoiser
         this.#cfg
           ? concatBatch([repeatBatch(sliceBatch(t, 0, 1), k), repeatBatch(sliceBatch(t, 1, 1), k)])
           : repeatBatch(t, k);
-      const env = this.#session.env;
+      const session = this.#session;
+      // In the graph's precision (float16 for an fp16 export), converted once.
+      const value = (name: string, t: Tensor) =>
+        Value.fromTensor(session.env, asInput(session, name, t));
       values = {
-        encoder_hidden_states: Value.fromTensor(env, expand(generated)),
-        encoder_hidden_states_1: Value.fromTensor(env, expand(t5)),
-        encoder_attention_mask_1: Value.fromTensor(env, expand(t5Mask)),
+        encoder_hidden_states: value("encoder_hidden_states", expand(generated)),
+        encoder_hidden_states_1: value("encoder_hidden_states_1", expand(t5)),
+        encoder_attention_mask_1: value("encoder_attention_mask_1", expand(t5Mask)),
       };
       this.#values.set(k, values);
     }
@@ -498,7 +526,8 @@ export class Denoiser
     const n = xs[0]!.length;
     const copies = this.#cfg ? 2 : 1;
     const B = copies * k;
-    const sample = new Float32Array(B * n); // [B, C, F, Wl]
+    // [B, C, F, Wl]; a Float16Array rounds the float32 latents as it is filled.
+    const sample = allocate(this.#sampleType, B * n);
     const timestep = new BigInt64Array(B); // [B]: each sample its own t (BatchStep)
     for (let c = 0; c < copies; c++) {
       for (let j = 0; j < k; j++) {
@@ -507,16 +536,16 @@ export class Denoiser
       }
     }
     const dims = [B, ...this.#latentDims.slice(1)];
-    const out = new Tensor("float32", new Float32Array(B * n), dims);
+    const out = new Tensor(this.#outType, allocate(this.#outType, B * n), dims);
     await this.#session.runAsync(
       {
-        sample: new Tensor("float32", sample, dims),
+        sample: new Tensor(this.#sampleType, sample, dims),
         timestep: new Tensor("int64", timestep, [B]),
         ...this.#conditioningFor(k),
       },
       { outputs: { out_sample: out }, ...(this.#signal ? { signal: this.#signal } : {}) },
     );
-    // Per latent j: its eps as [uncond; cond] (2n values), or cond alone (n).
+    // Per latent j: its eps as [uncond; cond] (2n values), or cond alone (n), in float32.
     return xs.map((_, j) => {
       const eps = new Float32Array(copies * n);
       for (let c = 0; c < copies; c++) {
@@ -591,11 +620,7 @@ export class Decoder implements Disposable {
     const c = audioConfig(model);
     const vae = openComponent(env, model, "vae_decoder", options.session);
     try {
-      return new Decoder(
-        vae,
-        openComponent(env, model, "vocoder", options.session),
-        c.vaeScalingFactor,
-      );
+      return new Decoder(vae, openVocoder(env, model, options), c.vaeScalingFactor);
     } catch (e) {
       vae.close();
       throw e;
@@ -607,12 +632,12 @@ export class Decoder implements Disposable {
     const scaled = new Float32Array(latents.length);
     for (let k = 0; k < latents.length; k++) scaled[k] = Math.fround(this.#scale * latents[k]!);
     const mel = output(
-      this.#vae.run({ latent: new Tensor("float32", scaled, [...request.latentDims]) }),
+      runFloat32(this.#vae, { latent: new Tensor("float32", scaled, [...request.latentDims]) }),
       "mel",
     );
     const [, , frames, bins] = mel.dims; // [1, 1, mel_frames, mel_bins] -> squeeze(1)
     const wave = output(
-      this.#vocoder.run({ mel: new Tensor("float32", mel.data, [1, frames!, bins!]) }),
+      runFloat32(this.#vocoder, { mel: new Tensor("float32", mel.data, [1, frames!, bins!]) }),
       "waveform",
     );
     return { mel, waveform: wave.data.slice(0, request.waveformLength) };
@@ -623,6 +648,22 @@ export class Decoder implements Disposable {
     this.#vae.close();
     this.#vocoder.close();
   }
+}
+
+/**
+ * The vocoder, on the stage's provider except in one case: a float16 vocoder that landed on
+ * WebGPU opens on the CPU instead. ORT 1.30's WebGPU ConvTranspose in float16 computes wrong
+ * values once a 1-D output passes about 2100 samples (measured on lavapipe with the tiny model's
+ * upsampler, 8 -> 4 channels, kernel 10, stride 5: correct at 409 input frames, relative error
+ * 1.3 at 420; float32 is correct at every length), which every vocoder output is. The vocoder
+ * runs once per generation, so the CPU costs little.
+ */
+function openVocoder(env: Env, model: ModelFolder, options: StageOptions): Session {
+  const vocoder = openComponent(env, model, "vocoder", options.session);
+  const float16 = vocoder.inputs.some((i) => i.type === "float16");
+  if (vocoder.executionProvider !== "webgpu" || !float16) return vocoder;
+  vocoder.close();
+  return openComponent(env, model, "vocoder", { ...options.session, executionProvider: "cpu" });
 }
 
 /** Opens the decoder, decodes once, closes it. */
