@@ -14,6 +14,7 @@ import {
   probeProvider,
   type ProviderAttempt,
 } from "../../ffi/mod.ts";
+import { CACHE_DIR } from "../models/model.ts";
 import { listModels, type ModelEntry, modelsDir } from "../models/registry.ts";
 import type { InfoCommand } from "./args.ts";
 import { printLine } from "./print.ts";
@@ -35,7 +36,11 @@ export interface InfoReport {
   readonly autoSkips: readonly { readonly ep: ExecutionProvider; readonly reason: string }[];
   readonly cpuCores: number;
   readonly modelsDir: string;
+  /** Where the exporter writes models that are never committed (`--size bench`, real sizes). */
+  readonly cacheModelsDir: string;
   readonly models: readonly ModelEntry[];
+  /** The models found in {@linkcode InfoReport.cacheModelsDir}. */
+  readonly cacheModels: readonly ModelEntry[];
 }
 
 /** Gathers the report (loads ORT, probes each provider). */
@@ -64,11 +69,22 @@ export function gatherInfo(version: string, verbose: boolean): InfoReport {
     cpuCores: navigator.hardwareConcurrency,
     modelsDir: modelsDir(),
     models: listModels(),
+    cacheModelsDir: CACHE_DIR,
+    cacheModels: listModels(CACHE_DIR),
   };
 }
 
 function mb(bytes: number): string {
   return `${(bytes / 2 ** 20).toFixed(1)} MB`;
+}
+
+function modelLines(dir: string, models: readonly ModelEntry[]): string[] {
+  return [
+    `Models in ${dir}:`,
+    ...(models.length === 0
+      ? ["  (none)"]
+      : models.map((m) => `  ${m.name.padEnd(20)} ${m.family}, ${m.dtype}, ${mb(m.bytes)}`)),
+  ];
 }
 
 /** Renders the report as the text `info` prints. */
@@ -83,10 +99,8 @@ export function formatInfo(r: InfoReport): string {
     ),
     `  --ep auto picks: ${r.auto}${r.autoSkips.map((s) => ` (not ${s.ep}: ${s.reason})`).join("")}`,
     `CPU cores: ${r.cpuCores}`,
-    `Models in ${r.modelsDir}:`,
-    ...(r.models.length === 0
-      ? ["  (none)"]
-      : r.models.map((m) => `  ${m.name.padEnd(20)} ${m.family}, ${m.dtype}, ${mb(m.bytes)}`)),
+    ...modelLines(r.modelsDir, r.models),
+    ...modelLines(r.cacheModelsDir, r.cacheModels),
   ];
   return lines.join("\n");
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { parseCommand } from "../../src/cli/args.ts";
 import { type BenchRow, runBench, speedupSvg } from "../../src/cli/bench.ts";
+import { MAIN, PERMISSIONS } from "../support/cli.ts";
 
 const TINY = new URL("../../models/audioldm2-tiny", import.meta.url).pathname;
 
@@ -133,4 +134,33 @@ Deno.test("the speedup plot keeps every dot on the chart and lists only the seri
   assert.ok(xs.every((x) => x > 0 && x < width), JSON.stringify(xs));
   assert.doesNotMatch(svg, /all-gather/);
   assert.match(svg, /BatchStep, at N = L/);
+});
+
+Deno.test("Ctrl-C during bench stops cleanly: exit 130 and one line", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...PERMISSIONS,
+      MAIN,
+      "bench",
+      "--model",
+      TINY,
+      "--ep",
+      "cpu",
+      "--steps",
+      "900",
+      "--runs",
+      "1",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  // Loading, encoding and the first configurations' 900 steps take longer than this.
+  await new Promise((r) => setTimeout(r, 4000));
+  child.kill("SIGINT");
+  const { code, stdout, stderr } = await child.output();
+  const message = new TextDecoder().decode(stderr).trim();
+  assert.equal(code, 130, message);
+  assert.equal(message, "parastep: Interrupted (Ctrl-C): stopped cleanly, nothing was written");
+  assert.equal(new TextDecoder().decode(stdout), "");
 });

@@ -18,8 +18,13 @@ Deno.test("parastep info reports ORT, the providers, the auto choice and the cor
   assert.equal(report.cpuCores, navigator.hardwareConcurrency);
   // Dawn's adapter warnings (on stderr, behind ORT's logger) stay silent without --verbose.
   assert.equal(stderr, "");
+  // Both model folders are listed: the committed ones and the exporter's cache.
+  assert.ok(report.models.some((m: { name: string }) => m.name === "audioldm2-tiny"));
+  assert.match(report.cacheModelsDir, /\.cache\/models$/);
+  assert.ok(Array.isArray(report.cacheModels));
   const text = await parastep(["info"]);
   assert.equal(text.code, 0);
+  assert.match(text.stdout, /Models in .*\.cache\/models:/);
   assert.equal(text.stderr, "");
   assert.match(text.stdout, new RegExp(`--ep auto picks: ${report.auto}`));
 });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { ManifestError } from "../../src/models/manifest.ts";
 import { checkComponentGraphs, resolveModel } from "../../src/models/model.ts";
 import { familyOf } from "../../src/pipelines/mod.ts";
+import { TextTokenizer } from "../../src/pipelines/tokenize.ts";
 import { copyModel, editManifest, TINY_AUDIOLDM2 } from "../support/model_folders.ts";
 
 type Json = Record<string, Record<string, unknown>>;
@@ -162,4 +163,23 @@ Deno.test("a model path names one place; a bare name is looked up in the model f
     return /no manifest\.json in no-such-model or .*\/models\/no-such-model or .*\.cache\/models\/no-such-model\./
       .test(message);
   });
+});
+
+Deno.test("a broken tokenizer_config.json is named as such, not as tokenizer.json", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const folder = `${dir}/model`;
+    await copyModel(TINY_AUDIOLDM2, folder);
+    await Deno.writeTextFile(`${folder}/tokenizer_2/tokenizer_config.json`, "{ not json");
+    const model = resolveModel(folder);
+    await assert.rejects(
+      TextTokenizer.load(model.dir, model.manifest.tokenizers.t5!),
+      (e: unknown) =>
+        e instanceof ManifestError &&
+        e.file === `${folder}/tokenizer_2/tokenizer_config.json` &&
+        /cannot be read as JSON: .*; re-export the model$/.test(e.message),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

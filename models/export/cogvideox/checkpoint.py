@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..audioldm2.checkpoint import resolve
+from ..checkpoints import resolve
 from ..errors import ExportError
 
 # file (relative to the checkpoint root) → fields the export or the runtime needs from it.

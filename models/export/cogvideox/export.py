@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..audioldm2.export import _check_out, versions
+from ..folders import check_out as _check_out, versions
 from ..onnx_io import EXTERNAL_DATA_THRESHOLD, describe, export_component, replace_dir
 from . import components, reference
 from .wrappers import float32_patch_conv
