@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..audioldm2.wrappers import eager_attention
+from ..tracing import eager_attention
 
 
 class TextEncoder(nn.Module):
