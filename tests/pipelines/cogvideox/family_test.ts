@@ -10,6 +10,7 @@ import {
   prepareLatents,
 } from "../../../src/pipelines/cogvideox/mod.ts";
 import { svd } from "../../../src/pipelines/svd/mod.ts";
+import { TextTokenizer } from "../../../src/pipelines/tokenize.ts";
 import { randn } from "../../../src/random.ts";
 import { copyModel, editManifest } from "../../support/model_folders.ts";
 
@@ -80,6 +81,34 @@ Deno.test("requests take the manifest's defaults; several frame counts share a l
   assert.equal(g1.inputIds.length, 32);
   const g6 = checkRequest(model, { prompt: "a dog", negativePrompt: "blurry" });
   assert.equal(g6.inputIds.length, 64);
+});
+
+Deno.test("T5 token ids match diffusers' (max_length padding, truncation, no mask) for every tokens.json case", async () => {
+  for (const folder of [TINY, TINY_5B]) {
+    const model = resolveModel(folder);
+    const { cases } = JSON.parse(
+      await Deno.readTextFile(`${folder}/reference/tokens.json`),
+    ) as { cases: { prompt: string; inputIds: number[] }[] };
+    const L = model.manifest.config.maxTextSeqLength as number;
+    const tokenizer = TextTokenizer.loadSync(model.dir, model.manifest.tokenizers.t5!);
+    let truncated = 0;
+    for (const c of cases) {
+      const e = tokenizer.encode(c.prompt, { length: L });
+      assert.deepEqual(
+        Array.from(e.ids, Number),
+        c.inputIds,
+        JSON.stringify(c.prompt).slice(0, 40),
+      );
+      if (e.dropped > 0) truncated++;
+      // What checkRequest sends for a prompt without guidance.
+      if (c.prompt.trim() !== "") {
+        const r = checkRequest(model, { prompt: c.prompt, guidance: 1 });
+        assert.deepEqual(Array.from(r.inputIds, Number), c.inputIds);
+        assert.equal(r.notices.length, e.dropped > 0 ? 1 : 0);
+      }
+    }
+    assert.ok(truncated >= 2, `${folder}: ${truncated} truncated cases`);
+  }
 });
 
 Deno.test("seeded latents are parastep's randn over [1, F', C, h, w] (init_noise_sigma is 1)", () => {
