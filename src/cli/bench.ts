@@ -162,7 +162,7 @@ async function measure<R extends RequestBase, C, M>(
   // Refuse a bad plan before minutes of encoding and warm-up go into it.
   for (const N of command.gpus) {
     checkDevices(T, W, N);
-    checkCapacity(model, family.denoiser, { ep, devices: N });
+    checkCapacity(model, family.denoiserInit(model, request).component, { ep, devices: N });
   }
   checkComponentGraphs(model, family.components);
   using env = Env.create({ logLevel: command.verbose ? "warning" : "fatal" });

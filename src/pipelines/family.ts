@@ -14,8 +14,9 @@
 import type { Env, SessionOptions } from "../../ffi/mod.ts";
 import type { OutputContent, OutputTarget } from "../io/output_set.ts";
 import type { ModelFolder } from "../models/model.ts";
+import type { DenoiserOpen } from "./_denoiser.ts";
 
-export type { OutputContent, OutputTarget };
+export type { DenoiserOpen, OutputContent, OutputTarget };
 
 /** A flag a family adds to `gen` (and `bench`, unless it is an output flag). */
 export interface FlagSpec {
@@ -105,8 +106,6 @@ export interface PipelineFamily<R extends RequestBase = RequestBase, C = unknown
   readonly benchFlags: FlagValues;
   /** The components every model folder of this family must hold (checked before any work). */
   readonly components: readonly string[];
-  /** The component each device opens (its size bounds how many devices fit in memory). */
-  readonly denoiser: string;
   /** The module each Worker imports; it exports `openDenoiser` (see `SamplerModule`). */
   readonly samplerModule: URL;
 
@@ -130,10 +129,11 @@ export interface PipelineFamily<R extends RequestBase = RequestBase, C = unknown
   encode(env: Env, model: ModelFolder, request: R, options: StageOptions): Promise<C>;
 
   /**
-   * The payload each device's `openDenoiser` gets (structured-cloneable): the model folder and
-   * whatever picks the graph. Requests with equal payloads share the open denoisers.
+   * What each device's `openDenoiser` gets: the model folder and the denoiser graph the request
+   * needs (its size also bounds how many devices fit in memory). Requests with equal payloads share
+   * the open denoisers.
    */
-  denoiserInit(model: ModelFolder, request: R): unknown;
+  denoiserInit(model: ModelFolder, request: R): DenoiserOpen;
 
   /** The payload `bind` gets for one generation (structured-cloneable): conditioning, steps. */
   generationInit(model: ModelFolder, request: R, conditioning: C): unknown;

@@ -278,12 +278,12 @@ export class Generator<R extends RequestBase, C, M> implements AsyncDisposable {
     const plan = checkRunPlan(this.#model, request.steps, options);
     const devices = plan.mode === "parastep" ? plan.devices : 1;
     const ep = options.ep ?? "cpu";
-    checkCapacity(this.#model, this.#family.denoiser, {
+    const open = this.#family.denoiserInit(this.#model, request);
+    checkCapacity(this.#model, open.component, {
       ep,
       devices,
       ...(options.denoiserThreads !== undefined ? { threads: options.denoiserThreads } : {}),
     });
-    const open = this.#family.denoiserInit(this.#model, request);
     const key = JSON.stringify({ open, mode: plan.mode, devices: plan.devices });
     if (this.#engine?.key !== key) {
       const previous = this.#engine;

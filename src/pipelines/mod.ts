@@ -10,6 +10,7 @@ import { ManifestError } from "../models/manifest.ts";
 import type { ModelFolder } from "../models/model.ts";
 import { audioldm2 } from "./audioldm2/mod.ts";
 import { svd } from "./svd/mod.ts";
+import { cogvideox } from "./cogvideox/mod.ts";
 import type { FlagSpec, PipelineFamily } from "./family.ts";
 
 export * from "./family.ts";
@@ -20,6 +21,7 @@ export * from "./generate.ts";
 export const FAMILIES: Readonly<Record<string, PipelineFamily>> = {
   audioldm2,
   svd,
+  cogvideox,
 };
 
 /**

@@ -13,6 +13,8 @@ import { ManifestError, type TokenizerSpec } from "../models/manifest.ts";
 export interface Encoding {
   readonly ids: BigInt64Array<ArrayBuffer>;
   readonly mask: BigInt64Array<ArrayBuffer>;
+  /** Content tokens truncation cut off (0 when the text fits). */
+  readonly dropped: number;
 }
 
 /** How to pad: to the text's own length, or to a fixed length. */
@@ -49,22 +51,49 @@ export class TextTokenizer {
    */
   static async load(dir: string, spec: TokenizerSpec): Promise<TextTokenizer> {
     const base = `${dir}/${spec.dir}`;
-    // Each file is read and parsed on its own, so a message names the file that is broken.
-    const read = async (name: string): Promise<unknown> => {
+    const [json, config] = await Promise.all(
+      ["tokenizer.json", "tokenizer_config.json"].map(async (name) => {
+        const path = `${base}/${name}`;
+        try {
+          return await Deno.readTextFile(path);
+        } catch (e) {
+          throw unreadable(path, e);
+        }
+      }),
+    );
+    return TextTokenizer.#parse(base, spec, json!, config!);
+  }
+
+  /**
+   * {@linkcode TextTokenizer.load}, reading the files synchronously (for request checks, which
+   * are synchronous).
+   *
+   * @throws {ManifestError} when a file cannot be read or is not a tokenizer
+   */
+  static loadSync(dir: string, spec: TokenizerSpec): TextTokenizer {
+    const base = `${dir}/${spec.dir}`;
+    const [json, config] = ["tokenizer.json", "tokenizer_config.json"].map((name) => {
       const path = `${base}/${name}`;
       try {
-        return JSON.parse(await Deno.readTextFile(path));
+        return Deno.readTextFileSync(path);
       } catch (e) {
-        throw new ManifestError(
-          path,
-          `cannot be read as JSON: ${(e as Error).message}; re-export the model`,
-        );
+        throw unreadable(path, e);
+      }
+    });
+    return TextTokenizer.#parse(base, spec, json!, config!);
+  }
+
+  static #parse(base: string, spec: TokenizerSpec, jsonText: string, configText: string) {
+    // Each file is parsed on its own, so a message names the file that is broken.
+    const parse = (name: string, text: string): unknown => {
+      try {
+        return JSON.parse(text);
+      } catch (e) {
+        throw unreadable(`${base}/${name}`, e);
       }
     };
-    const [json, config] = await Promise.all([
-      read("tokenizer.json"),
-      read("tokenizer_config.json"),
-    ]);
+    const json = parse("tokenizer.json", jsonText);
+    const config = parse("tokenizer_config.json", configText);
     try {
       // deno-lint-ignore no-explicit-any -- tokenizers.js takes the two parsed JSON objects as is
       return new TextTokenizer(new Tokenizer(json as any, config as any), spec);
@@ -96,11 +125,22 @@ export class TextTokenizer {
     const room = Math.max(0, limit - before.length - after.length);
     const ids = [...before, ...content.slice(0, room), ...after];
     const length = typeof padding === "object" ? Math.max(padding.length, ids.length) : ids.length;
-    const out = { ids: new BigInt64Array(length), mask: new BigInt64Array(length) };
+    const out = {
+      ids: new BigInt64Array(length),
+      mask: new BigInt64Array(length),
+      dropped: content.length - Math.min(content.length, room),
+    };
     for (let k = 0; k < length; k++) {
       out.ids[k] = BigInt(k < ids.length ? ids[k]! : this.padId);
       out.mask[k] = k < ids.length ? 1n : 0n;
     }
     return out;
   }
+}
+
+function unreadable(path: string, e: unknown): ManifestError {
+  return new ManifestError(
+    path,
+    `cannot be read as JSON: ${(e as Error).message}; re-export the model`,
+  );
 }

@@ -209,7 +209,13 @@ export function ddim(config: unknown, T: number): DdimTable {
   const finalAlphaCumprod = cfg.set_alpha_to_one ? 1 : alphasCumprod[0]!;
 
   // set_timesteps(T)
-  const timesteps = makeTimesteps(cfg, T);
+  const timesteps = spacedTimesteps(
+    cfg.timestep_spacing,
+    N,
+    T,
+    cfg.steps_offset,
+    CONFIG_ACTION,
+  );
   const stepRatio = Math.floor(N / T); // step() uses N // T even for trailing/linspace spacing
   const prevTimesteps = new Int32Array(T);
   const alphaBar = new Float64Array(T);
@@ -354,15 +360,27 @@ function rescaleZeroTerminalSnr(betas: Float64Array): Float64Array {
   return out;
 }
 
-/** diffusers' `set_timesteps` spacing, with numpy's arange/linspace arithmetic and rounding. */
-function makeTimesteps(cfg: DdimConfig, T: number): Int32Array {
-  const N = cfg.num_train_timesteps;
+/**
+ * diffusers' `set_timesteps` spacing (shared by `DDIMScheduler` and `CogVideoXDDIMScheduler`), with
+ * numpy's arange/linspace arithmetic and rounding: T training timesteps of N, descending.
+ *
+ * @param action starts the message of the RangeError for a count trailing spacing cannot give
+ * @throws {RangeError} when numpy's `arange` gives trailing spacing T + 1 timesteps (e.g. N = 1000,
+ *   T = 61), which diffusers would run
+ */
+export function spacedTimesteps(
+  spacing: TimestepSpacing,
+  N: number,
+  T: number,
+  stepsOffset: number,
+  action: string,
+): Int32Array {
   const ts = new Int32Array(T);
-  if (cfg.timestep_spacing === "leading") {
+  if (spacing === "leading") {
     // (arange(T) * (N // T)).round()[::-1] + steps_offset
     const ratio = Math.floor(N / T);
-    for (let i = 0; i < T; i++) ts[i] = (T - 1 - i) * ratio + cfg.steps_offset;
-  } else if (cfg.timestep_spacing === "linspace") {
+    for (let i = 0; i < T; i++) ts[i] = (T - 1 - i) * ratio + stepsOffset;
+  } else if (spacing === "linspace") {
     // linspace(0, N - 1, T).round()[::-1]; numpy: y_k = k * step (+ 0), last = N - 1
     const div = T - 1;
     const step = div > 0 ? (N - 1) / div : NaN;
@@ -381,7 +399,7 @@ function makeTimesteps(cfg: DdimConfig, T: number): Int32Array {
     const length = Math.ceil((0 - N) / step);
     if (length !== T) {
       throw new RangeError(
-        `${CONFIG_ACTION} as trailing spacing with T = ${T} and num_train_timesteps = ${N} ` +
+        `${action} as trailing spacing with T = ${T} and num_train_timesteps = ${N} ` +
           `gives ${length} timesteps in diffusers (numpy arange rounding): choose another T or spacing`,
       );
     }

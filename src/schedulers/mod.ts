@@ -14,3 +14,14 @@ export type {
 } from "./ddim.ts";
 export { euler, parseEulerConfig } from "./euler.ts";
 export type { EulerConfig, EulerSpacing, EulerTable } from "./euler.ts";
+export {
+  cogvideoxAlphasCumprod,
+  cogvideoxDdim,
+  parseCogVideoXDdimConfig,
+} from "./cogvideox_ddim.ts";
+export type {
+  CogVideoXDdimConfig,
+  CogVideoXDdimOptions,
+  CogVideoXDdimTable,
+  SampleType,
+} from "./cogvideox_ddim.ts";

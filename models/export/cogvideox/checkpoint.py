@@ -1,7 +1,7 @@
 """Loading a real CogVideoX checkpoint (`--from <hub id or local dir>`) without network access.
 
 Checks run before any weights are read, so bad input fails fast with one message: the source must
-resolve offline (see audioldm2.checkpoint.resolve), `model_index.json` must describe a
+resolve offline (see checkpoints.resolve), `model_index.json` must describe a
 `CogVideoXPipeline` (text-to-video; the image-to-video, video-to-video and Fun pipelines have other
 inputs), the scheduler must be the deterministic `CogVideoXDDIMScheduler` the runtime implements, the
 transformer must be a CogVideoX 1.0 one (no `patch_size_t`, no `ofs_embed_dim`), and every config field

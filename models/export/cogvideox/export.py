@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..folders import check_out as _check_out, versions
+from ..folders import check_out, versions
 from ..onnx_io import EXTERNAL_DATA_THRESHOLD, describe, export_component, replace_dir
 from . import components, reference
 from .wrappers import float32_patch_conv
@@ -38,7 +38,7 @@ def export(
     next to `out` and moved into place at the end. The reference runs before any dtype conversion.
     """
     out = Path(out)
-    _check_out(out)
+    check_out(out)
     shapes = _shapes(pipe, extra_shapes, cases)
     out.parent.mkdir(parents=True, exist_ok=True)
     timings = {}

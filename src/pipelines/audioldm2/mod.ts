@@ -79,7 +79,6 @@ export const audioldm2: PipelineFamily<CheckedRequest, Conditioning, Decoded> = 
   ],
   benchFlags: { prompt: "A hammer hitting a wooden surface" },
   components: COMPONENTS,
-  denoiser: "unet",
   samplerModule: new URL("./sampler.ts", import.meta.url),
 
   checkManifest,

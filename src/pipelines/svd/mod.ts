@@ -8,10 +8,8 @@
  */
 
 import { basename, slugFileName } from "../../io/paths.ts";
-import { encodeRgbPng } from "../../io/png.ts";
-import { encodeGif, encodeMp4, frameFileName, frameRgb, framesToRgb } from "../../io/video.ts";
-import { framePsnr, frameSsim, meanFinite } from "../../metrics/video.ts";
-import type { FlagValues, OutputContent, OutputTarget, PipelineFamily } from "../family.ts";
+import { FRAMES_DIR_FLAG, GIF_FLAG, renderVideo, videoOutputs, videoQuality } from "../_video.ts";
+import type { FlagValues, PipelineFamily } from "../family.ts";
 import {
   type CheckedRequest,
   checkManifest,
@@ -43,16 +41,6 @@ function number(flags: FlagValues, name: string): number | undefined {
 const BENCH_IMAGE = decodeURIComponent(
   new URL("../../../models/svd-tiny/reference/case1/image.png", import.meta.url).pathname,
 );
-
-const GIF = "the GIF";
-const VIDEO = "the video";
-
-/** Frames in [−1, 1] as displayed, x/2 + 1/2 clamped to [0, 1] (before 8-bit rounding). */
-function displayed(frames: Float32Array): Float32Array {
-  const out = new Float32Array(frames.length);
-  for (let k = 0; k < frames.length; k++) out[k] = Math.min(1, Math.max(0, frames[k]! * 0.5 + 0.5));
-  return out;
-}
 
 /** Stable Video Diffusion: image to video. */
 export const svd: PipelineFamily<CheckedRequest, Conditioning, Decoded> = {
@@ -125,24 +113,11 @@ export const svd: PipelineFamily<CheckedRequest, Conditioning, Decoded> = {
       value: "G",
       help: "Guidance of the last frame, linear in between (default: 3)",
     },
-    {
-      name: "gif",
-      type: "string",
-      value: "PATH",
-      help: "Also write the video as an animated GIF",
-      output: true,
-    },
-    {
-      name: "frames-dir",
-      type: "string",
-      value: "DIR",
-      help: "Also write each frame as DIR/frame_0000.png, ... (DIR must exist)",
-      output: true,
-    },
+    GIF_FLAG,
+    FRAMES_DIR_FLAG,
   ],
   benchFlags: { image: BENCH_IMAGE },
   components: COMPONENTS,
-  denoiser: "unet",
   samplerModule: new URL("./sampler.ts", import.meta.url),
 
   checkManifest,
@@ -190,43 +165,11 @@ export const svd: PipelineFamily<CheckedRequest, Conditioning, Decoded> = {
   },
 
   outputs(request, out, flags) {
-    if (!out.toLowerCase().endsWith(".mp4")) {
-      throw new RangeError(
-        `Cannot write the video '${out}': it is written as MP4, so name it .mp4 ` +
-          "(--gif PATH adds a GIF, --frames-dir DIR the frames as PNGs)",
-      );
-    }
-    const targets: OutputTarget[] = [{ path: out, label: VIDEO }];
-    const gif = text(flags, "gif");
-    if (gif !== undefined) targets.push({ path: gif, label: GIF });
-    const dir = text(flags, "frames-dir");
-    if (dir !== undefined) {
-      for (let f = 0; f < request.frames; f++) {
-        targets.push({
-          path: `${dir.replace(/\/+$/, "") || "/"}/${frameFileName(f, request.frames)}`,
-          label: `frame ${f} of ${request.frames}`,
-          createFolders: true,
-        });
-      }
-    }
-    return targets;
+    return videoOutputs(request.frames, out, flags);
   },
 
   render(request, media, targets, _flags, options) {
-    const video = framesToRgb(media.frames, media.count, media.height, media.width);
-    let frame = 0;
-    // Each file is encoded when the output set reaches it, one at a time.
-    return Promise.resolve(targets.map((target): OutputContent => {
-      if (target.label === VIDEO) {
-        return async () =>
-          (await encodeMp4(video, request.fps, {
-            ...(options.signal ? { signal: options.signal } : {}),
-          })).bytes;
-      }
-      if (target.label === GIF) return () => encodeGif(video, request.fps);
-      const f = frame++;
-      return () => encodeRgbPng(frameRgb(video, f), video.width, video.height);
-    }));
+    return renderVideo(media, request.fps, targets, options);
   },
 
   defaultOutput(request) {
@@ -238,21 +181,7 @@ export const svd: PipelineFamily<CheckedRequest, Conditioning, Decoded> = {
     return `${request.frames} frames ${request.width}x${request.height} at ${request.fps} fps`;
   },
 
-  quality(reference, output) {
-    const shape = {
-      frames: reference.count,
-      channels: 3,
-      height: reference.height,
-      width: reference.width,
-    };
-    const ref = displayed(reference.frames);
-    const out = displayed(output.frames);
-    const ssim = frameSsim(ref, out, shape);
-    return [
-      { name: "PSNR dB", value: meanFinite(framePsnr(ref, out, shape)) },
-      { name: "SSIM", value: ssim.reduce((a, b) => a + b, 0) / ssim.length },
-    ];
-  },
+  quality: videoQuality,
 
   samples(media) {
     return media.frames;
