@@ -487,9 +487,9 @@ export class WorkerPool implements AsyncDisposable {
       await Promise.race([Promise.all(handles.map((h) => h.ready.promise)), failure.promise]);
     } catch (error) {
       if (handles.length > 0) {
-        options.onShutdown?.(
-          await Promise.all(handles.map((h) => shutdownRank(h, closeTimeoutMs))),
-        );
+        // Not `onShutdown?.(await ...)`: without a callback the shutdown itself would be skipped.
+        const reports = await Promise.all(handles.map((h) => shutdownRank(h, closeTimeoutMs)));
+        options.onShutdown?.(reports);
       }
       throw error;
     } finally {
