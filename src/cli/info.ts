@@ -7,6 +7,8 @@
 import {
   AUTO_ORDER,
   compiledProviders,
+  type CudaInfo,
+  cudaInfo,
   Env,
   type ExecutionProvider,
   ortLibrary,
@@ -30,6 +32,8 @@ export interface InfoReport {
   readonly providersCompiledIn: readonly string[];
   readonly providers: readonly ProviderAttempt[];
   readonly auto: ExecutionProvider;
+  /** The CUDA provider's libraries, runtime, driver and devices, or what is missing. */
+  readonly cuda: CudaInfo;
   readonly cpuCores: number;
   readonly modelsDir: string;
   readonly models: readonly ModelEntry[];
@@ -53,6 +57,7 @@ export function gatherInfo(version: string, verbose: boolean): InfoReport {
     providersCompiledIn: compiledProviders(),
     providers,
     auto,
+    cuda: cudaInfo(),
     cpuCores: navigator.hardwareConcurrency,
     modelsDir: modelsDir(),
     models: listModels(),
@@ -61,6 +66,32 @@ export function gatherInfo(version: string, verbose: boolean): InfoReport {
 
 function mb(bytes: number): string {
   return `${(bytes / 2 ** 20).toFixed(1)} MB`;
+}
+
+function gib(bytes: number): string {
+  return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+}
+
+/** The CUDA lines of `info`: where the providers are, versions, devices, then what is missing. */
+export function formatCuda(c: CudaInfo): string[] {
+  const cudaMajor = /libcudart\.so\.(\d+)/.exec(c.needs.join(" "))?.[1];
+  return [
+    `CUDA: providers in ${c.providerDir}${c.providers ? `, ${c.providers}` : ""}${
+      cudaMajor ? `, built for CUDA ${cudaMajor}` : ""
+    }`,
+    `  runtime ${c.runtimeVersion ?? "not loaded"}, driver ${
+      c.driverVersion === undefined
+        ? "not loaded"
+        : `supports CUDA ${c.driverVersion}${c.driverRelease ? ` (${c.driverRelease})` : ""}`
+    }`,
+    ...c.devices.map((d) =>
+      `  device ${d.index}: ${d.name}, ${
+        gib(d.totalMemoryBytes)
+      }, compute capability ${d.computeCapability}`
+    ),
+    ...c.problems.map((p) => `  missing: ${p}`),
+    ...c.warnings.map((w) => `  warning: ${w}`),
+  ];
 }
 
 /** Renders the report as the text `info` prints. */
@@ -74,6 +105,7 @@ export function formatInfo(r: InfoReport): string {
       `  ${p.ep.padEnd(7)} ${p.ok ? "usable" : `unavailable: ${p.reason}`}`
     ),
     `  --ep auto picks: ${r.auto}`,
+    ...formatCuda(r.cuda),
     `CPU cores: ${r.cpuCores}`,
     `Models in ${r.modelsDir}:`,
     ...(r.models.length === 0
