@@ -389,7 +389,14 @@ export function cudaInfo(): CudaInfo {
   const problem = loadCudaLibraries();
   if (problem !== undefined) problems.push(problem);
   const libraries = loadResult?.libraries ?? [];
-  const warnings = [...loadResult?.warnings ?? []];
+  // A lazy library that needs the driver says so once the driver is named as missing.
+  const noDriver = problem?.startsWith(CUDA_DRIVER_LIBRARY) ?? false;
+  const warnings = (loadResult?.warnings ?? []).filter((w) =>
+    !(noDriver &&
+      w.endsWith(
+        `${CUDA_DRIVER_LIBRARY}: cannot open shared object file: No such file or directory`,
+      ))
+  );
   const rt = problem === undefined || needs.length > 0 ? runtimeVersion(needs) : undefined;
   const driver = queryDriver();
   if (typeof driver === "string" && !problems.some((p) => p.startsWith(CUDA_DRIVER_LIBRARY))) {
