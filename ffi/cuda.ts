@@ -254,8 +254,11 @@ function load(): LoadResult {
 
 /** Why the driver library did not load, and the fix. */
 function driverMissing(e: unknown): string {
-  return `${CUDA_DRIVER_LIBRARY} (the NVIDIA driver's CUDA library) cannot be loaded: ` +
-    `${loaderReason(e)}; install the NVIDIA driver (a GPU machine has it; this one has none)`;
+  const reason = loaderReason(e);
+  const fix = /No such file/.test(reason)
+    ? "install the NVIDIA driver (none is installed here)"
+    : "check the NVIDIA driver's installation";
+  return `${CUDA_DRIVER_LIBRARY} (the NVIDIA driver's CUDA library) cannot be loaded: ${reason}; ${fix}`;
 }
 
 /** `13020` → `13.2`, as CUDA encodes versions (1000 major + 10 minor). */
