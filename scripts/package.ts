@@ -67,6 +67,21 @@ export function runtimePackages(
   return [...wanted].sort();
 }
 
+/** The app's package.json: its npm imports (deno.json's `npm:name@version`) as dependencies. */
+export function appPackageJson(denoJson: { imports?: Record<string, string> }): {
+  name: string;
+  private: true;
+  type: "module";
+  dependencies: Record<string, string>;
+} {
+  const dependencies: Record<string, string> = {};
+  for (const target of Object.values(denoJson.imports ?? {})) {
+    const m = /^npm:\/?((?:@[^/]+\/)?[^@/]+)@([^/]+)/.exec(target);
+    if (m) dependencies[m[1]!] = m[2]!;
+  }
+  return { name: "parastep-app", private: true, type: "module", dependencies };
+}
+
 async function run(cmd: string, args: string[], options: Deno.CommandOptions = {}): Promise<void> {
   let out;
   try {
@@ -151,6 +166,13 @@ export async function buildPackage(options: PackageOptions = {}): Promise<Packag
     for (const name of runtimePackages(denoJson, `${ROOT}/node_modules`)) {
       await copy(`${ROOT}/node_modules/${name}`, `${stage}/app/node_modules/${name}`);
     }
+    // Without a package.json of its own naming its dependencies, Deno takes the nearest one
+    // above the unpacked folder (a cache inside some project) as the root whose node_modules
+    // it resolves npm imports from.
+    Deno.writeTextFileSync(
+      `${stage}/app/package.json`,
+      JSON.stringify(appPackageJson(denoJson), null, 2) + "\n",
+    );
     // Sorted names, fixed owners and times: the same inputs give the same bytes and hash.
     const payload = `${stage}.tar.xz`;
     await run("sh", [

@@ -133,6 +133,22 @@ Deno.test({
         },
       );
 
+      await t.step(
+        "a cache inside a project that names the same npm packages still resolves",
+        async () => {
+          // As on a GPU host whose checkout (package.json, no node_modules) holds the cache.
+          const project = `${tmp}/project`;
+          await Deno.mkdir(`${project}/sub`, { recursive: true });
+          await Deno.copyFile(`${ROOT}package.json`, `${project}/package.json`);
+          const r = await runPackaged(exe, ["--version"], `${project}/sub`, {
+            HOME: home,
+            XDG_CACHE_HOME: `${project}/cache`,
+          });
+          assert.equal(r.code, 0, r.stderr);
+          assert.equal(r.stdout, "parastep 0.1.0\n");
+        },
+      );
+
       await t.step("a damaged file and a missing HOME each get one line, exit code 1", async () => {
         const bytes = await Deno.readFile(exe);
         const damaged = `${tmp}/damaged`;
