@@ -24,6 +24,12 @@ import { pinLoadedLibrary } from "./libc.ts";
 /** The environment variable that names the ONNX Runtime library to load. */
 export const ORT_LIBRARY_ENV = "PARASTEP_ORT_LIB";
 
+/**
+ * The environment variable naming a folder prepared by `deno task setup:cuda --dir`: the CUDA
+ * providers with a libonnxruntime beside them (ORT loads its providers from its own folder).
+ */
+export const CUDA_PROVIDERS_ENV = "PARASTEP_CUDA_PROVIDERS";
+
 type Defs = typeof ORT_FUNCTIONS;
 type FnDef<K extends OrtFunctionName> = {
   parameters: Defs[K]["parameters"];
@@ -37,7 +43,7 @@ export interface OrtLibrary {
   /** Absolute or as-given path of the library that was opened. */
   readonly path: string;
   /** How the path was found. */
-  readonly foundBy: "env" | "beside-executable" | "npm-package";
+  readonly foundBy: "env" | "cuda-providers" | "beside-executable" | "npm-package";
   /** The library's version string, e.g. `1.30.0`. */
   readonly version: string;
   /** The OrtApi version requested from `GetApi`. */
@@ -124,15 +130,20 @@ export function libraryFileName(): string {
 }
 
 /**
- * The places searched for the library, in order: `$PARASTEP_ORT_LIB`, the
- * file beside the running executable (a `deno compile`d parastep), then the
- * `onnxruntime-node` npm package of this checkout.
+ * The places searched for the library, in order: `$PARASTEP_ORT_LIB`, the one
+ * in `$PARASTEP_CUDA_PROVIDERS`, the file beside the running executable (a
+ * `deno compile`d parastep), then the `onnxruntime-node` npm package of this
+ * checkout. Either variable, when set, is the only place looked at.
  */
 export function libraryCandidates(): { path: string; foundBy: OrtLibrary["foundBy"] }[] {
   const candidates: { path: string; foundBy: OrtLibrary["foundBy"] }[] = [];
   const fromEnv = Deno.env.get(ORT_LIBRARY_ENV);
   if (fromEnv) return [{ path: fromEnv, foundBy: "env" }];
   const file = libraryFileName();
+  const cudaDir = Deno.env.get(CUDA_PROVIDERS_ENV);
+  if (cudaDir) {
+    return [{ path: `${cudaDir.replace(/\/+$/, "")}/${file}`, foundBy: "cuda-providers" }];
+  }
   candidates.push({ path: `${dirname(Deno.execPath())}/${file}`, foundBy: "beside-executable" });
   const arch = NPM_ARCH[Deno.build.arch] ?? Deno.build.arch;
   const rel = `node_modules/onnxruntime-node/bin/napi-v6/${Deno.build.os}/${arch}/${file}`;
@@ -164,6 +175,15 @@ export function ortLibrary(): OrtLibrary {
     if (first?.foundBy === "env") {
       throw new OrtLoadError(
         `Cannot load ONNX Runtime as ${ORT_LIBRARY_ENV} names a file that does not exist: ${first.path}`,
+        first.path,
+      );
+    }
+    if (first?.foundBy === "cuda-providers") {
+      throw new OrtLoadError(
+        `Cannot load ONNX Runtime as ${CUDA_PROVIDERS_ENV} names a folder without ${libraryFileName()}: ` +
+          `${first.path} does not exist (run \`deno task setup:cuda --dir ${
+            dirname(first.path)
+          }\`)`,
         first.path,
       );
     }

@@ -17,6 +17,28 @@
  * @module
  */
 
+export {
+  CUDA_DRIVER_LIBRARY,
+  CUDA_PROVIDER_FILES,
+  CUDA_SETUP_COMMAND,
+  CUDA_SETUP_FILE,
+  type CudaDevice,
+  type CudaInfo,
+  cudaInfo,
+  type CudaLibraryEntry,
+  type CudaSetup,
+  CudaSetupError,
+  isCudaLibrary,
+  loadCudaLibraries,
+  readCudaSetup,
+} from "./cuda.ts";
+export {
+  type ElfDynamic,
+  ElfError,
+  type ElfSection,
+  readElfDynamic,
+  readElfSections,
+} from "./elf.ts";
 export { Env, type EnvOptions, type LogLevel } from "./env.ts";
 export {
   type ExitOptions,
@@ -26,6 +48,7 @@ export {
 } from "./exit.ts";
 export { ClosedError, OrtError, type OrtErrorCodeName, OrtLoadError } from "./errors.ts";
 export {
+  CUDA_PROVIDERS_ENV,
   libraryCandidates,
   libraryFileName,
   ORT_LIBRARY_ENV,

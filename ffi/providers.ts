@@ -5,6 +5,7 @@
  * @module
  */
 
+import { loadCudaLibraries } from "./cuda.ts";
 import { OrtError } from "./errors.ts";
 import { webGpuLock } from "./lock.ts";
 import { withQuietStderr } from "./quiet.ts";
@@ -70,16 +71,14 @@ export function compiledProviders(): string[] {
 export function precheck(ep: ExecutionProvider): string | undefined {
   if (ep === "cpu") return undefined;
   const { path } = ortLibrary();
-  const dir = dirname(path);
   if (!compiledProviders().includes(ORT_PROVIDER_NAME[ep])) {
     return `${ORT_PROVIDER_NAME[ep]} is not compiled into ${path}`;
   }
   if (ep === "cuda" && Deno.build.os === "linux") {
-    for (const lib of ["libonnxruntime_providers_shared.so", "libonnxruntime_providers_cuda.so"]) {
-      if (!isFile(`${dir}/${lib}`)) {
-        return `${lib} is not beside ${path} (install the ONNX Runtime CUDA provider libraries there)`;
-      }
-    }
+    // Opens the CUDA libraries in order (once per realm), so ORT's own dlopen of the provider
+    // finds them; a missing one is named here with its fix instead of ORT's generic message.
+    const problem = loadCudaLibraries();
+    if (problem !== undefined) return problem;
   }
   if (ep === "webgpu" && Deno.build.os === "linux") {
     const vulkan = vulkanDevices();

@@ -17,7 +17,7 @@ Usage:
 Commands:
   gen       Generate audio or video with a model (ParaStep over N devices)
   bench     Compare sequential, ParaStep and BatchStep latency and quality
-  info      Show ONNX Runtime, its execution providers, CPU cores and the models found
+  info      Show ONNX Runtime, its execution providers, CUDA devices, CPU cores and models
   help      Show help for a command
 
 Global flags:
@@ -28,6 +28,9 @@ Global flags:
 Environment:
   PARASTEP_ORT_LIB   Path of libonnxruntime to load (default: beside the executable,
                      then node_modules/onnxruntime-node of this checkout)
+  PARASTEP_CUDA_PROVIDERS
+                     Folder prepared by 'deno task setup:cuda --dir': the CUDA providers
+                     and the libonnxruntime loaded from there (when PARASTEP_ORT_LIB is unset)
   PARASTEP_MODELS    Folder holding model folders (default: models/ of this checkout)
 
 Run 'parastep help <command>' for a command's flags.`;

@@ -8,6 +8,8 @@ import {
   AUTO_ORDER,
   autoPrecheck,
   compiledProviders,
+  type CudaInfo,
+  cudaInfo,
   Env,
   type ExecutionProvider,
   ortLibrary,
@@ -34,6 +36,8 @@ export interface InfoReport {
   readonly auto: ExecutionProvider;
   /** Usable providers `auto` passes over, with the reason (a software Vulkan renderer). */
   readonly autoSkips: readonly { readonly ep: ExecutionProvider; readonly reason: string }[];
+  /** The CUDA provider's libraries, runtime, driver and devices, or what is missing. */
+  readonly cuda: CudaInfo;
   readonly cpuCores: number;
   readonly modelsDir: string;
   /** Where the exporter writes models that are never committed (`--size bench`, real sizes). */
@@ -66,6 +70,7 @@ export function gatherInfo(version: string, verbose: boolean): InfoReport {
     providers,
     auto,
     autoSkips,
+    cuda: cudaInfo(),
     cpuCores: navigator.hardwareConcurrency,
     modelsDir: modelsDir(),
     models: listModels(),
@@ -87,6 +92,32 @@ function modelLines(dir: string, models: readonly ModelEntry[]): string[] {
   ];
 }
 
+function gib(bytes: number): string {
+  return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+}
+
+/** The CUDA lines of `info`: where the providers are, versions, devices, then what is missing. */
+export function formatCuda(c: CudaInfo): string[] {
+  const cudaMajor = /libcudart\.so\.(\d+)/.exec(c.needs.join(" "))?.[1];
+  return [
+    `CUDA: providers in ${c.providerDir}${c.providers ? `, ${c.providers}` : ""}${
+      cudaMajor ? `, built for CUDA ${cudaMajor}` : ""
+    }`,
+    `  runtime ${c.runtimeVersion ?? "not loaded"}, driver ${
+      c.driverVersion === undefined
+        ? "not loaded"
+        : `supports CUDA ${c.driverVersion}${c.driverRelease ? ` (${c.driverRelease})` : ""}`
+    }`,
+    ...c.devices.map((d) =>
+      `  device ${d.index}: ${d.name}, ${
+        gib(d.totalMemoryBytes)
+      }, compute capability ${d.computeCapability}`
+    ),
+    ...c.problems.map((p) => `  missing: ${p}`),
+    ...c.warnings.map((w) => `  warning: ${w}`),
+  ];
+}
+
 /** Renders the report as the text `info` prints. */
 export function formatInfo(r: InfoReport): string {
   const lines = [
@@ -98,6 +129,7 @@ export function formatInfo(r: InfoReport): string {
       `  ${p.ep.padEnd(7)} ${p.ok ? "usable" : `unavailable: ${p.reason}`}`
     ),
     `  --ep auto picks: ${r.auto}${r.autoSkips.map((s) => ` (not ${s.ep}: ${s.reason})`).join("")}`,
+    ...formatCuda(r.cuda),
     `CPU cores: ${r.cpuCores}`,
     ...modelLines(r.modelsDir, r.models),
     ...modelLines(r.cacheModelsDir, r.cacheModels),
