@@ -48,9 +48,11 @@ export async function main(args: string[]): Promise<number> {
         runInfo(command, VERSION);
         return 0;
       case "gen": {
-        const { line } = await withInterrupt((signal) => runGen(command, { signal }));
+        const { line, exitCode } = await withInterrupt((signal) =>
+          runGen(command, { signal, onLine: printLine })
+        );
         printLine(line);
-        return 0;
+        return exitCode;
       }
       case "bench": {
         const report = await withInterrupt((signal) => runBench(command, { signal }));

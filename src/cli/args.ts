@@ -61,6 +61,8 @@ export interface GenCommand extends RunFlags {
   readonly out: string | undefined;
   /** Run all ranks in this process instead of one Worker per device. */
   readonly inProcess: boolean;
+  /** A file of prompts, one generation per line (`--out` then names a folder). */
+  readonly prompts: string | undefined;
 }
 
 /** `parastep bench`: sequential vs ParaStep vs BatchStep for several device counts. */
@@ -244,6 +246,7 @@ const GEN_OPTIONS = {
   mode: { type: "string" },
   out: { type: "string", short: "o" },
   "in-process": { type: "boolean" },
+  prompts: { type: "string" },
 } as const;
 
 const BENCH_OPTIONS = {
@@ -377,6 +380,10 @@ export function parseCommand(args: string[]): Command {
           name,
         );
       }
+      const prompts = v.string("prompts");
+      if (prompts !== undefined && flags.flags.prompt !== undefined) {
+        throw new UsageError("Give --prompt or --prompts FILE, not both", name);
+      }
       return {
         kind: "gen",
         ...flags,
@@ -384,6 +391,7 @@ export function parseCommand(args: string[]): Command {
         mode,
         out: v.string("out"),
         inProcess: v.flag("in-process"),
+        prompts,
       };
     }
     case "bench": {

@@ -113,6 +113,11 @@ ${runFlags(GEN_GPUS)}
   -o, --out PATH          Output file (default: named after the prompt or image and the
                           seed, here)
   --in-process            Run all ranks in this process (no Workers)
+  --prompts FILE          One generation per line of FILE, with the sessions and Workers
+                          opened once: a prompt, or a JSON object of this family's flags
+                          plus "seed", "steps" and "out"; each written to --out (a
+                          folder, default here) as NNNN-<name> (NNNN: the line number).
+                          A bad line is reported and skipped (exit 1 at the end)
 
 Existing outputs are replaced (all or none; mode, owner and symlinks kept).
 
