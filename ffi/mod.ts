@@ -39,11 +39,34 @@ export {
 export {
   type AsyncRunOptions,
   type Feeds,
+  type ModelSource,
   type RunOptions,
   Session,
   type SessionOptions,
   type TensorInfo,
 } from "./session.ts";
+export {
+  type CachedGraph,
+  cpuFingerprint,
+  GraphCache,
+  type GraphCacheOptions,
+  type GraphKey,
+  type RuntimeIdentity,
+} from "./graph_cache.ts";
+export {
+  PrepackedWeights,
+  type SharedTensor,
+  SharedWeights,
+  type SharedWeightsData,
+  shareWeights,
+  type ShareWeightsOptions,
+} from "./shared_weights.ts";
+export {
+  type InitializerData,
+  type InitializerInfo,
+  OnnxFormatError,
+  readInitializers,
+} from "./onnx_initializers.ts";
 export {
   allocate,
   BYTES_PER_ELEMENT,

@@ -17,6 +17,8 @@ import {
 } from "./providers.ts";
 import { allocate, type DataType, elementCount, Tensor } from "./tensor.ts";
 import { copyOut, createTensorValue, describeTensorInfo, Value } from "./value.ts";
+import { type GraphCache, type GraphKey, sha256Bytes } from "./graph_cache.ts";
+import type { PrepackedWeights, SharedWeights } from "./shared_weights.ts";
 
 /** Options for {@linkcode Session.create}. Every field is optional. */
 export interface SessionOptions {
@@ -49,7 +51,66 @@ export interface SessionOptions {
   cpuMemArena?: boolean;
   /** Per-session log severity; the env's level applies when unset. */
   logLevel?: LogLevel;
+  /**
+   * Whether kernels pre-pack constant weights while the session loads (e.g.
+   * MLAS's packed MatMul B). Off (`session.disable_prepacking`) loads faster
+   * and keeps one copy of each weight, but runs may be slower.
+   * @default {true}
+   */
+  prepacking?: boolean;
+  /**
+   * Session config entries (`AddSessionConfigEntry`), ORT's keys and values
+   * (onnxruntime_session_options_config_keys.h), e.g.
+   * `{ "session.use_env_allocators": "1" }`. They are part of the
+   * {@linkcode SessionOptions.graphCache} key, as some change the graph.
+   */
+  configEntries?: Readonly<Record<string, string>>;
+  /**
+   * Fixes symbolic dimensions to these sizes (`AddFreeDimensionOverrideByName`),
+   * e.g. `{ batch: 2 }`: shapes become known, so ORT can fold more of the graph.
+   * The session then accepts only inputs of those sizes.
+   */
+  freeDimensions?: Readonly<Record<string, number>>;
+  /** Writes the graph as ORT optimised it to this path (`SetOptimizedModelFilePath`). */
+  optimizedModelFilePath?: string;
+  /**
+   * Records ORT's own profile of the session (load phases, then every node of
+   * every run) into `<prefix>_<date>.json`; {@linkcode Session.endProfiling}
+   * finishes it and returns its path.
+   */
+  profilingPrefix?: string;
+  /**
+   * Caches the graph ORT optimised (see {@linkcode GraphCache}): the first
+   * session of a model writes it, later ones load it with optimisation
+   * disabled. Needs {@linkcode SessionOptions.modelHash} or a path or bytes
+   * source to hash.
+   */
+  graphCache?: GraphCache;
+  /**
+   * The model's content hash for {@linkcode SessionOptions.graphCache}
+   * (`GraphCache.modelHash`), so a known model is not hashed again.
+   */
+  modelHash?: string;
+  /**
+   * Weights the caller provides from its own memory (`AddInitializer`), e.g. one
+   * copy shared by the sessions of several Workers. The session keeps them open.
+   */
+  sharedWeights?: SharedWeights;
+  /**
+   * A container that keeps one pre-packed copy of the shared weights for every
+   * session created with it (CPU execution provider only). The session keeps
+   * it open.
+   */
+  prepackedWeights?: PrepackedWeights;
 }
+
+/**
+ * What {@linkcode Session.create} loads: a file path (ORT reads it and finds
+ * external data beside it), the model's bytes, or a function returning them
+ * (called only when the bytes are needed: not when a cached optimised graph
+ * is loaded instead).
+ */
+export type ModelSource = string | Uint8Array | (() => Uint8Array);
 
 /** A graph input or output as the session reports it. */
 export interface TensorInfo {
@@ -183,15 +244,27 @@ export class Session implements Disposable {
   /** Providers tried, in order (more than one only for `auto`). */
   readonly providerAttempts: readonly ProviderAttempt[];
 
+  /** Shared weights and prepacked container this session keeps open. */
+  #held: { release(): void }[];
+  /** Whether the graph came from {@linkcode SessionOptions.graphCache}: `hit`, `written` or `off`. */
+  readonly graphCacheStatus: "hit" | "written" | "off";
+
   private constructor(
     ptr: Deno.PointerObject,
     env: Env,
     ep: ExecutionProvider,
     attempts: ProviderAttempt[],
+    held: { retain(): void; release(): void }[] = [],
+    cacheStatus: "hit" | "written" | "off" = "off",
+    owned = true,
   ) {
     this.#ptr = ptr;
     this.#env = env;
+    this.owned = owned;
     env.retain();
+    for (const h of held) h.retain();
+    this.#held = held;
+    this.graphCacheStatus = cacheStatus;
     this.executionProvider = ep;
     this.providerAttempts = attempts;
     try {
@@ -216,13 +289,14 @@ export class Session implements Disposable {
   }
 
   /**
-   * Loads a model from a file path or from its bytes.
+   * Loads a model from a file path, from its bytes, or from a function
+   * returning them (see {@linkcode ModelSource}).
    *
    * A path lets ORT find external data (`<file>.data`) beside the model.
    *
    * @throws {OrtError} for a missing file, corrupt bytes or a refused provider
    */
-  static create(env: Env, source: string | Uint8Array, options: SessionOptions = {}): Session {
+  static create(env: Env, source: ModelSource, options: SessionOptions = {}): Session {
     const requested = options.executionProvider ?? "cpu";
     if (requested !== "auto") return Session.#createOn(env, source, options, requested, []);
     // auto: the first provider whose session opens, so a CUDA EP that registers but
@@ -246,35 +320,121 @@ export class Session implements Disposable {
 
   static #createOn(
     env: Env,
-    source: string | Uint8Array,
+    source: ModelSource,
     options: SessionOptions,
     ep: ExecutionProvider,
     before: ProviderAttempt[],
   ): Session {
-    const { api } = ortLibrary();
-    const so = buildOptions(options);
-    try {
-      appendRequestedProvider(so, ep, {
-        ...(options.deviceId === undefined ? {} : { deviceId: options.deviceId }),
-      });
-      const out = pointerOut();
-      if (typeof source === "string") {
-        check(
-          api.CreateSession.call(env.pointer, cString(source), so, out),
-          "CreateSession",
-          `Loading ${source}`,
-        );
-      } else {
-        check(
-          api.CreateSessionFromArray.call(env.pointer, source, BigInt(source.byteLength), so, out),
-          "CreateSessionFromArray",
-          `Loading a model from ${source.byteLength} bytes`,
-        );
-      }
-      return new Session(readPointer(out, "CreateSession"), env, ep, [...before, { ep, ok: true }]);
-    } finally {
-      api.ReleaseSessionOptions.call(so);
+    const attempts = [...before, { ep, ok: true }];
+    const held = [options.sharedWeights, options.prepackedWeights].filter((h) => h !== undefined);
+    const cache = options.graphCache;
+    const level = options.graphOptimizationLevel ?? "all";
+    if (cache === undefined || level === "disabled") {
+      const ptr = createNative(env, source, options, ep);
+      return new Session(ptr, env, ep, attempts, held);
     }
+    const lib = ortLibrary();
+    const runtime = cache.runtime ?? { version: lib.version, buildInfo: lib.buildInfo };
+    if (typeof source === "function") source = once(source);
+    const key: GraphKey = {
+      modelHash: options.modelHash ??
+        (typeof source === "string" ? cache.modelHash(source) : sha256Bytes(readSource(source))),
+      ep,
+      deviceId: ep === "cuda" ? options.deviceId ?? 0 : null,
+      graphOptimizationLevel: level,
+      configEntries: graphConfigEntries(options),
+      freeDimensions: options.freeDimensions ?? {},
+      sharedInitializers: options.sharedWeights?.data.tensors.map((t) => t.name) ?? [],
+    };
+    const name = cache.keyOf(key, runtime);
+    const cached = cache.lookup(name);
+    if (cached !== null) {
+      try {
+        const ptr = createNative(env, cached.modelPath, {
+          ...options,
+          graphOptimizationLevel: "disabled",
+        }, ep);
+        return new Session(ptr, env, ep, attempts, held, "hit");
+      } catch (e) {
+        if (!(e instanceof OrtError)) throw e;
+        cache.discard(name, `ONNX Runtime cannot load it: ${e.ortMessage}`);
+      }
+    }
+    let pending;
+    try {
+      pending = cache.begin(name, key, runtime);
+    } catch (e) {
+      cache.warn(
+        `cannot write to the graph cache ${cache.dir}: ${e instanceof Error ? e.message : e}`,
+      );
+      return new Session(createNative(env, source, options, ep), env, ep, attempts, held);
+    }
+    let ptr;
+    try {
+      ptr = createNative(env, source, {
+        ...options,
+        optimizedModelFilePath: pending.modelPath,
+        configEntries: {
+          ...options.configEntries,
+          // Initializers go to a file beside the graph: no 2 GB protobuf limit.
+          "session.optimized_model_external_initializers_file_name": pending.dataFileName,
+        },
+      }, ep);
+    } catch (e) {
+      pending.abort();
+      throw e;
+    }
+    try {
+      pending.commit();
+    } catch (e) {
+      cache.warn(
+        `cannot store the optimised graph in ${cache.dir}: ${e instanceof Error ? e.message : e}`,
+      );
+    }
+    return new Session(ptr, env, ep, attempts, held, "written");
+  }
+
+  /** Whether this object releases the native session (false for {@linkcode Session.borrow}). */
+  readonly owned: boolean;
+
+  /**
+   * The native session's address, for {@linkcode Session.borrow} in another
+   * Worker of this process.
+   */
+  get address(): bigint {
+    return BigInt(Deno.UnsafePointer.value(this.pointer));
+  }
+
+  /**
+   * Uses the session another Worker of this process opened (its
+   * {@linkcode Session.address}) instead of opening a second one: no second
+   * load, no second copy of the weights. ORT allows concurrent `Run` calls on
+   * one session; with one intra-op thread each run computes on the thread
+   * that called it, so Workers sharing a session run side by side as with
+   * sessions of their own (on the CPU; a GPU session stays on its device).
+   *
+   * Closing the borrowed session releases nothing native: its owner must
+   * stay open until every borrower has closed (and its runs have finished).
+   *
+   * @param env This realm's env (tensors are made with its memory info).
+   * @param executionProvider The provider the owner's session runs on.
+   */
+  static borrow(
+    env: Env,
+    address: bigint,
+    executionProvider: ExecutionProvider = "cpu",
+  ): Session {
+    const ptr = Deno.UnsafePointer.create(address);
+    if (ptr === null) throw new RangeError("Cannot borrow a session at address 0");
+    return new Session(
+      ptr,
+      env,
+      executionProvider,
+      [{ ep: executionProvider, ok: true }],
+      [],
+      "off",
+      false,
+    );
   }
 
   /** The native `OrtSession*`. */
@@ -431,9 +591,32 @@ export class Session implements Disposable {
     this.#quiet = null;
     this.#inputStaging.release();
     this.#outputStaging.release();
-    api.ReleaseSession.call(this.#ptr);
+    if (this.owned) api.ReleaseSession.call(this.#ptr);
     this.#ptr = null;
+    for (const h of this.#held) h.release();
+    this.#held = [];
     this.#env.release();
+  }
+
+  /**
+   * Ends ORT's profiling (see {@linkcode SessionOptions.profilingPrefix}) and
+   * returns the path of the trace it wrote.
+   *
+   * @throws {OrtError} when the session was not created with profiling
+   */
+  endProfiling(): string {
+    const { api } = ortLibrary();
+    const allocOut = pointerOut();
+    check(api.GetAllocatorWithDefaultOptions.call(allocOut), "GetAllocatorWithDefaultOptions");
+    const allocator = readPointer(allocOut, "GetAllocatorWithDefaultOptions");
+    const out = pointerOut();
+    check(api.SessionEndProfiling.call(this.pointer, allocator, out), "SessionEndProfiling");
+    const ptr = readPointer(out, "SessionEndProfiling");
+    try {
+      return Deno.UnsafePointerView.getCString(ptr);
+    } finally {
+      check(api.AllocatorFree.call(allocator, ptr), "AllocatorFree");
+    }
   }
 
   #describe(kind: "input" | "output"): TensorInfo[] {
@@ -748,19 +931,116 @@ function buildOptions(options: SessionOptions): Deno.PointerObject {
     if (options.cpuMemArena === false) {
       check(api.DisableCpuMemArena.call(so), "DisableCpuMemArena");
     }
-    if (options.allowSpinning === false) {
+    const config: Record<string, string> = { ...options.configEntries };
+    if (options.allowSpinning === false) config["session.intra_op.allow_spinning"] = "0";
+    if (options.prepacking === false) config["session.disable_prepacking"] = "1";
+    for (const [key, value] of Object.entries(config)) {
       check(
-        api.AddSessionConfigEntry.call(
-          so,
-          cString("session.intra_op.allow_spinning"),
-          cString("0"),
-        ),
+        api.AddSessionConfigEntry.call(so, cString(key), cString(value)),
         "AddSessionConfigEntry",
+        `Setting session config entry ${key}=${value}`,
       );
     }
+    for (const [dim, size] of Object.entries(options.freeDimensions ?? {})) {
+      if (!Number.isInteger(size) || size < 0) {
+        throw new RangeError(
+          `Cannot create a session as 'freeDimensions.${dim}' must be a non-negative integer: current value is ${size}`,
+        );
+      }
+      check(
+        api.AddFreeDimensionOverrideByName.call(so, cString(dim), BigInt(size)),
+        "AddFreeDimensionOverrideByName",
+      );
+    }
+    if (options.optimizedModelFilePath !== undefined) {
+      check(
+        api.SetOptimizedModelFilePath.call(so, cString(options.optimizedModelFilePath)),
+        "SetOptimizedModelFilePath",
+      );
+    }
+    if (options.profilingPrefix !== undefined) {
+      check(api.EnableProfiling.call(so, cString(options.profilingPrefix)), "EnableProfiling");
+    }
+    options.sharedWeights?.addTo(so);
     return so;
   } catch (e) {
     api.ReleaseSessionOptions.call(so);
     throw e;
+  }
+}
+
+/** The config entries that go into a graph cache key: the caller's, and prepacking. */
+function graphConfigEntries(options: SessionOptions): Record<string, string> {
+  // Spinning, threads, arena and logging change how the graph runs, not the graph.
+  const config: Record<string, string> = { ...options.configEntries };
+  if (options.prepacking === false) config["session.disable_prepacking"] = "1";
+  return config;
+}
+
+/** `read`, called at most once. */
+function once(read: () => Uint8Array): () => Uint8Array {
+  let bytes: Uint8Array | undefined;
+  return () => bytes ??= read();
+}
+
+function readSource(source: ModelSource): Uint8Array {
+  return typeof source === "function"
+    ? source()
+    : typeof source === "string"
+    ? Deno.readFileSync(source)
+    : source;
+}
+
+/** Builds native options for `ep` and creates the native session from `source`. */
+function createNative(
+  env: Env,
+  source: ModelSource,
+  options: SessionOptions,
+  ep: ExecutionProvider,
+): Deno.PointerObject {
+  const { api } = ortLibrary();
+  const so = buildOptions(options);
+  try {
+    appendRequestedProvider(so, ep, {
+      ...(options.deviceId === undefined ? {} : { deviceId: options.deviceId }),
+    });
+    const out = pointerOut();
+    const container = options.prepackedWeights?.pointer ?? null;
+    if (typeof source === "string") {
+      const path = cString(source);
+      check(
+        container === null
+          ? api.CreateSession.call(env.pointer, path, so, out)
+          : api.CreateSessionWithPrepackedWeightsContainer.call(
+            env.pointer,
+            path,
+            so,
+            container,
+            out,
+          ),
+        "CreateSession",
+        `Loading ${source}`,
+      );
+    } else {
+      const bytes = readSource(source);
+      const length = BigInt(bytes.byteLength);
+      check(
+        container === null
+          ? api.CreateSessionFromArray.call(env.pointer, bytes, length, so, out)
+          : api.CreateSessionFromArrayWithPrepackedWeightsContainer.call(
+            env.pointer,
+            bytes,
+            length,
+            so,
+            container,
+            out,
+          ),
+        "CreateSessionFromArray",
+        `Loading a model from ${bytes.byteLength} bytes`,
+      );
+    }
+    return readPointer(out, "CreateSession");
+  } finally {
+    api.ReleaseSessionOptions.call(so);
   }
 }
