@@ -4,7 +4,16 @@
  * @module
  */
 
-import { type Env, Session, type SessionOptions } from "../../ffi/mod.ts";
+import {
+  type Env,
+  GraphCache,
+  PrepackedWeights,
+  Session,
+  type SessionOptions,
+  SharedWeights,
+  type SharedWeightsData,
+  shareWeights,
+} from "../../ffi/mod.ts";
 import { checkComponent, type Manifest, ManifestError, parseManifest } from "./manifest.ts";
 import { isFile } from "../io/paths.ts";
 import { modelsDir } from "./registry.ts";
@@ -13,6 +22,27 @@ import { modelsDir } from "./registry.ts";
 export const CACHE_DIR: string = decodeURIComponent(
   new URL("../../.cache/models", import.meta.url).pathname,
 );
+
+/** The environment variable naming the folder of cached optimised graphs. */
+export const GRAPH_CACHE_ENV = "PARASTEP_CACHE_DIR";
+
+/**
+ * Where optimised graphs are cached: `$PARASTEP_CACHE_DIR` if set, else
+ * `.cache/ort` in the checkout.
+ */
+export function defaultGraphCacheDir(): string {
+  return Deno.env.get(GRAPH_CACHE_ENV) ||
+    decodeURIComponent(new URL("../../.cache/ort", import.meta.url).pathname);
+}
+
+let defaultCache: GraphCache | undefined;
+
+/** The graph cache in {@linkcode defaultGraphCacheDir} (one per realm). */
+export function defaultGraphCache(): GraphCache {
+  const dir = defaultGraphCacheDir();
+  if (defaultCache?.dir !== dir.replace(/\/+$/, "")) defaultCache = new GraphCache(dir);
+  return defaultCache;
+}
 
 /** A model folder with its validated manifest. */
 export interface ModelFolder {
@@ -134,6 +164,35 @@ function componentPath(model: ModelFolder, component: string): string {
   return path;
 }
 
+/** Options for {@linkcode openComponent}: the session's, plus how the graph is loaded. */
+export interface OpenComponentOptions extends SessionOptions {
+  /**
+   * Cache the graph as ORT optimised it and load that later (see
+   * `GraphCache`): `true` uses {@linkcode defaultGraphCache}.
+   * @default {false}
+   */
+  cache?: boolean | GraphCache;
+  /**
+   * The component's weights in shared memory ({@linkcode shareComponentWeights},
+   * made once and posted to every Worker): the session uses them instead of
+   * its own copy.
+   */
+  weights?: SharedWeightsData;
+  /**
+   * A pre-packed weights container, or the address of one another Worker of
+   * this process owns (`PrepackedWeights.address`): sessions sharing it keep
+   * one pre-packed copy of the shared `weights`. Only with `weights`.
+   */
+  prepacked?: PrepackedWeights | bigint;
+  /**
+   * How ORT gets the graph: `path` (ORT reads the file), `bytes` (read here;
+   * works for files embedded in a `deno compile`d executable), `auto` (path
+   * for graphs with external data, else bytes).
+   * @default {"auto"}
+   */
+  source?: "auto" | "path" | "bytes";
+}
+
 /**
  * Opens one component's ONNX graph and checks it against the manifest.
  *
@@ -148,13 +207,44 @@ export function openComponent(
   env: Env,
   model: ModelFolder,
   component: string,
-  options: SessionOptions = {},
+  options: OpenComponentOptions = {},
 ): Session {
   const path = componentPath(model, component);
   const spec = model.manifest.components[component]!;
-  const session = isFile(`${path}.data`)
-    ? Session.create(env, path, options)
-    : Session.create(env, Deno.readFileSync(path), options);
+  const { cache, weights, prepacked, source: how = "auto", ...sessionOptions } = options;
+  if (prepacked !== undefined && weights === undefined) {
+    throw new RangeError(
+      `Cannot open ${component} with a prepacked weights container but no shared weights: ` +
+        "ORT shares pre-packed copies of shared weights only; pass 'weights' as well",
+    );
+  }
+  const byPath = how === "path" || (how === "auto" && isFile(`${path}.data`));
+  const source = byPath ? path : () => Deno.readFileSync(path);
+  const graphCache = cache === true ? defaultGraphCache() : cache === false ? undefined : cache;
+  const opened: { close(): void }[] = [];
+  let session: Session;
+  try {
+    if (graphCache !== undefined) {
+      sessionOptions.graphCache = graphCache;
+      sessionOptions.modelHash = graphCache.modelHash(path);
+    }
+    if (weights !== undefined) {
+      const shared = SharedWeights.open(weights);
+      opened.push(shared);
+      sessionOptions.sharedWeights = shared;
+    }
+    if (prepacked !== undefined) {
+      const container = typeof prepacked === "bigint"
+        ? PrepackedWeights.borrow(prepacked)
+        : prepacked;
+      if (typeof prepacked === "bigint") opened.push(container);
+      sessionOptions.prepackedWeights = container;
+    }
+    session = Session.create(env, source, sessionOptions);
+  } finally {
+    // The session holds what it uses; these handles are released with it.
+    for (const o of opened) o.close();
+  }
   try {
     checkComponent(model.manifestFile, component, spec, session);
   } catch (e) {
@@ -162,4 +252,17 @@ export function openComponent(
     throw e;
   }
   return session;
+}
+
+/**
+ * The weights of `component` copied once into shared memory, to post to the
+ * Workers that open it (`openComponent(..., { weights })`), so they share
+ * one copy instead of holding one each.
+ *
+ * @throws {ManifestError} for a component the manifest lacks or a missing file
+ */
+export function shareComponentWeights(model: ModelFolder, component: string): SharedWeightsData {
+  const path = componentPath(model, component);
+  // External data locations are relative to the graph's own folder.
+  return shareWeights(Deno.readFileSync(path), { dir: path.slice(0, path.lastIndexOf("/")) });
 }
