@@ -28,11 +28,18 @@ export const GRAPH_CACHE_ENV = "PARASTEP_CACHE_DIR";
 
 /**
  * Where optimised graphs are cached: `$PARASTEP_CACHE_DIR` if set, else
- * `.cache/ort` in the checkout.
+ * `.cache/ort` in the checkout, or for a `deno compile`d executable (whose
+ * own files are read-only) `parastep/ort` in the user's cache folder
+ * (`$XDG_CACHE_HOME`, else `~/.cache`).
  */
 export function defaultGraphCacheDir(): string {
-  return Deno.env.get(GRAPH_CACHE_ENV) ||
-    decodeURIComponent(new URL("../../.cache/ort", import.meta.url).pathname);
+  const fromEnv = Deno.env.get(GRAPH_CACHE_ENV);
+  if (fromEnv) return fromEnv;
+  if (Deno.build.standalone) {
+    const base = Deno.env.get("XDG_CACHE_HOME") || `${Deno.env.get("HOME") ?? "."}/.cache`;
+    return `${base}/parastep/ort`;
+  }
+  return decodeURIComponent(new URL("../../.cache/ort", import.meta.url).pathname);
 }
 
 let defaultCache: GraphCache | undefined;
@@ -220,7 +227,7 @@ export function openComponent(
   }
   const byPath = how === "path" || (how === "auto" && isFile(`${path}.data`));
   const source = byPath ? path : () => Deno.readFileSync(path);
-  const graphCache = cache === true ? defaultGraphCache() : cache === false ? undefined : cache;
+  const graphCache = cache === true ? defaultGraphCache() : cache ? cache : undefined;
   const opened: { close(): void }[] = [];
   let session: Session;
   try {
