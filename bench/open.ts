@@ -21,7 +21,9 @@
  * Configurations (`--configs`, comma-separated `RUNTIME:VARIANT`):
  *
  * - runtimes: `ps` (parastep, the library it finds), `ps@LABEL` (parastep
- *   with `--lib LABEL=PATH`), `py` (Python onnxruntime);
+ *   with the library `--lib LABEL=PATH`), `py` (Python onnxruntime),
+ *   `py@LABEL` (Python with `--lib LABEL=FOLDER` first on PYTHONPATH, e.g. an
+ *   unpacked onnxruntime wheel of another version);
  * - variants: `base` (level all, graph as bytes, as openComponent does),
  *   `path` (ORT reads the file), `disabled`, `basic`, `extended` (levels),
  *   `noprepack` (session.disable_prepacking), and for parastep only
@@ -187,6 +189,7 @@ async function measure(
       args: [`${root}bench/open.py`, args],
       stdout: "piped",
       stderr: "piped",
+      env: config.lib === null ? {} : { PYTHONPATH: config.lib },
     })
     : new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-all", `${root}bench/_open_child.ts`, args],
