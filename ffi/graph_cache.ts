@@ -209,7 +209,8 @@ export class GraphCache {
 
   /** Reports a problem the cache worked around, as one line. */
   warn(message: string): void {
-    this.#warn(`parastep: ${message}`);
+    // ORT's messages may span lines; a warning is one.
+    this.#warn(`parastep: ${message.replace(/\s*\n\s*/g, " ").trim()}`);
   }
 
   /** The runtime identity given at construction, if any. */

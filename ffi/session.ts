@@ -382,7 +382,12 @@ export class Session implements Disposable {
       }, ep);
     } catch (e) {
       pending.abort();
-      throw e;
+      if (!(e instanceof OrtError)) throw e;
+      // Writing the graph may be what failed (e.g. a provider that compiles nodes cannot have
+      // them saved): open without the cache, and if that fails too, that is the error to report.
+      ptr = createNative(env, source, options, ep);
+      cache.warn(`cannot cache the optimised graph: ${e.ortMessage}`);
+      return new Session(ptr, env, ep, attempts, held);
     }
     try {
       pending.commit();

@@ -264,3 +264,18 @@ Deno.test("a cache folder that cannot be written warns once and opens without ca
   assert.equal(t.warnings.length, 1);
   assert.match(t.warnings[0]!, /cannot write to the graph cache/);
 });
+
+Deno.test("when ORT cannot write the optimised graph, the session opens uncached with one warning", () => {
+  using t = tempCache();
+  using env = Env.create();
+  const plain = open(env, AFFINE.bytes(), {});
+  // An entry ORT reads only when it saves the optimised graph.
+  const configEntries = { "session.optimized_model_external_initializers_min_size_in_bytes": "x" };
+  const r = open(env, AFFINE.bytes(), { graphCache: t.cache, configEntries, logLevel: "fatal" });
+  assert.equal(r.status, "off");
+  assert.deepEqual(bitsOf(r.y), bitsOf(plain.y));
+  assert.equal(t.warnings.length, 1);
+  assert.match(t.warnings[0]!, /^parastep: cannot cache the optimised graph: /);
+  assert.ok(!t.warnings[0]!.includes("\n"));
+  assert.deepEqual(t.entries(), []);
+});
