@@ -18,8 +18,25 @@ import {
 import { AFFINE } from "../tests/support/models.ts";
 import type { ChildResult, ChildSpec, ComponentResult } from "./_open_spec.ts";
 
-/** Resident memory of this process in MiB (Linux), or NaN. */
+let trim: (() => void) | undefined;
+
+/**
+ * Resident memory of this process in MiB (Linux), or NaN, after handing
+ * freed heap back to the system (`malloc_trim`), so it counts what the
+ * sessions keep rather than what loading them passed through.
+ */
 export function rssMiB(): number {
+  try {
+    if (trim === undefined) {
+      const libc = Deno.dlopen("libc.so.6", {
+        malloc_trim: { parameters: ["usize"], result: "i32" },
+      });
+      trim = () => libc.symbols.malloc_trim(0n);
+    }
+    trim();
+  } catch {
+    trim = () => {};
+  }
   try {
     const pages = Number(Deno.readTextFileSync("/proc/self/statm").split(" ")[1]);
     return pages * 4096 / 2 ** 20;
