@@ -327,6 +327,8 @@ for (let run = 0; run < runs; run++) {
       ((performance.now() - started) / 1000).toFixed(0)
     } s)`,
   );
+  // Every round's samples are kept, so an interrupted run still leaves its numbers.
+  if (values.json) await writeJson(values.json, run + 1);
 }
 await Deno.remove(tmp, { recursive: true });
 
@@ -380,9 +382,9 @@ for (const config of configs) {
   );
 }
 console.log(lines.join("\n"));
-if (values.json) {
+async function writeJson(path: string, rounds: number): Promise<void> {
   await Deno.writeTextFile(
-    values.json,
-    JSON.stringify({ model: model.dir, runs, samples, phases: phaseSamples }, null, 1),
+    path,
+    JSON.stringify({ model: model.dir, runs: rounds, samples, phases: phaseSamples }, null, 1),
   );
 }
