@@ -232,8 +232,13 @@ export function openComponent(
   let session: Session;
   try {
     if (graphCache !== undefined) {
-      sessionOptions.graphCache = graphCache;
-      sessionOptions.modelHash = graphCache.modelHash(path);
+      try {
+        sessionOptions.modelHash = graphCache.modelHash(path);
+        sessionOptions.graphCache = graphCache;
+      } catch (e) {
+        // A model the cache cannot hash (e.g. unreadable metadata) still opens, uncached.
+        graphCache.warn(`cannot hash ${path} for the graph cache: ${(e as Error).message}`);
+      }
     }
     if (weights !== undefined) {
       const shared = SharedWeights.open(weights);
