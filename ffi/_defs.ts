@@ -44,6 +44,13 @@ export const ORT_FUNCTIONS = {
     result: status,
   },
   CreateSessionOptions: { slot: 10, since: 1, parameters: ["buffer"], result: status },
+  SetOptimizedModelFilePath: {
+    slot: 11,
+    since: 1,
+    parameters: ["pointer", "buffer"],
+    result: status,
+  },
+  EnableProfiling: { slot: 14, since: 1, parameters: ["pointer", "buffer"], result: status },
   DisableCpuMemArena: { slot: 19, since: 1, parameters: ["pointer"], result: status },
   SetSessionLogSeverityLevel: {
     slot: 22,
@@ -136,6 +143,19 @@ export const ORT_FUNCTIONS = {
   ReleaseTypeInfo: { slot: 98, since: 1, parameters: ["pointer"], result: "void" },
   ReleaseTensorTypeAndShapeInfo: { slot: 99, since: 1, parameters: ["pointer"], result: "void" },
   ReleaseSessionOptions: { slot: 100, since: 1, parameters: ["pointer"], result: "void" },
+  // SessionEndProfiling(session, allocator, char** out): the trace file's path, freed with the allocator.
+  SessionEndProfiling: {
+    slot: 110,
+    since: 2,
+    parameters: ["pointer", "pointer", "buffer"],
+    result: status,
+  },
+  AddFreeDimensionOverrideByName: {
+    slot: 124,
+    since: 3,
+    parameters: ["pointer", "buffer", "i64"],
+    result: status,
+  },
   GetAvailableProviders: { slot: 125, since: 4, parameters: ["buffer", "buffer"], result: status },
   ReleaseAvailableProviders: {
     slot: 126,

@@ -81,11 +81,26 @@ export {
   type AsyncRunOptions,
   type AsyncSessionOptions,
   type Feeds,
+  type ModelSource,
   type RunOptions,
   Session,
   type SessionOptions,
   type TensorInfo,
 } from "./session.ts";
+export {
+  type CachedGraph,
+  cpuFingerprint,
+  GraphCache,
+  type GraphCacheOptions,
+  type GraphKey,
+  type RuntimeIdentity,
+} from "./graph_cache.ts";
+export {
+  type InitializerData,
+  type InitializerInfo,
+  OnnxFormatError,
+  readInitializers,
+} from "./onnx_initializers.ts";
 export {
   allocate,
   BYTES_PER_ELEMENT,

@@ -10,16 +10,7 @@ import { OrtError } from "./errors.ts";
 import { webGpuLock } from "./lock.ts";
 import { withQuietStderr } from "./quiet.ts";
 import { autoWebGpuUnsuitable, vulkanDevices } from "./vulkan.ts";
-import {
-  check,
-  cString,
-  cStringArray,
-  dirname,
-  isFile,
-  ortLibrary,
-  pointerOut,
-  readPointer,
-} from "./library.ts";
+import { check, cString, cStringArray, ortLibrary, pointerOut, readPointer } from "./library.ts";
 
 /** An execution provider parastep can ask for. */
 export type ExecutionProvider = "cpu" | "cuda" | "webgpu";

@@ -19,6 +19,7 @@ import {
 import { withQuietStderr, withQuietStderrAsync } from "./quiet.ts";
 import { allocate, type DataType, elementCount, Tensor } from "./tensor.ts";
 import { copyOut, createTensorValue, describeTensorInfo, Value } from "./value.ts";
+import { type GraphCache, type GraphKey, sha256Bytes } from "./graph_cache.ts";
 
 /** Options for {@linkcode Session.create}. Every field is optional. */
 export interface SessionOptions {
@@ -51,7 +52,55 @@ export interface SessionOptions {
   cpuMemArena?: boolean;
   /** Per-session log severity; the env's level applies when unset. */
   logLevel?: LogLevel;
+  /**
+   * Whether kernels pre-pack constant weights while the session loads (e.g.
+   * MLAS's packed MatMul B). Off (`session.disable_prepacking`) loads faster
+   * and keeps one copy of each weight, but runs may be slower.
+   * @default {true}
+   */
+  prepacking?: boolean;
+  /**
+   * Session config entries (`AddSessionConfigEntry`), ORT's keys and values
+   * (onnxruntime_session_options_config_keys.h), e.g.
+   * `{ "session.use_env_allocators": "1" }`. They are part of the
+   * {@linkcode SessionOptions.graphCache} key, as some change the graph.
+   */
+  configEntries?: Readonly<Record<string, string>>;
+  /**
+   * Fixes symbolic dimensions to these sizes (`AddFreeDimensionOverrideByName`),
+   * e.g. `{ batch: 2 }`: shapes become known, so ORT can fold more of the graph.
+   * The session then accepts only inputs of those sizes.
+   */
+  freeDimensions?: Readonly<Record<string, number>>;
+  /** Writes the graph as ORT optimised it to this path (`SetOptimizedModelFilePath`). */
+  optimizedModelFilePath?: string;
+  /**
+   * Records ORT's own profile of the session (load phases, then every node of
+   * every run) into `<prefix>_<date>.json`; {@linkcode Session.endProfiling}
+   * finishes it and returns its path.
+   */
+  profilingPrefix?: string;
+  /**
+   * Caches the graph ORT optimised (see {@linkcode GraphCache}): the first
+   * session of a model writes it, later ones load it with optimisation
+   * disabled. Needs {@linkcode SessionOptions.modelHash} or a path or bytes
+   * source to hash.
+   */
+  graphCache?: GraphCache;
+  /**
+   * The model's content hash for {@linkcode SessionOptions.graphCache}
+   * (`GraphCache.modelHash`), so a known model is not hashed again.
+   */
+  modelHash?: string;
 }
+
+/**
+ * What {@linkcode Session.create} loads: a file path (ORT reads it and finds
+ * external data beside it), the model's bytes, or a function returning them
+ * (called only when the bytes are needed: not when a cached optimised graph
+ * is loaded instead).
+ */
+export type ModelSource = string | Uint8Array | (() => Uint8Array);
 
 /** Options for {@linkcode Session.createAsync}: {@linkcode SessionOptions} and a signal. */
 export interface AsyncSessionOptions extends SessionOptions {
@@ -198,17 +247,24 @@ export class Session implements Disposable {
   /** Providers tried, in order (more than one only for `auto`). */
   readonly providerAttempts: readonly ProviderAttempt[];
 
+  /** Whether the graph came from {@linkcode SessionOptions.graphCache}: `hit`, `written` or `off`. */
+  readonly graphCacheStatus: "hit" | "written" | "off";
+
   private constructor(
     ptr: Deno.PointerObject,
     env: Env,
     ep: ExecutionProvider,
     attempts: ProviderAttempt[],
     lock: ProcessLock | null,
+    cacheStatus: "hit" | "written" | "off" = "off",
+    owned = true,
   ) {
     this.#ptr = ptr;
     this.#lock = lock;
     this.#env = env;
+    this.owned = owned;
     env.retain();
+    this.graphCacheStatus = cacheStatus;
     this.executionProvider = ep;
     this.providerAttempts = attempts;
     try {
@@ -233,13 +289,14 @@ export class Session implements Disposable {
   }
 
   /**
-   * Loads a model from a file path or from its bytes.
+   * Loads a model from a file path, from its bytes, or from a function
+   * returning them (see {@linkcode ModelSource}).
    *
    * A path lets ORT find external data (`<file>.data`) beside the model.
    *
    * @throws {OrtError} for a missing file, corrupt bytes or a refused provider
    */
-  static create(env: Env, source: string | Uint8Array, options: SessionOptions = {}): Session {
+  static create(env: Env, source: ModelSource, options: SessionOptions = {}): Session {
     const requested = options.executionProvider ?? "cpu";
     if (requested !== "auto") return Session.#createOn(env, source, options, requested, []);
     // auto: the first provider whose session opens, so a CUDA EP that registers but
@@ -274,7 +331,7 @@ export class Session implements Disposable {
    */
   static async createAsync(
     env: Env,
-    source: string | Uint8Array,
+    source: ModelSource,
     options: AsyncSessionOptions = {},
   ): Promise<Session> {
     const { signal } = options;
@@ -302,78 +359,39 @@ export class Session implements Disposable {
 
   static async #createOnAsync(
     env: Env,
-    source: string | Uint8Array,
+    source: ModelSource,
     options: SessionOptions,
     ep: ExecutionProvider,
     before: ProviderAttempt[],
     signal: AbortSignal | undefined,
   ): Promise<Session> {
     signal?.throwIfAborted();
-    const lib = ortLibrary();
-    const { api } = lib;
-    // WebGPU sessions open under the process's WebGPU lock (see lock.ts), with Dawn's adapter
-    // warnings silenced unless ORT may log warnings (see #createOn).
     const lock = ep === "webgpu" ? webGpuLock() : null;
-    const quiet = lock !== null &&
-      LOGGING_LEVEL[options.logLevel ?? env.logLevel] >= LOGGING_LEVEL.error;
     if (lock !== null) await lock.acquire(() => signal?.aborted ? signal.reason : undefined);
-    // The env must outlive the native call even if its owner closes it meanwhile.
+    // The env must outlive the native calls even if its owner closes it meanwhile.
     env.retain();
-    let so: Deno.PointerObject | null = null;
-    const cancel = () => {
-      if (so !== null) lib.setLoadCancellationFlag?.call(so, true);
-    };
     try {
-      so = buildOptions(options);
-      const options_ = so;
-      const out = pointerOut();
-      const path = typeof source === "string" ? cString(source) : null;
-      signal?.addEventListener("abort", cancel);
-      let status: Deno.PointerValue;
-      try {
-        status = await withQuietStderrAsync(quiet, () => {
-          appendRequestedProvider(options_, ep, {
-            ...(options.deviceId === undefined ? {} : { deviceId: options.deviceId }),
-          });
-          return path !== null
-            ? lib.createSessionNonblocking.call(env.pointer, path, options_, out)
-            : lib.createSessionFromArrayNonblocking.call(
-              env.pointer,
-              source as Uint8Array,
-              BigInt((source as Uint8Array).byteLength),
-              options_,
-              out,
-            );
-        });
-      } finally {
-        signal?.removeEventListener("abort", cancel);
+      const quiet = quietOpen(env, options, lock);
+      const plan = openPlan(source, options, ep);
+      for (let step = plan.next(); !step.done;) {
+        const attempt = step.value;
+        let ptr: Deno.PointerObject;
+        try {
+          ptr = await createNativeAsync(env, attempt.source, attempt.options, ep, quiet, signal);
+        } catch (e) {
+          if (!(e instanceof OrtError) || signal?.aborted) {
+            plan.return();
+            throw e;
+          }
+          step = plan.next(e);
+          if (step.done) throw e;
+          continue;
+        }
+        plan.next();
+        return new Session(ptr, env, ep, [...before, { ep, ok: true }], lock, attempt.status);
       }
-      // ORT read these during the call: referenced until here, after it returned.
-      keepAlive(path, source, out);
-      const error = statusError(
-        status,
-        path !== null ? "CreateSession" : "CreateSessionFromArray",
-        () =>
-          typeof source === "string"
-            ? `Loading ${source}`
-            : `Loading a model from ${source.byteLength} bytes`,
-      );
-      if (signal?.aborted) {
-        // Loaded before ORT saw the flag (or no flag in this ORT): not wanted any more.
-        if (error === undefined) api.ReleaseSession.call(readPointer(out, "CreateSession"));
-        throw signal.reason;
-      }
-      if (error !== undefined) throw error;
-      return new Session(
-        readPointer(out, "CreateSession"),
-        env,
-        ep,
-        [...before, { ep, ok: true }],
-        lock,
-      );
+      throw new Error("unreachable: an open plan yields at least one attempt");
     } finally {
-      // The options hold the provider factory, whose release touches the WebGPU context too.
-      if (so !== null) api.ReleaseSessionOptions.call(so);
       lock?.release();
       env.release();
     }
@@ -381,52 +399,84 @@ export class Session implements Disposable {
 
   static #createOn(
     env: Env,
-    source: string | Uint8Array,
+    source: ModelSource,
     options: SessionOptions,
     ep: ExecutionProvider,
     before: ProviderAttempt[],
   ): Session {
-    const { api } = ortLibrary();
-    // WebGPU sessions open under the process's WebGPU lock (see lock.ts); Dawn's adapter
-    // warnings go to stderr behind ORT's logger, so they are silenced unless ORT may log warnings.
+    // WebGPU sessions open under the process's WebGPU lock (see lock.ts).
     const lock = ep === "webgpu" ? webGpuLock() : null;
-    const level = LOGGING_LEVEL[options.logLevel ?? env.logLevel];
-    const quiet = lock !== null && level >= LOGGING_LEVEL.error;
-    const so = buildOptions(options);
     lock?.acquireSync("open a WebGPU session");
     try {
-      const ptr = withQuietStderr(quiet, () => {
-        appendRequestedProvider(so, ep, {
-          ...(options.deviceId === undefined ? {} : { deviceId: options.deviceId }),
-        });
-        const out = pointerOut();
-        if (typeof source === "string") {
-          check(
-            api.CreateSession.call(env.pointer, cString(source), so, out),
-            "CreateSession",
-            `Loading ${source}`,
+      const quiet = quietOpen(env, options, lock);
+      const plan = openPlan(source, options, ep);
+      for (let step = plan.next(); !step.done;) {
+        const attempt = step.value;
+        let ptr: Deno.PointerObject;
+        try {
+          ptr = withQuietStderr(
+            quiet,
+            () => createNative(env, attempt.source, attempt.options, ep),
           );
-        } else {
-          check(
-            api.CreateSessionFromArray.call(
-              env.pointer,
-              source,
-              BigInt(source.byteLength),
-              so,
-              out,
-            ),
-            "CreateSessionFromArray",
-            `Loading a model from ${source.byteLength} bytes`,
-          );
+        } catch (e) {
+          if (!(e instanceof OrtError)) {
+            plan.return();
+            throw e;
+          }
+          step = plan.next(e);
+          if (step.done) throw e;
+          continue;
         }
-        return readPointer(out, "CreateSession");
-      });
-      return new Session(ptr, env, ep, [...before, { ep, ok: true }], lock);
+        plan.next();
+        return new Session(ptr, env, ep, [...before, { ep, ok: true }], lock, attempt.status);
+      }
+      throw new Error("unreachable: an open plan yields at least one attempt");
     } finally {
-      // The options hold the provider factory, whose release touches the WebGPU context too.
-      api.ReleaseSessionOptions.call(so);
       lock?.release();
     }
+  }
+
+  /** Whether this object releases the native session (false for {@linkcode Session.borrow}). */
+  readonly owned: boolean;
+
+  /**
+   * The native session's address, for {@linkcode Session.borrow} in another
+   * Worker of this process.
+   */
+  get address(): bigint {
+    return BigInt(Deno.UnsafePointer.value(this.pointer));
+  }
+
+  /**
+   * Uses the session another Worker of this process opened (its
+   * {@linkcode Session.address}) instead of opening a second one: no second
+   * load, no second copy of the weights. ORT allows concurrent `Run` calls on
+   * one session; with one intra-op thread each run computes on the thread
+   * that called it, so Workers sharing a session run side by side as with
+   * sessions of their own (on the CPU; a GPU session stays on its device).
+   *
+   * Closing the borrowed session releases nothing native: its owner must
+   * stay open until every borrower has closed (and its runs have finished).
+   *
+   * @param env This realm's env (tensors are made with its memory info).
+   * @param executionProvider The provider the owner's session runs on.
+   */
+  static borrow(
+    env: Env,
+    address: bigint,
+    executionProvider: ExecutionProvider = "cpu",
+  ): Session {
+    const ptr = Deno.UnsafePointer.create(address);
+    if (ptr === null) throw new RangeError("Cannot borrow a session at address 0");
+    return new Session(
+      ptr,
+      env,
+      executionProvider,
+      [{ ep: executionProvider, ok: true }],
+      executionProvider === "webgpu" ? webGpuLock() : null,
+      "off",
+      false,
+    );
   }
 
   /** The native `OrtSession*`. */
@@ -614,7 +664,7 @@ export class Session implements Disposable {
     this.#ptr = null;
     const lock = this.#lock;
     const release = () => {
-      api.ReleaseSession.call(ptr);
+      if (this.owned) api.ReleaseSession.call(ptr);
       this.#env.release();
     };
     if (lock === null) return release();
@@ -635,6 +685,27 @@ export class Session implements Disposable {
       release();
     } finally {
       lock.release();
+    }
+  }
+
+  /**
+   * Ends ORT's profiling (see {@linkcode SessionOptions.profilingPrefix}) and
+   * returns the path of the trace it wrote.
+   *
+   * @throws {OrtError} when the session was not created with profiling
+   */
+  endProfiling(): string {
+    const { api } = ortLibrary();
+    const allocOut = pointerOut();
+    check(api.GetAllocatorWithDefaultOptions.call(allocOut), "GetAllocatorWithDefaultOptions");
+    const allocator = readPointer(allocOut, "GetAllocatorWithDefaultOptions");
+    const out = pointerOut();
+    check(api.SessionEndProfiling.call(this.pointer, allocator, out), "SessionEndProfiling");
+    const ptr = readPointer(out, "SessionEndProfiling");
+    try {
+      return Deno.UnsafePointerView.getCString(ptr);
+    } finally {
+      check(api.AllocatorFree.call(allocator, ptr), "AllocatorFree");
     }
   }
 
@@ -953,19 +1024,265 @@ function buildOptions(options: SessionOptions): Deno.PointerObject {
     if (options.cpuMemArena === false) {
       check(api.DisableCpuMemArena.call(so), "DisableCpuMemArena");
     }
-    if (options.allowSpinning === false) {
+    const config: Record<string, string> = { ...options.configEntries };
+    if (options.allowSpinning === false) config["session.intra_op.allow_spinning"] = "0";
+    if (options.prepacking === false) config["session.disable_prepacking"] = "1";
+    for (const [key, value] of Object.entries(config)) {
       check(
-        api.AddSessionConfigEntry.call(
-          so,
-          cString("session.intra_op.allow_spinning"),
-          cString("0"),
-        ),
+        api.AddSessionConfigEntry.call(so, cString(key), cString(value)),
         "AddSessionConfigEntry",
+        `Setting session config entry ${key}=${value}`,
       );
+    }
+    for (const [dim, size] of Object.entries(options.freeDimensions ?? {})) {
+      if (!Number.isInteger(size) || size < 0) {
+        throw new RangeError(
+          `Cannot create a session as 'freeDimensions.${dim}' must be a non-negative integer: current value is ${size}`,
+        );
+      }
+      check(
+        api.AddFreeDimensionOverrideByName.call(so, cString(dim), BigInt(size)),
+        "AddFreeDimensionOverrideByName",
+      );
+    }
+    if (options.optimizedModelFilePath !== undefined) {
+      check(
+        api.SetOptimizedModelFilePath.call(so, cString(options.optimizedModelFilePath)),
+        "SetOptimizedModelFilePath",
+      );
+    }
+    if (options.profilingPrefix !== undefined) {
+      check(api.EnableProfiling.call(so, cString(options.profilingPrefix)), "EnableProfiling");
     }
     return so;
   } catch (e) {
     api.ReleaseSessionOptions.call(so);
     throw e;
+  }
+}
+
+/** The config entries that go into a graph cache key: the caller's, and prepacking. */
+function graphConfigEntries(options: SessionOptions): Record<string, string> {
+  // Spinning, threads, arena and logging change how the graph runs, not the graph.
+  const config: Record<string, string> = { ...options.configEntries };
+  if (options.prepacking === false) config["session.disable_prepacking"] = "1";
+  return config;
+}
+
+/** `read`, called at most once. */
+function once(read: () => Uint8Array): () => Uint8Array {
+  let bytes: Uint8Array | undefined;
+  return () => bytes ??= read();
+}
+
+function readSource(source: ModelSource): Uint8Array {
+  return typeof source === "function"
+    ? source()
+    : typeof source === "string"
+    ? Deno.readFileSync(source)
+    : source;
+}
+
+/** One way of opening the native session that {@linkcode openPlan} proposes. */
+interface OpenAttempt {
+  readonly source: ModelSource;
+  readonly options: SessionOptions;
+  /** What the session's {@linkcode Session.graphCacheStatus} is if this attempt opens it. */
+  readonly status: "hit" | "written" | "off";
+}
+
+/**
+ * The ways to open a session, in order: each is told whether ORT refused it
+ * (the error) or opened it (undefined); the plan ends after a success, or
+ * when no way is left (the last refusal is then the caller's error). Without a
+ * graph cache that is one plain open. With one: the cached graph with
+ * optimisation disabled (a graph ORT cannot load is discarded), else an open
+ * that writes the optimised graph and commits it, else a plain open (a
+ * provider whose compiled nodes cannot be saved still opens).
+ */
+function* openPlan(
+  source: ModelSource,
+  options: SessionOptions,
+  ep: ExecutionProvider,
+): Generator<OpenAttempt, void, OrtError | undefined> {
+  const cache = options.graphCache;
+  const level = options.graphOptimizationLevel ?? "all";
+  const plain: OpenAttempt = { source, options, status: "off" };
+  if (cache === undefined || level === "disabled") {
+    yield plain;
+    return;
+  }
+  const lib = ortLibrary();
+  const runtime = cache.runtime ?? { version: lib.version, buildInfo: lib.buildInfo };
+  if (typeof source === "function") source = once(source);
+  const key: GraphKey = {
+    modelHash: options.modelHash ??
+      (typeof source === "string" ? cache.modelHash(source) : sha256Bytes(readSource(source))),
+    ep,
+    deviceId: ep === "cuda" ? options.deviceId ?? 0 : null,
+    graphOptimizationLevel: level,
+    configEntries: graphConfigEntries(options),
+    freeDimensions: options.freeDimensions ?? {},
+  };
+  const name = cache.keyOf(key, runtime);
+  const cached = cache.lookup(name);
+  if (cached !== null) {
+    const error = yield {
+      source: cached.modelPath,
+      options: { ...options, graphOptimizationLevel: "disabled" },
+      status: "hit",
+    };
+    if (error === undefined) return;
+    cache.discard(name, `ONNX Runtime cannot load it: ${error.ortMessage}`);
+  }
+  let pending;
+  try {
+    pending = cache.begin(name, key, runtime);
+  } catch (e) {
+    cache.warn(`cannot write to the graph cache ${cache.dir}: ${errorText(e)}`);
+    yield plain;
+    return;
+  }
+  let error: OrtError | undefined;
+  let answered = false;
+  try {
+    error = yield {
+      source,
+      options: {
+        ...options,
+        optimizedModelFilePath: pending.modelPath,
+        configEntries: {
+          ...options.configEntries,
+          // Initializers go to a file beside the graph: no 2 GB protobuf limit.
+          "session.optimized_model_external_initializers_file_name": pending.dataFileName,
+        },
+      },
+      status: "written",
+    };
+    answered = true;
+  } finally {
+    if (!answered) pending.abort(); // the caller gave up (an error that is not ORT's)
+  }
+  if (error === undefined) {
+    try {
+      pending.commit();
+    } catch (e) {
+      cache.warn(`cannot store the optimised graph in ${cache.dir}: ${errorText(e)}`);
+    }
+    return;
+  }
+  pending.abort();
+  // Writing the graph may be what failed: open without the cache; if that fails too, that is
+  // the error to report.
+  if ((yield plain) === undefined) {
+    cache.warn(`cannot cache the optimised graph: ${error.ortMessage}`);
+  }
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/**
+ * Whether opening on this provider silences stderr: Dawn's WebGPU adapter
+ * warnings go to stderr behind ORT's logger, so they are shown only when ORT
+ * may log warnings.
+ */
+function quietOpen(env: Env, options: SessionOptions, lock: ProcessLock | null): boolean {
+  return lock !== null && LOGGING_LEVEL[options.logLevel ?? env.logLevel] >= LOGGING_LEVEL.error;
+}
+
+/** Creates the native session from `source` on the calling thread. */
+function createNative(
+  env: Env,
+  source: ModelSource,
+  options: SessionOptions,
+  ep: ExecutionProvider,
+): Deno.PointerObject {
+  const { api } = ortLibrary();
+  const so = buildOptions(options);
+  try {
+    appendRequestedProvider(so, ep, {
+      ...(options.deviceId === undefined ? {} : { deviceId: options.deviceId }),
+    });
+    const out = pointerOut();
+    if (typeof source === "string") {
+      check(
+        api.CreateSession.call(env.pointer, cString(source), so, out),
+        "CreateSession",
+        `Loading ${source}`,
+      );
+    } else {
+      const bytes = readSource(source);
+      check(
+        api.CreateSessionFromArray.call(env.pointer, bytes, BigInt(bytes.byteLength), so, out),
+        "CreateSessionFromArray",
+        `Loading a model from ${bytes.byteLength} bytes`,
+      );
+    }
+    return readPointer(out, "CreateSession");
+  } finally {
+    // The options hold the provider factory, whose release touches the WebGPU context too.
+    api.ReleaseSessionOptions.call(so);
+  }
+}
+
+/**
+ * Creates the native session from `source` on a Deno worker thread; aborting
+ * `signal` sets ORT's load cancellation flag. Settles only once ORT returned;
+ * a session that loaded although the signal was aborted is released.
+ */
+async function createNativeAsync(
+  env: Env,
+  source: ModelSource,
+  options: SessionOptions,
+  ep: ExecutionProvider,
+  quiet: boolean,
+  signal: AbortSignal | undefined,
+): Promise<Deno.PointerObject> {
+  signal?.throwIfAborted();
+  const lib = ortLibrary();
+  const so = buildOptions(options);
+  const cancel = () => lib.setLoadCancellationFlag?.call(so, true);
+  try {
+    const out = pointerOut();
+    const path = typeof source === "string" ? cString(source) : null;
+    const bytes = path === null ? readSource(source) : null;
+    signal?.addEventListener("abort", cancel);
+    let status: Deno.PointerValue;
+    try {
+      status = await withQuietStderrAsync(quiet, () => {
+        appendRequestedProvider(so, ep, {
+          ...(options.deviceId === undefined ? {} : { deviceId: options.deviceId }),
+        });
+        return bytes === null
+          ? lib.createSessionNonblocking.call(env.pointer, path!, so, out)
+          : lib.createSessionFromArrayNonblocking.call(
+            env.pointer,
+            bytes,
+            BigInt(bytes.byteLength),
+            so,
+            out,
+          );
+      });
+    } finally {
+      signal?.removeEventListener("abort", cancel);
+    }
+    // ORT read these during the call: referenced until here, after it returned.
+    keepAlive(path, bytes, out);
+    const error = statusError(
+      status,
+      bytes === null ? "CreateSession" : "CreateSessionFromArray",
+      () => bytes === null ? `Loading ${source}` : `Loading a model from ${bytes.byteLength} bytes`,
+    );
+    if (signal?.aborted) {
+      // Loaded before ORT saw the flag (or no flag in this ORT): not wanted any more.
+      if (error === undefined) lib.api.ReleaseSession.call(readPointer(out, "CreateSession"));
+      throw signal.reason;
+    }
+    if (error !== undefined) throw error;
+    return readPointer(out, "CreateSession");
+  } finally {
+    lib.api.ReleaseSessionOptions.call(so);
   }
 }

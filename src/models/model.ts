@@ -4,7 +4,14 @@
  * @module
  */
 
-import { type AsyncSessionOptions, type Env, Session, type SessionOptions } from "../../ffi/mod.ts";
+import {
+  type AsyncSessionOptions,
+  type Env,
+  GraphCache,
+  type ModelSource,
+  Session,
+  type SessionOptions,
+} from "../../ffi/mod.ts";
 import { checkComponent, type Manifest, ManifestError, parseManifest } from "./manifest.ts";
 import { isFile } from "../io/paths.ts";
 import { OnnxFormatError, readGraphIo } from "./onnx_graph.ts";
@@ -14,6 +21,34 @@ import { modelsDir } from "./registry.ts";
 export const CACHE_DIR: string = decodeURIComponent(
   new URL("../../.cache/models", import.meta.url).pathname,
 );
+
+/** The environment variable naming the folder of cached optimised graphs. */
+export const GRAPH_CACHE_ENV = "PARASTEP_CACHE_DIR";
+
+/**
+ * Where optimised graphs are cached: `$PARASTEP_CACHE_DIR` if set, else
+ * `.cache/ort` in the checkout, or for a `deno compile`d executable (whose
+ * own files are read-only) `parastep/ort` in the user's cache folder
+ * (`$XDG_CACHE_HOME`, else `~/.cache`).
+ */
+export function defaultGraphCacheDir(): string {
+  const fromEnv = Deno.env.get(GRAPH_CACHE_ENV);
+  if (fromEnv) return fromEnv;
+  if (Deno.build.standalone) {
+    const base = Deno.env.get("XDG_CACHE_HOME") || `${Deno.env.get("HOME") ?? "."}/.cache`;
+    return `${base}/parastep/ort`;
+  }
+  return decodeURIComponent(new URL("../../.cache/ort", import.meta.url).pathname);
+}
+
+let defaultCache: GraphCache | undefined;
+
+/** The graph cache in {@linkcode defaultGraphCacheDir} (one per realm). */
+export function defaultGraphCache(): GraphCache {
+  const dir = defaultGraphCacheDir();
+  if (defaultCache?.dir !== dir.replace(/\/+$/, "")) defaultCache = new GraphCache(dir);
+  return defaultCache;
+}
 
 /** A model folder with its validated manifest. */
 export interface ModelFolder {
@@ -182,6 +217,23 @@ export function checkComponentGraphs(model: ModelFolder, components: readonly st
   }
 }
 
+/** Options for {@linkcode openComponent}: the session's, plus how the graph is loaded. */
+export interface OpenComponentOptions extends SessionOptions {
+  /**
+   * Cache the graph as ORT optimised it and load that later (see
+   * `GraphCache`): `true` uses {@linkcode defaultGraphCache}.
+   * @default {false}
+   */
+  cache?: boolean | GraphCache;
+  /**
+   * How ORT gets the graph: `path` (ORT reads the file), `bytes` (read here;
+   * works for files embedded in a `deno compile`d executable), `auto` (path
+   * for graphs with external data, else bytes).
+   * @default {"auto"}
+   */
+  source?: "auto" | "path" | "bytes";
+}
+
 /**
  * Opens one component's ONNX graph and checks it against the manifest.
  *
@@ -196,20 +248,10 @@ export function openComponent(
   env: Env,
   model: ModelFolder,
   component: string,
-  options: SessionOptions = {},
+  options: OpenComponentOptions = {},
 ): Session {
-  const path = componentPath(model, component);
-  const spec = model.manifest.components[component]!;
-  const session = isFile(`${path}.data`)
-    ? Session.create(env, path, options)
-    : Session.create(env, Deno.readFileSync(path), options);
-  try {
-    checkComponent(model.manifestFile, component, spec, session);
-  } catch (e) {
-    session.close();
-    throw e;
-  }
-  return session;
+  const open = prepareOpen(model, component, options);
+  return open.checked(Session.create(env, open.source, open.options));
 }
 
 /**
@@ -224,20 +266,43 @@ export async function openComponentAsync(
   env: Env,
   model: ModelFolder,
   component: string,
-  options: AsyncSessionOptions = {},
+  options: OpenComponentOptions & Pick<AsyncSessionOptions, "signal"> = {},
 ): Promise<Session> {
+  const open = prepareOpen(model, component, options);
+  return open.checked(await Session.createAsync(env, open.source, open.options));
+}
+
+/** What opening `component` loads, with which session options, and the manifest check. */
+function prepareOpen(
+  model: ModelFolder,
+  component: string,
+  options: OpenComponentOptions & Pick<AsyncSessionOptions, "signal">,
+): { source: ModelSource; options: AsyncSessionOptions; checked(session: Session): Session } {
   const path = componentPath(model, component);
   const spec = model.manifest.components[component]!;
-  const session = await Session.createAsync(
-    env,
-    isFile(`${path}.data`) ? path : await Deno.readFile(path),
-    options,
-  );
-  try {
-    checkComponent(model.manifestFile, component, spec, session);
-  } catch (e) {
-    session.close();
-    throw e;
+  const { cache, source: how = "auto", ...sessionOptions } = options;
+  const byPath = how === "path" || (how === "auto" && isFile(`${path}.data`));
+  const graphCache = cache === true ? defaultGraphCache() : cache ? cache : undefined;
+  if (graphCache !== undefined) {
+    try {
+      sessionOptions.modelHash = graphCache.modelHash(path);
+      sessionOptions.graphCache = graphCache;
+    } catch (e) {
+      // A model the cache cannot hash (e.g. unreadable metadata) still opens, uncached.
+      graphCache.warn(`cannot hash ${path} for the graph cache: ${(e as Error).message}`);
+    }
   }
-  return session;
+  return {
+    source: byPath ? path : () => Deno.readFileSync(path),
+    options: sessionOptions,
+    checked(session) {
+      try {
+        checkComponent(model.manifestFile, component, spec, session);
+      } catch (e) {
+        session.close();
+        throw e;
+      }
+      return session;
+    },
+  };
 }

@@ -353,3 +353,72 @@ Deno.test("auto opens the session on the first provider that works and records e
   assert.deepEqual(attempts.map((a) => a.ep), ["cuda", "webgpu", "cpu"].slice(0, attempts.length));
   for (const failed of attempts.slice(0, -1)) assert.ok(failed.reason, `${failed.ep} has a reason`);
 });
+
+Deno.test("loading options that change how a session loads keep its outputs bit for bit", () => {
+  using env = Env.create();
+  const bytes = AFFINE.bytes();
+  const x = new Tensor("float32", testFloats(21, 4), [7, 3]);
+  using plain = Session.create(env, bytes, { intraOpThreads: 1 });
+  const want = plain.run({ x });
+  for (
+    const options of [
+      { prepacking: false },
+      { configEntries: { "session.use_env_allocators": "0" } },
+      { freeDimensions: { batch: 7 } },
+      { source: "thunk" },
+    ] as const
+  ) {
+    const { source, ...rest } = { source: "bytes", ...options };
+    using s = Session.create(env, source === "thunk" ? () => bytes : bytes, {
+      intraOpThreads: 1,
+      ...rest,
+    });
+    assert.deepEqual(s.run({ x }), want, JSON.stringify(options));
+  }
+});
+
+Deno.test("a free dimension override fixes that dimension: other sizes are refused", () => {
+  using env = Env.create();
+  using s = Session.create(env, AFFINE.bytes(), { freeDimensions: { batch: 2 } });
+  assert.equal(s.run({ x: new Tensor("float32", testFloats(6, 1), [2, 3]) }).y!.dims[0], 2);
+  assert.throws(
+    () => s.run({ x: new Tensor("float32", testFloats(9, 1), [3, 3]) }),
+    (e) => e instanceof OrtError && /dimension|Got: 3/i.test(e.message),
+  );
+  assert.throws(
+    () => Session.create(env, AFFINE.bytes(), { freeDimensions: { batch: -1 } }),
+    /'freeDimensions.batch' must be a non-negative integer/,
+  );
+});
+
+Deno.test("optimizedModelFilePath writes the optimised graph, which loads and computes the same", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    using env = Env.create();
+    const x = new Tensor("float32", testFloats(6, 9), [2, 3]);
+    using s = Session.create(env, AFFINE.bytes(), { optimizedModelFilePath: `${dir}/opt.onnx` });
+    const saved = Deno.readFileSync(`${dir}/opt.onnx`);
+    assert.ok(new TextDecoder("latin1").decode(saved).includes("FusedGemm"));
+    using again = Session.create(env, saved, { graphOptimizationLevel: "disabled" });
+    assert.deepEqual(again.run({ x }), s.run({ x }));
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("profiling writes ORT's trace of the session's load and runs", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    using env = Env.create();
+    using s = Session.create(env, AFFINE.bytes(), { profilingPrefix: `${dir}/trace` });
+    s.run({ x: new Tensor("float32", testFloats(6, 9), [2, 3]) });
+    const path = s.endProfiling();
+    assert.ok(path.startsWith(`${dir}/trace`), path);
+    const events = JSON.parse(Deno.readTextFileSync(path)) as { name: string; dur: number }[];
+    const names = events.map((e) => e.name);
+    assert.ok(names.includes("session_initialization"), names.join(", "));
+    assert.ok(names.includes("model_run"), names.join(", "));
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

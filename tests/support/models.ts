@@ -179,3 +179,39 @@ export function slowLoadingModel(nodes: number): Uint8Array {
     nodes: graph,
   });
 }
+
+/**
+ * AFFINE with its weights in an external data file: writes `affine.onnx` and
+ * `affine.onnx.data` into `dir` and returns the model's path. `scale`
+ * multiplies the weights (a different model with the same graph).
+ */
+export function writeExternalAffine(dir: string, scale = 1): string {
+  const w = AFFINE.w.map((v) => Math.fround(v * scale));
+  const b = AFFINE.b.map((v) => Math.fround(v * scale));
+  const data = new Uint8Array(w.byteLength + b.byteLength);
+  data.set(new Uint8Array(w.buffer), 0);
+  data.set(new Uint8Array(b.buffer), w.byteLength);
+  const location = "affine.onnx.data";
+  const bytes = buildModel({
+    inputs: [{ name: "x", type: "float32", dims: ["batch", 3] }],
+    outputs: [{ name: "y", type: "float32", dims: ["batch", 4] }],
+    initializers: [
+      { name: "w", type: "float32", dims: [3, 4], data: w, external: { location, offset: 0 } },
+      {
+        name: "b",
+        type: "float32",
+        dims: [4],
+        data: b,
+        external: { location, offset: w.byteLength },
+      },
+    ],
+    nodes: [
+      { op: "MatMul", inputs: ["x", "w"], outputs: ["xw"] },
+      { op: "Add", inputs: ["xw", "b"], outputs: ["xwb"] },
+      { op: "Relu", inputs: ["xwb"], outputs: ["y"] },
+    ],
+  });
+  Deno.writeFileSync(`${dir}/${location}`, data);
+  Deno.writeFileSync(`${dir}/affine.onnx`, bytes);
+  return `${dir}/affine.onnx`;
+}

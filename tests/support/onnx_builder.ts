@@ -79,6 +79,11 @@ export interface InitializerSpec {
   type: OnnxDType;
   dims: number[];
   data: ArrayBufferView;
+  /**
+   * Store the data outside the model, at `offset` of the file `location`
+   * (relative to the model's folder), which the caller writes.
+   */
+  external?: { location: string; offset: number };
 }
 
 /** An attribute of a node. */
@@ -152,7 +157,19 @@ export function buildModel(spec: ModelSpec): Uint8Array {
         for (const d of init.dims) t.int(1, d);
         t.int(2, ONNX_DTYPE[init.type]);
         t.string(8, init.name);
-        t.bytes(9, new Uint8Array(init.data.buffer, init.data.byteOffset, init.data.byteLength));
+        if (init.external) {
+          const entries = [
+            ["location", init.external.location],
+            ["offset", String(init.external.offset)],
+            ["length", String(init.data.byteLength)],
+          ];
+          for (const [key, value] of entries) {
+            t.message(13, (e) => e.string(1, key!).string(2, value!));
+          }
+          t.int(14, 1); // data_location: EXTERNAL
+        } else {
+          t.bytes(9, new Uint8Array(init.data.buffer, init.data.byteOffset, init.data.byteLength));
+        }
       });
     }
     for (const io of spec.inputs) valueInfo(g, 11, io);
