@@ -101,6 +101,7 @@ Deno.test("parseCommand reads gen with defaults and every flag", () => {
     stride: undefined,
     exchange: "allgather",
     out: "x.wav",
+    prompts: undefined,
     threads: 2,
     stallTimeout: 90,
     inProcess: true,
