@@ -27,6 +27,41 @@ export interface InfoCommand {
   readonly json: boolean;
   /** Raise ORT's log level to warnings. */
   readonly verbose: boolean;
+  /** With `--nats URL`: list the serving hosts instead (present only when given). */
+  readonly nats?: NatsFlags;
+}
+
+/** Where the NATS server is and how to log in (`--nats`, `--nats-creds`). */
+export interface NatsFlags {
+  /** `nats://[user:pass@|token@]host[:port]`. */
+  readonly url: string;
+  /** A NATS credentials file. */
+  readonly creds: string | undefined;
+}
+
+/** `gen --nats URL`: ranks on serving hosts (docs/multihost.md). */
+export interface MultihostFlags extends NatsFlags {
+  /** Only these hosts, in this order (`--hosts a,b`). */
+  readonly hosts: readonly string[] | undefined;
+  /** Ranks in this process, rank 0 first (`--local-ranks`, default 1). */
+  readonly localRanks: number;
+  /** What a lost rank does: fail the run. */
+  readonly onRankLoss: "fail";
+  /** Seconds of silence after which a rank is lost (`--rank-timeout`, default 10). */
+  readonly rankTimeout: number;
+}
+
+/** `parastep serve`: offer this host's devices as ranks over NATS. */
+export interface ServeCommand extends NatsFlags {
+  readonly kind: "serve";
+  /** Devices offered. */
+  readonly gpus: number;
+  readonly ep: EpChoice;
+  /** The only folder models are opened from; absent: PARASTEP_MODELS or models/. */
+  readonly models: string | undefined;
+  /** The host's name; absent: the hostname. */
+  readonly name: string | undefined;
+  readonly verbose: boolean;
 }
 
 /** Flags shared by `gen` and `bench`: the model, the request and the devices. */
@@ -63,6 +98,8 @@ export interface GenCommand extends RunFlags {
   readonly inProcess: boolean;
   /** A file of prompts, one generation per line (`--out` then names a folder). */
   readonly prompts: string | undefined;
+  /** With `--nats URL`: ranks on serving hosts (present only when given). */
+  readonly multihost?: MultihostFlags;
 }
 
 /** `parastep bench`: sequential vs ParaStep vs BatchStep for several device counts. */
@@ -82,10 +119,11 @@ export type Command =
   | { readonly kind: "version" }
   | InfoCommand
   | GenCommand
-  | BenchCommand;
+  | BenchCommand
+  | ServeCommand;
 
 /** The subcommands. */
-export type CommandName = "info" | "gen" | "bench";
+export type CommandName = "info" | "gen" | "bench" | "serve";
 
 /** A command line that cannot be understood: exit code 2 and one line. */
 export class UsageError extends Error {
@@ -100,7 +138,7 @@ export class UsageError extends Error {
   }
 }
 
-const COMMANDS: readonly CommandName[] = ["info", "gen", "bench"];
+const COMMANDS: readonly CommandName[] = ["info", "gen", "bench", "serve"];
 
 function isCommand(name: string): name is CommandName {
   return (COMMANDS as readonly string[]).includes(name);
@@ -247,7 +285,51 @@ const GEN_OPTIONS = {
   out: { type: "string", short: "o" },
   "in-process": { type: "boolean" },
   prompts: { type: "string" },
+  nats: { type: "string" },
+  "nats-creds": { type: "string" },
+  hosts: { type: "string" },
+  "local-ranks": { type: "string" },
+  "on-rank-loss": { type: "string" },
+  "rank-timeout": { type: "string" },
 } as const;
+
+/** `--nats` and `--nats-creds`; a creds file without a server is refused. */
+function natsFlags(v: Values, command: CommandName): NatsFlags | undefined {
+  const url = v.string("nats");
+  const creds = v.string("nats-creds");
+  if (url === undefined) {
+    if (creds !== undefined) throw new UsageError("--nats-creds applies with --nats URL", command);
+    return undefined;
+  }
+  return { url, creds };
+}
+
+/** `gen`'s multi-host flags; each refused without `--nats`. */
+function multihostFlags(v: Values, gpus: number, mode: ModeChoice): MultihostFlags | undefined {
+  const nats = natsFlags(v, "gen");
+  const given = ["hosts", "local-ranks", "on-rank-loss", "rank-timeout"].filter((f) =>
+    v.values[f] !== undefined
+  );
+  if (nats === undefined) {
+    if (given.length > 0) throw new UsageError(`--${given[0]} applies with --nats URL`, "gen");
+    return undefined;
+  }
+  if (mode !== "parastep") {
+    throw new UsageError("--nats runs ParaStep across hosts: drop --mode or use parastep", "gen");
+  }
+  const hosts = v.string("hosts")?.split(",").map((h) => h.trim()).filter((h) => h !== "");
+  const localRanks = v.integer("local-ranks", 1) ?? 1;
+  if (localRanks > gpus) {
+    throw new UsageError(`--local-ranks ${localRanks} is more than --gpus ${gpus}`, "gen");
+  }
+  return {
+    ...nats,
+    hosts,
+    localRanks,
+    onRankLoss: v.choice("on-rank-loss", ["fail"] as const, "fail"),
+    rankTimeout: v.positive("rank-timeout") ?? 10,
+  };
+}
 
 const BENCH_OPTIONS = {
   ...RUN_OPTIONS,
@@ -342,13 +424,53 @@ export function parseCommand(args: string[]): Command {
         json: { type: "boolean" },
         verbose: { type: "boolean", short: "v" },
         help: { type: "boolean", short: "h" },
+        nats: { type: "string" },
+        "nats-creds": { type: "string" },
       }, name);
       if (values.help) return { kind: "help", topic: name };
       noPositionals(positionals);
+      const nats = natsFlags(new Values(values, name), name);
       return {
         kind: "info",
         json: values.json === true,
         verbose: values.verbose === true || verbose,
+        ...(nats === undefined ? {} : { nats }),
+      };
+    }
+    case "serve": {
+      const { values, positionals } = strictParse(rest, {
+        nats: { type: "string" },
+        "nats-creds": { type: "string" },
+        gpus: { type: "string" },
+        devices: { type: "string" },
+        ep: { type: "string" },
+        models: { type: "string" },
+        name: { type: "string" },
+        verbose: { type: "boolean", short: "v" },
+        help: { type: "boolean", short: "h" },
+      }, name);
+      if (values.help) return { kind: "help", topic: name };
+      noPositionals(positionals);
+      const v = new Values(values, name);
+      const nats = natsFlags(v, name);
+      if (nats === undefined) {
+        throw new UsageError("serve needs --nats URL (the NATS server to serve on)", name);
+      }
+      const host = v.string("name");
+      if (host !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(host)) {
+        throw new UsageError(
+          `Invalid value for --name: '${host}' (1 to 64 of A-Z, a-z, 0-9, '_', '-')`,
+          name,
+        );
+      }
+      return {
+        kind: "serve",
+        ...nats,
+        gpus: new Values({ gpus: devicesFlag(values, name) }, name).integer("gpus", 1) ?? 1,
+        ep: v.choice("ep", ["cpu", "cuda", "webgpu", "auto"] as const, "auto"),
+        models: v.string("models"),
+        name: host,
+        verbose: v.flag("verbose") || verbose,
       };
     }
     case "gen": {
@@ -384,6 +506,10 @@ export function parseCommand(args: string[]): Command {
       if (prompts !== undefined && flags.flags.prompt !== undefined) {
         throw new UsageError("Give --prompt or --prompts FILE, not both", name);
       }
+      const multihost = multihostFlags(v, gpus, mode);
+      if (multihost !== undefined && v.flag("in-process")) {
+        throw new UsageError("Give --nats or --in-process, not both", name);
+      }
       return {
         kind: "gen",
         ...flags,
@@ -392,6 +518,7 @@ export function parseCommand(args: string[]): Command {
         out: v.string("out"),
         inProcess: v.flag("in-process"),
         prompts,
+        ...(multihost === undefined ? {} : { multihost }),
       };
     }
     case "bench": {

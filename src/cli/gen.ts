@@ -38,9 +38,30 @@ export interface GenSummary {
 /** Picks the engine: Workers for ParaStep on several devices unless told otherwise. */
 export type EngineChooser = (command: GenCommand) => DenoiseEngine;
 
-/** The default chooser: Workers, unless `--in-process` asks for everything in this process. */
-export const chooseEngine: EngineChooser = (command) =>
-  command.inProcess ? denoiseInProcess : denoiseWithWorkers;
+/**
+ * The default chooser: Workers, unless `--in-process` asks for everything in this process, or
+ * `--nats` for ranks on serving hosts.
+ */
+export const chooseEngine: EngineChooser = (command) => {
+  const hosts = command.multihost;
+  if (hosts !== undefined) {
+    // Loaded only for --nats, so that runs on one host never load the NATS client.
+    return async (spec) => {
+      const [{ natsEngine }, { credsOf }] = await Promise.all([
+        import("../pipelines/multihost/engine.ts"),
+        import("./serve.ts"),
+      ]);
+      return await natsEngine({
+        url: hosts.url,
+        ...credsOf(hosts),
+        ...(hosts.hosts === undefined ? {} : { hosts: hosts.hosts }),
+        localRanks: hosts.localRanks,
+        rankTimeoutMs: hosts.rankTimeout * 1000,
+      })(spec);
+    };
+  }
+  return command.inProcess ? denoiseInProcess : denoiseWithWorkers;
+};
 
 /** A flag of another family than the model's: exit 2 before any work. */
 export class FlagNotApplicableError extends RangeError {

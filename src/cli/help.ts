@@ -18,6 +18,7 @@ Commands:
   gen       Generate audio or video with a model (ParaStep over N devices)
   bench     Compare sequential, ParaStep and BatchStep latency and quality
   info      Show ONNX Runtime, its execution providers, CUDA devices, CPU cores and models
+  serve     Offer this host's devices as ParaStep ranks to 'gen --nats' over NATS
   help      Show help for a command
 
 Global flags:
@@ -89,15 +90,39 @@ function familySections(command: "gen" | "bench"): string {
 }
 
 const COMMAND_USAGE: Readonly<Record<CommandName, string>> = {
-  info: `Usage: parastep info [--json] [--verbose]
+  info: `Usage: parastep info [--json] [--verbose] [--nats URL [--nats-creds FILE]]
 
 Shows the ONNX Runtime library in use (path, version, build), the execution
 providers compiled into it and whether each can run here, the one '--ep auto'
-would pick, the CPU cores, and the model folders found.
+would pick, the CPU cores, and the model folders found. With --nats, lists
+the hosts serving on that NATS server instead: their devices (busy or free),
+execution provider and model folders with content hashes.
 
 Flags:
-  --json          Print the same as JSON
-  -v, --verbose   Let ONNX Runtime log warnings`,
+  --json              Print the same as JSON
+  --nats URL          nats://[user:pass@|token@]host[:port]: list the serving hosts
+  --nats-creds FILE   NATS credentials file (JWT and NKey seed, mode 600)
+  -v, --verbose       Let ONNX Runtime log warnings`,
+  serve: `Usage: parastep serve --nats URL [--gpus N] [--ep cpu|cuda|webgpu|auto]
+                      [--models DIR] [--name HOST] [--nats-creds FILE]
+
+Offers this host's devices as ParaStep ranks to coordinators ('gen --nats URL')
+on the NATS server at URL, generation after generation, until SIGINT or
+SIGTERM (which aborts the generation in progress cleanly and exits 0). Opens
+models only by folder name under --models, after checking that the manifest's
+content hash is the coordinator's; a mismatch is refused with one line. Opens
+no port of its own.
+
+Flags:
+  --nats URL              nats://[user:pass@|token@]host[:port]
+  --nats-creds FILE       NATS credentials file (JWT and NKey seed, mode 600)
+  --gpus N, --devices N   Devices offered, one Worker each (default: 1)
+  --ep cpu|cuda|webgpu|auto
+                          Execution provider of every device (default: auto)
+  --models DIR            The folder of model folders (default: $PARASTEP_MODELS or
+                          models/ of this checkout)
+  --name HOST             This host's name in discovery (default: the hostname)
+  -v, --verbose           Log every rank's step`,
   gen: `Usage: parastep gen [flags]
 
 Generates with the model's pipeline (its family: audio from text, video from an
@@ -119,13 +144,24 @@ ${runFlags(GEN_GPUS)}
                           folder, default here) as NNNN-<name> (NNNN: the line number).
                           A bad line is reported and skipped (exit 1 at the end)
 
+Several hosts (ranks on 'parastep serve' hosts, steps over NATS):
+  --nats URL              nats://[user:pass@|token@]host[:port]; --gpus N then counts
+                          ranks across hosts: rank 0 here, the rest on serving hosts
+  --nats-creds FILE       NATS credentials file (JWT and NKey seed, mode 600)
+  --hosts A,B             Only these hosts, in this order (default: all, by name)
+  --local-ranks K         Ranks in this process, rank 0 first (default: 1)
+  --on-rank-loss fail     A rank that stops answering ends the run: exit 1 naming host,
+                          rank and step, nothing written (default: fail)
+  --rank-timeout SECONDS  Silence after which a rank is lost (default: 10)
+
 Existing outputs are replaced (all or none; mode, owner and symlinks kept).
 
 ${familySections("gen")}
 
 Examples:
   parastep gen --model audioldm2-tiny --prompt "rain on a tin roof" --gpus 2
-  parastep gen --model svd-tiny --image photo.png --frames 6 --gpus 2 --gif preview.gif`,
+  parastep gen --model svd-tiny --image photo.png --frames 6 --gpus 2 --gif preview.gif
+  parastep gen --prompt "rain" --nats nats://10.0.0.5:4222 --gpus 3`,
   bench: `Usage: parastep bench [flags]
 
 For each device count N, times the sequential baseline, ParaStep with N

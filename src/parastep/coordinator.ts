@@ -27,6 +27,7 @@ import { checkCount } from "./_check.ts";
 import { checkExchange, checkPlan, type Exchange, type ParaStepPlan } from "./rounds.ts";
 import { ExchangeError } from "./transport.ts";
 import { createArenas } from "./shared_payloads.ts";
+import type { NatsStepSpec } from "./nats/spec.ts";
 import type {
   CloseReport,
   DoneReply,
@@ -223,6 +224,8 @@ export class RankError extends Error {
       ? `rank ${rank} failed to open its sampler`
       : stage === "worker"
       ? `the worker of rank ${rank} failed`
+      : stage === "lost"
+      ? `rank ${rank} was lost${step === null ? "" : ` at step ${step}`}`
       : stage === "stall"
       ? `rank ${rank} stalled${step === null ? "" : ` at step ${step}`}`
       : step === null
@@ -253,7 +256,7 @@ const STALLED_CLOSE_TIMEOUT_MS = 2_000;
 /** One spawned worker and the replies it has given. */
 interface RankHandle {
   readonly rank: number;
-  readonly worker: Worker;
+  readonly worker: WorkerLike;
   readonly ready: PromiseWithResolvers<void>;
   /** Replaced for each generation. */
   prepared: PromiseWithResolvers<void>;
@@ -323,6 +326,30 @@ export interface PoolOptions {
    * had started), or when the pool closes.
    */
   onShutdown?: (reports: ShutdownReport[]) => void;
+  /**
+   * Starts rank `rank`'s worker instead of `new Worker(workerUrl)`: e.g. a rank on another host
+   * (src/parastep/nats/remote.ts), which speaks the same protocol.
+   *
+   * @default {a local Worker of workerUrl}
+   */
+  spawnWorker?: (rank: number, workerUrl: URL) => WorkerLike;
+}
+
+/**
+ * What the pool needs of a rank's worker: the parts of `Worker` it uses. A local `Worker`, or a
+ * stand-in for a rank on another host.
+ */
+export interface WorkerLike {
+  /** Send a protocol message (see worker.ts). */
+  postMessage(message: ToWorker): void;
+  /** The worker's replies. */
+  onmessage: ((event: MessageEvent<FromWorker>) => void) | null;
+  /** The worker died (an error it could not handle itself). */
+  onerror: ((event: ErrorEvent) => void) | null;
+  /** A reply could not be deserialized. */
+  onmessageerror: ((event: MessageEvent) => void) | null;
+  /** Stop it at once. */
+  terminate(): void;
 }
 
 /** One generation for a {@link WorkerPool}: its plan, payload and initial latents. */
@@ -376,6 +403,11 @@ export interface GenerationOptions {
    * @default {true}
    */
   sharedPayloads?: boolean;
+  /**
+   * Exchange steps over NATS instead of BroadcastChannel (src/parastep/nats/): every rank opens
+   * a NatsTransport as this says (then `sharedPayloads` does not apply).
+   */
+  nats?: NatsStepSpec;
 }
 
 /** What {@link WorkerPool.run} returns: {@link WorkersResult} without the shutdown. */
@@ -472,7 +504,7 @@ export class WorkerPool implements AsyncDisposable {
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
       for (let rank = 0; rank < N; rank++) {
-        const handle = spawn(rank, workerUrl, progress, fail);
+        const handle = spawn(rank, workerUrl, progress, fail, options.spawnWorker);
         handles.push(handle);
         const init: ToWorker = {
           type: "init",
@@ -554,7 +586,7 @@ export class WorkerPool implements AsyncDisposable {
     let watch: StallWatch | null = null;
     try {
       // Step payloads go through shared memory; BroadcastChannel carries the tagged messages.
-      const arenas = options.sharedPayloads === false
+      const arenas = options.sharedPayloads === false || options.nats !== undefined
         ? undefined
         : this.#arenasFor(job.payloadFloats ?? 2 * Math.max(1, x0.length));
       for (const handle of this.#handles) {
@@ -569,6 +601,7 @@ export class WorkerPool implements AsyncDisposable {
           heartbeats,
           ...(arenas ? { arenas } : {}),
           ...(job.exchange !== undefined ? { exchange: job.exchange } : {}),
+          ...(options.nats !== undefined ? { nats: options.nats } : {}),
         };
         post(handle, prepare, "generation");
       }
@@ -792,8 +825,10 @@ function spawn(
   workerUrl: URL,
   onStep: (i: number) => void,
   fail: (error: unknown) => void,
+  spawnWorker?: (rank: number, workerUrl: URL) => WorkerLike,
 ): RankHandle {
-  const worker = new Worker(workerUrl, { type: "module", name: `parastep rank ${rank}` });
+  const worker = spawnWorker?.(rank, workerUrl) ??
+    new Worker(workerUrl, { type: "module", name: `parastep rank ${rank}` });
   const handle: RankHandle = {
     rank,
     worker,

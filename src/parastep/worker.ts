@@ -52,7 +52,14 @@ import {
   type Sampler,
   SamplerError,
 } from "./rounds.ts";
-import { ExchangeError, type MessageTag } from "./transport.ts";
+import { ExchangeError, type MessageTag, type Transport } from "./transport.ts";
+import type { NatsStepSpec } from "./nats/spec.ts";
+
+/** A rank's step exchange: BroadcastChannel in one process, or NATS across hosts. */
+type StepTransport =
+  & Pick<ChannelTransport, "fail" | "waitMsByStep" | "sendMsByStep" | "undelivered" | "counters">
+  & Transport<Float32Array>
+  & { close(): void | Promise<void> };
 
 /** Coordinator -> worker, once: who this worker is and what it opens. */
 export interface InitRequest {
@@ -88,6 +95,8 @@ export interface PrepareRequest {
   readonly exchange?: Exchange;
   /** The generation's heartbeat slots of every rank (heartbeat.ts); this rank writes its own. */
   readonly heartbeats?: SharedArrayBuffer;
+  /** Exchange steps over NATS (src/parastep/nats/) instead of BroadcastChannel. */
+  readonly nats?: NatsStepSpec;
 }
 
 /** Coordinator -> worker: start the prepared generation (every rank is prepared). */
@@ -188,7 +197,8 @@ export type FailureStage =
   | "exchange"
   | "run"
   | "worker"
-  | "stall";
+  | "stall"
+  | "lost";
 
 /** An error as it crosses `postMessage` (custom error classes do not survive structured clone). */
 export interface SerializedError {
@@ -339,7 +349,7 @@ type GenerationSampler =
 /** One generation in this worker: its request, channels, sampler and run. */
 interface Generation {
   readonly request: PrepareRequest;
-  readonly transport: ChannelTransport;
+  readonly transport: StepTransport;
   readonly sampler: GenerationSampler;
   readonly tracker: ModelTracker;
   readonly prepareMs: number;
@@ -419,19 +429,27 @@ class RankWorker {
     }
     const started = performance.now();
     this.#preparing = (async () => {
-      let transport: ChannelTransport | null = null;
+      let transport: StepTransport | null = null;
       try {
         if (!(await this.#opening)) return;
         await this.#releasing;
         // The channels first: peers may post as soon as every rank is prepared.
-        transport = new ChannelTransport(request.gen, this.rank, request.plan.devices, {
-          steps: request.plan.steps,
-          ...(request.arenas ? { arenas: request.arenas } : {}),
-        });
+        transport = request.nats === undefined
+          ? new ChannelTransport(request.gen, this.rank, request.plan.devices, {
+            steps: request.plan.steps,
+            ...(request.arenas ? { arenas: request.arenas } : {}),
+          })
+          // Loaded only for a NATS run, so single-host runs never load the NATS client.
+          : await (await import("./nats/spec.ts")).openStepTransport(
+            request.nats,
+            request.gen,
+            this.rank,
+            request.plan,
+          );
         const sampler = await this.#bind(request.payload);
         if (this.#closing !== null) {
           await release(sampler);
-          transport.close();
+          await transport.close();
           return;
         }
         if (sampler.kind === "opened") {
@@ -456,7 +474,7 @@ class RankWorker {
           executionProvider: this.#executionProvider,
         });
       } catch (error) {
-        transport?.close();
+        await transport?.close();
         if (!this.#controller.signal.aborted) this.fail("open", error);
       } finally {
         this.#preparing = null;
@@ -507,7 +525,7 @@ class RankWorker {
           undelivered: transport.undelivered(),
         };
         this.#generation = null;
-        transport.close();
+        await transport.close();
         this.#generations += 1;
         this.#scope.postMessage({ type: "done", rank, output: result.output ?? null, stats });
         // After `done`: a one-phase sampler's disposal closes its session, which the result need
@@ -573,7 +591,7 @@ class RankWorker {
       // Whatever the disposals promised, no model call may outlive this reply.
       await tracker?.idle();
       await current?.running;
-      current?.transport.close();
+      await current?.transport.close();
       this.#generation = null;
       return {
         rank: this.rank,

@@ -271,7 +271,10 @@ export async function denoiseWithWorkers(spec: EngineSpec): Promise<OpenedEngine
   };
 }
 
-function workersReport(result: GenerationResult, asked: ExecutionProvider | "auto"): DenoiseReport {
+export function workersReport(
+  result: GenerationResult,
+  asked: ExecutionProvider | "auto",
+): DenoiseReport {
   const ep = result.ranks[0]?.executionProvider;
   // Rank 0's exchange per round: sending (gather: the round's latents; all-gather: its eps), and
   // waiting from the end of its own call until the others' eps are in hand.
