@@ -332,7 +332,9 @@ export class ServeHost {
         worker.onmessage = (event: MessageEvent<FromWorker>) => {
           const reply = event.data;
           if (reply.type === "closed") state.closed.resolve();
-          if (reply.type === "ready") this.#log(`session ${id}: rank ${rank} ready`);
+          if (reply.type === "ready" || reply.type === "closed" || reply.type === "error") {
+            this.#log(`session ${id}: rank ${rank} ${reply.type}`);
+          }
           this.#send(session, rank, { type: "reply", message: reply });
         };
         worker.onerror = (event) => {
@@ -376,6 +378,7 @@ export class ServeHost {
         state.worker?.postMessage(message);
         return;
       case "abort":
+        this.#log(`session ${id}: rank ${rank} told to abort`);
         if (state.worker === null) {
           this.#send(session, rank, {
             type: "reply",
