@@ -45,8 +45,8 @@ export interface MultihostFlags extends NatsFlags {
   readonly hosts: readonly string[] | undefined;
   /** Ranks in this process, rank 0 first (`--local-ranks`, default 1). */
   readonly localRanks: number;
-  /** What a lost rank does: fail the run. */
-  readonly onRankLoss: "fail";
+  /** What a lost rank does: fail the run, or finish it with the ranks left. */
+  readonly onRankLoss: "fail" | "continue";
   /** Seconds of silence after which a rank is lost (`--rank-timeout`, default 10). */
   readonly rankTimeout: number;
 }
@@ -100,6 +100,11 @@ export interface GenCommand extends RunFlags {
   readonly prompts: string | undefined;
   /** With `--nats URL`: ranks on serving hosts (present only when given). */
   readonly multihost?: MultihostFlags;
+  /**
+   * `--replay-loss STEP:N` (with `--in-process`): compute what `--on-rank-loss continue` did when
+   * a rank was lost at round start STEP and N ranks finished (present only when given).
+   */
+  readonly replayLoss?: { readonly step: number; readonly devices: number };
 }
 
 /** `parastep bench`: sequential vs ParaStep vs BatchStep for several device counts. */
@@ -291,6 +296,7 @@ const GEN_OPTIONS = {
   "local-ranks": { type: "string" },
   "on-rank-loss": { type: "string" },
   "rank-timeout": { type: "string" },
+  "replay-loss": { type: "string" },
 } as const;
 
 /** `--nats` and `--nats-creds`; a creds file without a server is refused. */
@@ -326,7 +332,7 @@ function multihostFlags(v: Values, gpus: number, mode: ModeChoice): MultihostFla
     ...nats,
     hosts,
     localRanks,
-    onRankLoss: v.choice("on-rank-loss", ["fail"] as const, "fail"),
+    onRankLoss: v.choice("on-rank-loss", ["fail", "continue"] as const, "fail"),
     rankTimeout: v.positive("rank-timeout") ?? 10,
   };
 }
@@ -507,6 +513,22 @@ export function parseCommand(args: string[]): Command {
         throw new UsageError("Give --prompt or --prompts FILE, not both", name);
       }
       const multihost = multihostFlags(v, gpus, mode);
+      const replay = v.string("replay-loss");
+      let replayLoss: { step: number; devices: number } | undefined;
+      if (replay !== undefined) {
+        const match = /^(\d+):(\d+)$/.exec(replay.trim());
+        if (match === null || !(Number(match[2]) >= 1 && Number(match[2]) < gpus)) {
+          throw new UsageError(
+            `Invalid value for --replay-loss: '${replay}' (write STEP:N, N the ranks left, ` +
+              `1..${gpus - 1})`,
+            name,
+          );
+        }
+        if (!v.flag("in-process")) {
+          throw new UsageError("--replay-loss applies with --in-process", name);
+        }
+        replayLoss = { step: Number(match[1]), devices: Number(match[2]) };
+      }
       if (multihost !== undefined && v.flag("in-process")) {
         throw new UsageError("Give --nats or --in-process, not both", name);
       }
@@ -519,6 +541,7 @@ export function parseCommand(args: string[]): Command {
         inProcess: v.flag("in-process"),
         prompts,
         ...(multihost === undefined ? {} : { multihost }),
+        ...(replayLoss === undefined ? {} : { replayLoss }),
       };
     }
     case "bench": {

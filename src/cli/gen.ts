@@ -22,6 +22,7 @@ import {
   type RequestBase,
 } from "../pipelines/mod.ts";
 import type { GenCommand } from "./args.ts";
+import type { RankLoss } from "../parastep/rounds.ts";
 import { describeError } from "./errors.ts";
 import { ProgressBar } from "./progress.ts";
 
@@ -57,7 +58,15 @@ export const chooseEngine: EngineChooser = (command) => {
         ...(hosts.hosts === undefined ? {} : { hosts: hosts.hosts }),
         localRanks: hosts.localRanks,
         rankTimeoutMs: hosts.rankTimeout * 1000,
+        onRankLoss: hosts.onRankLoss,
       })(spec);
+    };
+  }
+  const replay = command.replayLoss;
+  if (replay !== undefined) {
+    return async (spec) => {
+      const { replayLossEngine } = await import("../pipelines/multihost/replay.ts");
+      return await replayLossEngine([replay])(spec);
     };
   }
   return command.inProcess ? denoiseInProcess : denoiseWithWorkers;
@@ -156,7 +165,17 @@ function summaryLine<R extends RequestBase, M>(
     (denoise.bytesExchanged > 0
       ? `, ${(denoise.bytesExchanged / 1024).toFixed(0)} KiB exchanged`
       : "") +
-    `), decode ${s(timings.decodeMs)}, total ${s(timings.totalMs)}`;
+    `)` + lossesText(denoise.losses) +
+    `, decode ${s(timings.decodeMs)}, total ${s(timings.totalMs)}`;
+}
+
+/** `--on-rank-loss continue`: which rank was lost at which step, and the N the rest ran at. */
+function lossesText(losses: Generation<RequestBase, unknown>["denoise"]["losses"]): string {
+  if (losses === undefined || losses.length === 0) return "";
+  const one = (l: RankLoss) =>
+    `${l.rank < 0 ? "a rank" : `rank ${l.rank}`} lost at step ${l.step}, ` +
+    `the rest ran at N=${l.devices}`;
+  return ` (${losses.map(one).join("; ")})`;
 }
 
 /** Options for {@linkcode runGen}. */

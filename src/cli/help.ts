@@ -152,7 +152,11 @@ Several hosts (ranks on 'parastep serve' hosts, steps over NATS):
   --local-ranks K         Ranks in this process, rank 0 first (default: 1)
   --on-rank-loss fail     A rank that stops answering ends the run: exit 1 naming host,
                           rank and step, nothing written (default: fail)
+  --on-rank-loss continue The ranks left re-plan the remaining steps and finish; the summary
+                          says which rank was lost at which step and the N the rest ran at
   --rank-timeout SECONDS  Silence after which a rank is lost (default: 10)
+  --replay-loss STEP:N    With --in-process: compute what 'continue' did when a rank was lost
+                          at step STEP and N ranks finished (the same output, bit for bit)
 
 Existing outputs are replaced (all or none; mode, owner and symlinks kept).
 

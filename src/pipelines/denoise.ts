@@ -18,7 +18,7 @@ import {
   type OpenedDenoiser,
   samplerForm,
 } from "../parastep/devices.ts";
-import { type Exchange, runInProcess } from "../parastep/rounds.ts";
+import { type Exchange, type RankLoss, runInProcess } from "../parastep/rounds.ts";
 
 /** How the denoising loop is spread over devices. */
 export type DenoiseMode = "parastep" | "batchstep" | "sequential";
@@ -91,6 +91,8 @@ export interface DenoiseReport {
    * (rank 0 to the others; gather only) and `eps` (into rank 0); null for a kind never sent.
    */
   readonly hopMs: { readonly latents: number | null; readonly eps: number | null };
+  /** Ranks lost and re-planned around (`gen --nats --on-rank-loss continue`); absent: none. */
+  readonly losses?: readonly RankLoss[];
 }
 
 /** An engine with its denoisers open, ready for generation after generation. */

@@ -62,6 +62,8 @@ export interface NatsEngineOptions {
   readonly discoverMs?: number;
   /** Subject prefix. @default {"parastep"} */
   readonly prefix?: string;
+  /** A lost rank fails the run, or the ranks left finish it. @default {"fail"} */
+  readonly onRankLoss?: "fail" | "continue";
 }
 
 /** A host refused the session (another model hash, no such model, busy): exit 2, one line. */
@@ -269,6 +271,7 @@ async function openNatsEngine(spec: EngineSpec, options: NatsEngineOptions): Pro
           ...(job.signal ? { signal: job.signal } : {}),
           ...(job.onStep ? { onStep: job.onStep } : {}),
           ...(job.stallTimeoutMs !== undefined ? { stallTimeoutMs: job.stallTimeoutMs } : {}),
+          ...(options.onRankLoss === undefined ? {} : { onRankLoss: options.onRankLoss }),
           nats: {
             url: options.url,
             dims: [job.x0.length],
@@ -276,7 +279,8 @@ async function openNatsEngine(spec: EngineSpec, options: NatsEngineOptions): Pro
             ...(prefix === NATS_PREFIX ? {} : { prefix }),
           },
         });
-        return workersReport(result, spec.ep);
+        const report = workersReport(result, spec.ep);
+        return result.losses === undefined ? report : { ...report, losses: result.losses };
       },
       async [Symbol.asyncDispose]() {
         try {

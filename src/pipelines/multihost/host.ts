@@ -375,6 +375,8 @@ export class ServeHost {
         return;
       }
       case "run":
+      case "replan":
+      case "resume":
         state.worker?.postMessage(message);
         return;
       case "abort":

@@ -303,3 +303,42 @@ Deno.test({
       assert(!one.bytes.every((v, i) => v === two.bytes![i]));
     }),
 });
+
+Deno.test({
+  name: "--on-rank-loss continue: a host killed mid-run, the ranks left finish; the output " +
+    "equals the in-process engine told the same loss at the same step (gather, all-gather)",
+  ignore,
+  sanitizeResources: false,
+  fn: () =>
+    withServer(async (server) => {
+      await using dir = await tempDir();
+      await using _a = await startServe(server.url, "a");
+      for (const exchange of ["gather", "allgather"]) {
+        const b = await startServe(server.url, "b");
+        const args = ["--gpus", "3", "--steps", "300", "--seed", "5", "--exchange", exchange];
+        const running = gen(
+          [...args, "--rank-timeout", "2", "--on-rank-loss", "continue", "--nats", server.url],
+          `${dir.path}/${exchange}.wav`,
+        );
+        await b.waitFor(/rank 2 at step (\d+)/, (m) => Number(m[1]) >= 20);
+        assertEquals(await b.stop("SIGKILL"), 137);
+        const result = await running;
+        assertEquals(result.code, 0, result.stderr);
+        const loss = /\(rank 2 lost at step (\d+), the rest ran at N=2\)/.exec(result.stdout);
+        assert(loss !== null, result.stdout);
+        const step = Number(loss[1]);
+        assertEquals((step - 5) % 3, 0, `step ${step} is a round start of W=5, N=3`);
+        const reference = await gen(
+          [...args, "--in-process", "--replay-loss", `${step}:2`],
+          `${dir.path}/${exchange}-ref.wav`,
+        );
+        assertEquals(reference.code, 0, reference.stderr);
+        assert(reference.stdout.includes(`(a rank lost at step ${step}, the rest ran at N=2)`));
+        assert(result.bytes !== null && reference.bytes !== null);
+        assertEquals(result.bytes, reference.bytes, `${exchange}: continue differs from replay`);
+        // Not the unbroken run's output: the re-plan changed the trajectory.
+        const unbroken = await gen([...args, "--in-process"], `${dir.path}/${exchange}-n3.wav`);
+        assert(!unbroken.bytes!.every((v, i) => v === result.bytes![i]));
+      }
+    }),
+});
