@@ -116,6 +116,10 @@ export interface BenchCommand extends RunFlags {
   readonly runs: number;
   readonly json: string | undefined;
   readonly plot: string | undefined;
+  /** `--nats URL`: also ParaStep with every rank here exchanging over NATS (present when given). */
+  readonly nats?: NatsFlags;
+  /** `--simulate-step MS`: model calls replaced by waits of MS ms (present when given). */
+  readonly simulateStepMs?: number;
 }
 
 /** What the command line asks for. */
@@ -342,6 +346,9 @@ const BENCH_OPTIONS = {
   runs: { type: "string" },
   json: { type: "string" },
   plot: { type: "string" },
+  nats: { type: "string" },
+  "nats-creds": { type: "string" },
+  "simulate-step": { type: "string" },
 } as const;
 
 /** The parseArgs options of every family flag `command` takes (`bench` takes no output flag). */
@@ -558,6 +565,8 @@ export function parseCommand(args: string[]): Command {
       const gpus = list.split(",").map((item) =>
         new Values({ gpus: item.trim() }, name).integer("gpus", 1)!
       );
+      const nats = natsFlags(v, name);
+      const simulateStepMs = v.positive("simulate-step");
       return {
         kind: "bench",
         ...runFlags(v, verbose, family.specs),
@@ -565,6 +574,8 @@ export function parseCommand(args: string[]): Command {
         runs: v.integer("runs", 1) ?? 3,
         json: v.string("json"),
         plot: v.string("plot"),
+        ...(nats === undefined ? {} : { nats }),
+        ...(simulateStepMs === undefined ? {} : { simulateStepMs }),
       };
     }
   }

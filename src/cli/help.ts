@@ -181,6 +181,12 @@ ${runFlags(BENCH_GPUS)}
   --runs K                Timed runs per configuration; the median is reported (default: 3)
   --json PATH             Also write the results as JSON
   --plot PATH.svg         Also draw speedup against N beside the ideal curve
+  --nats URL              Also run each ParaStep configuration with its ranks exchanging
+                          steps over this NATS server (every rank a Worker here)
+  --nats-creds FILE       NATS credentials file (JWT and NKey seed, mode 600)
+  --simulate-step MS      Replace every model call by a wait of MS ms (the real latents,
+                          guidance, scheduler and exchange): the engine's own cost at N
+                          ranks, whatever the cores (no BatchStep)
 
 ${familySections("bench")}`,
 };

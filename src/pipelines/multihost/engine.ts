@@ -26,6 +26,7 @@ import {
   HEARTBEAT_MS,
   type HostInfo,
   hostSubject,
+  type ModelIdentity,
   type OpenReply,
   type OpenSession,
   publishControl,
@@ -177,14 +178,6 @@ async function openNatsEngine(spec: EngineSpec, options: NatsEngineOptions): Pro
   }
   const rankTimeoutMs = options.rankTimeoutMs ?? DEFAULT_RANK_TIMEOUT_MS;
   const prefix = options.prefix ?? NATS_PREFIX;
-  const open = spec.open as DenoiserOpen;
-  const model = resolveModel(open.modelDir);
-  const identity = {
-    name: model.dir.replace(/\/+$/, "").split("/").pop()!,
-    hash: manifestHash(model.manifestFile),
-    family: model.manifest.family,
-    component: open.component,
-  };
   const started = performance.now();
   const connection = await connectNats(options.url, {
     name: "parastep gen",
@@ -192,6 +185,7 @@ async function openNatsEngine(spec: EngineSpec, options: NatsEngineOptions): Pro
   });
   const session = crypto.randomUUID();
   const opened: string[] = [];
+  let identity: ModelIdentity | null = null;
   let alive: ReturnType<typeof setInterval> | undefined;
   const endSessions = () => {
     clearInterval(alive);
@@ -206,6 +200,15 @@ async function openNatsEngine(spec: EngineSpec, options: NatsEngineOptions): Pro
   try {
     let plan = new Map<string, { rank: number; device: number }[]>();
     if (localRanks < N) {
+      // Hosts get the model's name and content hash, never its path.
+      const open = spec.open as DenoiserOpen;
+      const model = resolveModel(open.modelDir);
+      identity = {
+        name: model.dir.replace(/\/+$/, "").split("/").pop()!,
+        hash: manifestHash(model.manifestFile),
+        family: model.manifest.family,
+        component: open.component,
+      };
       const found = await discoverHosts(connection, {
         prefix,
         ...(options.discoverMs === undefined ? {} : { waitMs: options.discoverMs }),
@@ -223,7 +226,7 @@ async function openNatsEngine(spec: EngineSpec, options: NatsEngineOptions): Pro
         session,
         devices: N,
         ranks,
-        model: identity,
+        model: identity!,
         rankTimeoutMs,
       };
       const frame = encodeControl(request, connection.info?.max_payload ?? 1 << 20)[0]!;
