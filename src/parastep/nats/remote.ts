@@ -88,6 +88,8 @@ export class RemoteWorker implements WorkerLike {
 
   postMessage(message: ToWorker): void {
     if (this.#terminated) return;
+    // Without its connection the coordinator can reach no host: nobody will answer an abort.
+    if (this.#options.connection.isClosed()) this.#lose("the coordinator lost its NATS connection");
     if (this.#lost) {
       if (message.type === "abort") this.#closedByUs();
       return;
@@ -177,6 +179,7 @@ export class RemoteWorker implements WorkerLike {
   #lose(why: string): void {
     if (this.#lost || this.#closed || this.#terminated) return;
     this.#lost = true;
+    // A run already failed (an abort follows) learns nothing from this; a running one does.
     const { rank, host } = this.#options;
     this.onmessage?.(
       new MessageEvent("message", {

@@ -342,3 +342,34 @@ Deno.test({
       }
     }),
 });
+
+Deno.test({
+  name: "nats-server killed mid-run: gen exits 1 at once naming the lost connection, nothing " +
+    "written; serve stays up and ends the session",
+  ignore,
+  sanitizeResources: false,
+  fn: async () => {
+    await using dir = await tempDir();
+    const server = await startNatsServer();
+    await using a = await startServe(server.url, "a");
+    const out = `${dir.path}/gone.wav`;
+    const running = gen(["--gpus", "2", "--steps", "900", "--nats", server.url], out);
+    await a.waitFor(/rank 1 at step (\d+)/, (m) => Number(m[1]) >= 10);
+    const killedAt = performance.now();
+    await server.kill();
+    const result = await running;
+    const ms = performance.now() - killedAt;
+    assertEquals(result.code, 1);
+    assert(
+      /^parastep: Cannot run ParaStep as rank 0 failed \(exchange\): .*lost its connection to the NATS server at 127\.0\.0\.1:\d+/
+        .test(result.stderr),
+      result.stderr,
+    );
+    // No wait for a host that cannot be reached any more (the close timeout is 10 s).
+    assert(ms < 8000, `gen took ${ms.toFixed(0)} ms after the server was killed`);
+    assertEquals(result.bytes, null);
+    await a.waitFor(/ending session \S+: the coordinator stopped answering/);
+    await a.waitFor(/session \S+ ended/);
+    assertEquals(await a.stop("SIGTERM"), 0);
+  },
+});
