@@ -35,6 +35,7 @@ import {
   checkTokenizerFiles,
   type ModelFolder,
   openComponent,
+  type OpenComponentOptions,
 } from "../../models/model.ts";
 import type { BatchSampler } from "../../parastep/batchstep.ts";
 import type { Sampler } from "../../parastep/rounds.ts";
@@ -1027,10 +1028,10 @@ export function vaeInput(
 export class Decoder implements Disposable {
   readonly #env: Env;
   readonly #model: ModelFolder;
-  readonly #options: SessionOptions | undefined;
+  readonly #options: OpenComponentOptions | undefined;
   readonly #sessions = new Map<string, Session>();
 
-  private constructor(env: Env, model: ModelFolder, options: SessionOptions | undefined) {
+  private constructor(env: Env, model: ModelFolder, options: OpenComponentOptions | undefined) {
     this.#env = env;
     this.#model = model;
     this.#options = options;
