@@ -43,6 +43,8 @@ export interface RunFlags {
   readonly threads: number | undefined;
   /** Seconds a device may spend in one call before the run is ended as stalled; absent: default. */
   readonly stallTimeout: number | undefined;
+  /** Open graphs through the graph cache (off with `--no-graph-cache`). */
+  readonly graphCache: boolean;
   readonly verbose: boolean;
   /**
    * The model family's flags that were given (`--prompt`, `--duration`, `--image`, ...), parsed;
@@ -63,6 +65,8 @@ export interface GenCommand extends RunFlags {
   readonly inProcess: boolean;
   /** A file of prompts, one generation per line (`--out` then names a folder). */
   readonly prompts: string | undefined;
+  /** Also write what the generation did (stage timings, devices) as JSON to this path. */
+  readonly report: string | undefined;
 }
 
 /** `parastep bench`: sequential vs ParaStep vs BatchStep for several device counts. */
@@ -237,6 +241,7 @@ const RUN_OPTIONS = {
   exchange: { type: "string" },
   threads: { type: "string" },
   "stall-timeout": { type: "string" },
+  "no-graph-cache": { type: "boolean" },
   verbose: { type: "boolean", short: "v" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -247,6 +252,7 @@ const GEN_OPTIONS = {
   out: { type: "string", short: "o" },
   "in-process": { type: "boolean" },
   prompts: { type: "string" },
+  report: { type: "string" },
 } as const;
 
 const BENCH_OPTIONS = {
@@ -289,6 +295,7 @@ function runFlags(v: Values, verbose: boolean, specs: readonly FlagSpec[]): RunF
       : v.choice("exchange", ["gather", "allgather"] as const, "gather"),
     threads: v.integer("threads", 1),
     stallTimeout: v.positive("stall-timeout"),
+    graphCache: !v.flag("no-graph-cache"),
     verbose: v.flag("verbose") || verbose,
     flags,
   };
@@ -384,6 +391,13 @@ export function parseCommand(args: string[]): Command {
       if (prompts !== undefined && flags.flags.prompt !== undefined) {
         throw new UsageError("Give --prompt or --prompts FILE, not both", name);
       }
+      const report = v.string("report");
+      if (prompts !== undefined && report !== undefined) {
+        throw new UsageError(
+          "--report describes one generation; --prompts prints a summary line per line instead",
+          name,
+        );
+      }
       return {
         kind: "gen",
         ...flags,
@@ -392,6 +406,7 @@ export function parseCommand(args: string[]): Command {
         out: v.string("out"),
         inProcess: v.flag("in-process"),
         prompts,
+        report,
       };
     }
     case "bench": {

@@ -353,3 +353,49 @@ Deno.test("Ctrl-C while 8 workers open their sessions: exit 130 within seconds, 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("gen --report writes the run's stage timings beside the output; --no-graph-cache gives the same bytes", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const args = ["gen", "--prompt", "rain on a tin roof", "--ep", "cpu", "--steps", "6"];
+    const cached = await parastep([...args, "--out", `${dir}/a.wav`, "--report", `${dir}/a.json`]);
+    assert.equal(cached.code, 0, cached.stderr);
+    const report = JSON.parse(await Deno.readTextFile(`${dir}/a.json`));
+    assert.equal(report.out, `${dir}/a.wav`);
+    assert.equal(report.steps, 6);
+    assert.equal(report.graphCache, true);
+    assert.equal(report.devices, 1);
+    const t = report.timings;
+    for (const stage of ["encodeMs", "loadMs", "denoiseMs", "decodeMs", "totalMs"]) {
+      assert.ok(t[stage] > 0, `${stage} = ${t[stage]}`);
+    }
+    // Loading overlaps encoding; the rest follow one another.
+    assert.ok(t.totalMs >= t.encodeMs + t.loadWaitMs + t.denoiseMs + t.decodeMs);
+    // The summary line prints the same numbers.
+    assert.match(cached.stdout, new RegExp(`total ${(t.totalMs / 1000).toFixed(2)} s`));
+    const uncached = await parastep([
+      ...args,
+      "--no-graph-cache",
+      "--out",
+      `${dir}/b.wav`,
+      "--report",
+      `${dir}/b.json`,
+    ]);
+    assert.equal(uncached.code, 0, uncached.stderr);
+    assert.equal(JSON.parse(await Deno.readTextFile(`${dir}/b.json`)).graphCache, false);
+    assert.deepEqual(await Deno.readFile(`${dir}/a.wav`), await Deno.readFile(`${dir}/b.wav`));
+    // A report path that cannot be written is refused before any work: no WAV either.
+    const refused = await parastep([
+      ...args,
+      "--out",
+      `${dir}/c.wav`,
+      "--report",
+      `${dir}/no/c.json`,
+    ]);
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /report/);
+    await assert.rejects(Deno.stat(`${dir}/c.wav`), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
