@@ -78,6 +78,8 @@ export interface BenchCommand extends RunFlags {
   readonly runs: number;
   readonly json: string | undefined;
   readonly plot: string | undefined;
+  /** Time whole `gen` processes (cold and warm graph cache) instead of the denoising loop. */
+  readonly e2e: boolean;
 }
 
 /** What the command line asks for. */
@@ -260,6 +262,7 @@ const BENCH_OPTIONS = {
   runs: { type: "string" },
   json: { type: "string" },
   plot: { type: "string" },
+  e2e: { type: "boolean" },
 } as const;
 
 /** The parseArgs options of every family flag `command` takes (`bench` takes no output flag). */
@@ -419,6 +422,14 @@ export function parseCommand(args: string[]): Command {
       if (values.help) return { kind: "help", topic: name };
       noPositionals(positionals);
       const v = new Values(values, name);
+      const e2e = v.flag("e2e");
+      if (e2e && (values.plot !== undefined || values.stride !== undefined)) {
+        throw new UsageError(
+          `--${values.plot !== undefined ? "plot" : "stride"} does not apply to --e2e, which ` +
+            "times gen (sequential or ParaStep); drop it",
+          name,
+        );
+      }
       const list = devicesFlag(values, name) ?? "1,2";
       const gpus = list.split(",").map((item) =>
         new Values({ gpus: item.trim() }, name).integer("gpus", 1)!
@@ -430,6 +441,7 @@ export function parseCommand(args: string[]): Command {
         runs: v.integer("runs", 1) ?? 3,
         json: v.string("json"),
         plot: v.string("plot"),
+        e2e,
       };
     }
   }

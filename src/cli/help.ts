@@ -148,6 +148,10 @@ ${runFlags(BENCH_GPUS)}
   --runs K                Timed runs per configuration; the median is reported (default: 3)
   --json PATH             Also write the results as JSON
   --plot PATH.svg         Also draw speedup against N beside the ideal curve
+  --e2e                   Time what a user waits for instead: for each N, 'parastep gen
+                          --gpus N' as a fresh process, first on an empty graph cache
+                          (cold), then --runs times on the filled one (warm); reports
+                          the process time and each stage (load, encode, denoise, decode)
 
 ${familySections("bench")}`,
 };
