@@ -148,13 +148,13 @@ TINY_5B = dataclasses.replace(
 )
 
 # 2b layout at 49 frames (F' = 13) and 64 x 96 pixels: 13 * 4 * 6 = 312 video tokens + 226 text tokens, with
-# widths chosen so that one CFG transformer call (batch 2) takes 30-80 ms on one CPU thread with onnxruntime
-# (models/export/README.md). The real 480 x 720 would be 17,550 video tokens.
+# widths and depth chosen so that one CFG transformer call (batch 2) takes 30-80 ms on one CPU thread with
+# onnxruntime (models/export/README.md: 39.5 ms with 6 layers; 2 layers took 15 ms). The real 480 x 720 would be 17,550 video tokens.
 BENCH = Size(
     name="bench",
     heads=2,
     head_dim=64,
-    layers=2,
+    layers=6,
     time_embed_dim=128,
     latent_channels=16,
     rope=False,
