@@ -146,6 +146,18 @@ function spans(length: number, step: number, tile: number): TileSpan[] {
  * taller than one tile; otherwise one tile, the whole grid) and the size of the video it gives
  * (which is the untiled size only when the crops add up: true of diffusers' defaults at 480 x 720
  * and of the tiny model's tiles, not of every tile size).
+ *
+ * @example diffusers' default tiles for the real VAE at 480 x 720 (60 x 90 latents)
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { tilePlan } from "./tiles.ts";
+ * const plan = tilePlan({
+ *   tileSampleMinHeight: 240, tileSampleMinWidth: 360, tileLatentMinHeight: 30,
+ *   tileLatentMinWidth: 45, tileOverlapFactorHeight: 1 / 6, tileOverlapFactorWidth: 1 / 5,
+ * }, 60, 90, 8);
+ * assert.deepEqual(plan.rows.map((t) => t.start), [0, 25, 50]);
+ * assert.deepEqual([plan.height, plan.width], [480, 720]);
+ * ```
  */
 export function tilePlan(
   tiling: VaeTiling,
