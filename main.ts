@@ -14,6 +14,7 @@ import { describeError } from "./src/cli/errors.ts";
 import { withInterrupt } from "./src/cli/interrupt.ts";
 import { usage } from "./src/cli/help.ts";
 import { formatBench, runBench } from "./src/cli/bench.ts";
+import { formatBenchE2e, runBenchE2e } from "./src/cli/bench_e2e.ts";
 import { runGen } from "./src/cli/gen.ts";
 import { runInfo } from "./src/cli/info.ts";
 import { printErrorLine, printLine } from "./src/cli/print.ts";
@@ -62,6 +63,11 @@ export async function main(args: string[]): Promise<number> {
         return exitCode;
       }
       case "bench": {
+        if (command.e2e) {
+          const report = await withInterrupt((signal) => runBenchE2e(command, { signal }));
+          printLine(formatBenchE2e(report));
+          return 0;
+        }
         const report = await withInterrupt((signal) => runBench(command, { signal }));
         printLine(formatBench(report));
         return 0;

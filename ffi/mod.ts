@@ -98,9 +98,9 @@ export {
 export {
   type InitializerData,
   type InitializerInfo,
-  OnnxFormatError,
   readInitializers,
 } from "./onnx_initializers.ts";
+export { fieldBytes, OnnxFormatError, ProtoReader, readVarint, WIRE } from "./protobuf.ts";
 export {
   allocate,
   BYTES_PER_ELEMENT,

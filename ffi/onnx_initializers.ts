@@ -1,8 +1,7 @@
 /**
  * Reading the initializers (the constant tensors, i.e. the weights) of an
  * ONNX model's main graph from its protobuf bytes, without copying them: the
- * parts of the ONNX format {@linkcode SharedWeights} needs to hand the weights
- * to ORT from memory the caller controls.
+ * parts of the ONNX format the graph cache needs to find and hash the weights.
  *
  * Only the protobuf wire format and these fields are read (onnx/onnx.proto):
  * `ModelProto.graph` (7), `GraphProto.initializer` (5), and of `TensorProto`
@@ -13,6 +12,8 @@
  *
  * @module
  */
+
+import { OnnxFormatError, ProtoReader, WIRE } from "./protobuf.ts";
 
 /** Where one initializer's bytes are. */
 export type InitializerData =
@@ -40,81 +41,6 @@ export interface InitializerInfo {
   readonly data: InitializerData;
 }
 
-/** The model bytes are not a well-formed ONNX protobuf. */
-export class OnnxFormatError extends Error {
-  override name = "OnnxFormatError";
-}
-
-/** A cursor over protobuf bytes. */
-class Reader {
-  readonly bytes: Uint8Array;
-  pos: number;
-  readonly end: number;
-
-  constructor(bytes: Uint8Array, start = 0, end = bytes.length) {
-    this.bytes = bytes;
-    this.pos = start;
-    this.end = end;
-  }
-
-  get done(): boolean {
-    return this.pos >= this.end;
-  }
-
-  varint(): number {
-    let result = 0;
-    let scale = 1;
-    for (let k = 0; k < 10; k++) {
-      if (this.pos >= this.end) throw new OnnxFormatError("truncated varint");
-      const b = this.bytes[this.pos++]!;
-      result += (b & 0x7f) * scale;
-      if ((b & 0x80) === 0) return result;
-      scale *= 128;
-    }
-    throw new OnnxFormatError("varint longer than 10 bytes");
-  }
-
-  /** The [start, end) of a length-delimited field's payload; moves past it. */
-  span(): [number, number] {
-    const length = this.varint();
-    const start = this.pos;
-    if (start + length > this.end) throw new OnnxFormatError("field runs past its message");
-    this.pos = start + length;
-    return [start, start + length];
-  }
-
-  skip(wire: number): void {
-    switch (wire) {
-      case 0:
-        this.varint();
-        return;
-      case 1:
-        this.pos += 8;
-        break;
-      case 2:
-        this.span();
-        return;
-      case 5:
-        this.pos += 4;
-        break;
-      default:
-        throw new OnnxFormatError(`unsupported wire type ${wire}`);
-    }
-    if (this.pos > this.end) throw new OnnxFormatError("field runs past its message");
-  }
-
-  /** Calls `field` for each (number, wire type) until the end; `field` returns false to skip. */
-  each(field: (number: number, wire: number) => boolean): void {
-    while (!this.done) {
-      const key = this.varint();
-      const wire = key % 8;
-      if (!field(Math.floor(key / 8), wire)) this.skip(wire);
-    }
-  }
-}
-
-const decoder = new TextDecoder();
-
 /**
  * Lists the initializers of the main graph of the ONNX model in `bytes`, in
  * file order, with where each one's data lies (offsets into `bytes`).
@@ -122,16 +48,14 @@ const decoder = new TextDecoder();
  * @throws {OnnxFormatError} when the bytes are not a well-formed protobuf
  */
 export function readInitializers(bytes: Uint8Array): InitializerInfo[] {
-  const model = new Reader(bytes);
+  const model = new ProtoReader(bytes);
   const out: InitializerInfo[] = [];
   model.each((field, wire) => {
-    if (field !== 7 || wire !== 2) return false;
-    const [gs, ge] = model.span();
-    const graph = new Reader(bytes, gs, ge);
+    if (field !== 7 || wire !== WIRE.len) return false;
+    const graph = model.message();
     graph.each((gField, gWire) => {
-      if (gField !== 5 || gWire !== 2) return false;
-      const [ts, te] = graph.span();
-      out.push(readTensor(bytes, ts, te));
+      if (gField !== 5 || gWire !== WIRE.len) return false;
+      out.push(readTensor(graph.message()));
       return true;
     });
     return true;
@@ -139,8 +63,7 @@ export function readInitializers(bytes: Uint8Array): InitializerInfo[] {
   return out;
 }
 
-function readTensor(bytes: Uint8Array, start: number, end: number): InitializerInfo {
-  const r = new Reader(bytes, start, end);
+function readTensor(r: ProtoReader): InitializerInfo {
   const dims: number[] = [];
   let name = "";
   let dataType = 0;
@@ -148,31 +71,25 @@ function readTensor(bytes: Uint8Array, start: number, end: number): InitializerI
   let external = false;
   const entries = new Map<string, string>();
   r.each((field, wire) => {
-    if (field === 1 && wire === 0) dims.push(r.varint());
-    else if (field === 1 && wire === 2) {
-      const [s, e] = r.span();
-      const packed = new Reader(bytes, s, e);
+    if (field === 1 && wire === WIRE.varint) dims.push(r.varint());
+    else if (field === 1 && wire === WIRE.len) {
+      const packed = r.message();
       while (!packed.done) dims.push(packed.varint());
-    } else if (field === 2 && wire === 0) dataType = r.varint();
-    else if (field === 8 && wire === 2) {
-      const [s, e] = r.span();
-      name = decoder.decode(bytes.subarray(s, e));
-    } else if (field === 9 && wire === 2) raw = r.span();
-    else if (field === 13 && wire === 2) {
-      const [s, e] = r.span();
-      const entry = new Reader(bytes, s, e);
+    } else if (field === 2 && wire === WIRE.varint) dataType = r.varint();
+    else if (field === 8 && wire === WIRE.len) name = r.string();
+    else if (field === 9 && wire === WIRE.len) raw = r.span();
+    else if (field === 13 && wire === WIRE.len) {
+      const entry = r.message();
       let key = "";
       let value = "";
       entry.each((f, w) => {
-        if (w !== 2 || (f !== 1 && f !== 2)) return false;
-        const [a, b] = entry.span();
-        const text = decoder.decode(bytes.subarray(a, b));
-        if (f === 1) key = text;
-        else value = text;
+        if (w !== WIRE.len || (f !== 1 && f !== 2)) return false;
+        if (f === 1) key = entry.string();
+        else value = entry.string();
         return true;
       });
       entries.set(key, value);
-    } else if (field === 14 && wire === 0) external = r.varint() === 1;
+    } else if (field === 14 && wire === WIRE.varint) external = r.varint() === 1;
     else return false;
     return true;
   });

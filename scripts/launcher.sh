@@ -68,6 +68,9 @@ if [ -z "${PARASTEP_ORT_LIB:-}" ] && [ -z "${PARASTEP_CUDA_PROVIDERS:-}" ]; then
   PARASTEP_ORT_LIB=$dir/lib/libonnxruntime.so.1
   export PARASTEP_ORT_LIB
 fi
+# The graph cache outlives an upgrade: its entries are keyed by model, ORT build and options.
+PARASTEP_CACHE_DIR=${PARASTEP_CACHE_DIR:-$base/ort}
+export PARASTEP_CACHE_DIR
 DENO_DIR=$dir/deno-dir
 DENO_NO_UPDATE_CHECK=1
 DENO_NO_PROMPT=1

@@ -105,6 +105,8 @@ Deno.test({
         assert.equal(r.code, 0, r.stderr);
         assert.match(r.stdout, /ParaStep on 2 devices/);
         assert.deepEqual(await entries(empty), ["rain.wav"]);
+        // The graph cache lives beside the unpacked folders, so it outlives an upgrade.
+        assert.ok((await entries(`${home}/.cache/parastep/ort/graphs`)).length >= 5);
         const reference = await parastep([...args, "--out", `${tmp}/reference.wav`]);
         assert.equal(reference.code, 0, reference.stderr);
         assert.deepEqual(

@@ -78,6 +78,8 @@ export interface RunFlags {
   readonly threads: number | undefined;
   /** Seconds a device may spend in one call before the run is ended as stalled; absent: default. */
   readonly stallTimeout: number | undefined;
+  /** Open graphs through the graph cache (off with `--no-graph-cache`). */
+  readonly graphCache: boolean;
   readonly verbose: boolean;
   /**
    * The model family's flags that were given (`--prompt`, `--duration`, `--image`, ...), parsed;
@@ -105,6 +107,8 @@ export interface GenCommand extends RunFlags {
    * a rank was lost at round start STEP and N ranks finished (present only when given).
    */
   readonly replayLoss?: { readonly step: number; readonly devices: number };
+  /** Also write what the generation did (stage timings, devices) as JSON to this path. */
+  readonly report: string | undefined;
 }
 
 /** `parastep bench`: sequential vs ParaStep vs BatchStep for several device counts. */
@@ -120,6 +124,8 @@ export interface BenchCommand extends RunFlags {
   readonly nats?: NatsFlags;
   /** `--simulate-step MS`: model calls replaced by waits of MS ms (present when given). */
   readonly simulateStepMs?: number;
+  /** Time whole `gen` processes (cold and warm graph cache) instead of the denoising loop. */
+  readonly e2e: boolean;
 }
 
 /** What the command line asks for. */
@@ -284,6 +290,7 @@ const RUN_OPTIONS = {
   exchange: { type: "string" },
   threads: { type: "string" },
   "stall-timeout": { type: "string" },
+  "no-graph-cache": { type: "boolean" },
   verbose: { type: "boolean", short: "v" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -301,6 +308,7 @@ const GEN_OPTIONS = {
   "on-rank-loss": { type: "string" },
   "rank-timeout": { type: "string" },
   "replay-loss": { type: "string" },
+  report: { type: "string" },
 } as const;
 
 /** `--nats` and `--nats-creds`; a creds file without a server is refused. */
@@ -349,6 +357,7 @@ const BENCH_OPTIONS = {
   nats: { type: "string" },
   "nats-creds": { type: "string" },
   "simulate-step": { type: "string" },
+  e2e: { type: "boolean" },
 } as const;
 
 /** The parseArgs options of every family flag `command` takes (`bench` takes no output flag). */
@@ -384,6 +393,7 @@ function runFlags(v: Values, verbose: boolean, specs: readonly FlagSpec[]): RunF
       : v.choice("exchange", ["gather", "allgather"] as const, "gather"),
     threads: v.integer("threads", 1),
     stallTimeout: v.positive("stall-timeout"),
+    graphCache: !v.flag("no-graph-cache"),
     verbose: v.flag("verbose") || verbose,
     flags,
   };
@@ -539,6 +549,13 @@ export function parseCommand(args: string[]): Command {
       if (multihost !== undefined && v.flag("in-process")) {
         throw new UsageError("Give --nats or --in-process, not both", name);
       }
+      const report = v.string("report");
+      if (prompts !== undefined && report !== undefined) {
+        throw new UsageError(
+          "--report describes one generation; --prompts prints a summary line per line instead",
+          name,
+        );
+      }
       return {
         kind: "gen",
         ...flags,
@@ -549,6 +566,7 @@ export function parseCommand(args: string[]): Command {
         prompts,
         ...(multihost === undefined ? {} : { multihost }),
         ...(replayLoss === undefined ? {} : { replayLoss }),
+        report,
       };
     }
     case "bench": {
@@ -561,6 +579,14 @@ export function parseCommand(args: string[]): Command {
       if (values.help) return { kind: "help", topic: name };
       noPositionals(positionals);
       const v = new Values(values, name);
+      const e2e = v.flag("e2e");
+      if (e2e && (values.plot !== undefined || values.stride !== undefined)) {
+        throw new UsageError(
+          `--${values.plot !== undefined ? "plot" : "stride"} does not apply to --e2e, which ` +
+            "times gen (sequential or ParaStep); drop it",
+          name,
+        );
+      }
       const list = devicesFlag(values, name) ?? "1,2";
       const gpus = list.split(",").map((item) =>
         new Values({ gpus: item.trim() }, name).integer("gpus", 1)!
@@ -576,6 +602,7 @@ export function parseCommand(args: string[]): Command {
         plot: v.string("plot"),
         ...(nats === undefined ? {} : { nats }),
         ...(simulateStepMs === undefined ? {} : { simulateStepMs }),
+        e2e,
       };
     }
   }

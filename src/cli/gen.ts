@@ -106,6 +106,7 @@ function generatorOptions(command: GenCommand, engine: DenoiseEngine): Generator
     ...(command.threads !== undefined
       ? { threads: command.threads, denoiserThreads: command.threads }
       : {}),
+    graphCache: command.graphCache,
     // parastep reports every error itself, in one line; ORT's own log adds lines of its own.
     logLevel: command.verbose ? "warning" : "fatal",
     ...(command.stallTimeout !== undefined ? { stallTimeoutMs: command.stallTimeout * 1000 } : {}),
@@ -125,6 +126,7 @@ async function generateAndWrite<R extends RequestBase, C, M>(
   targets: readonly OutputTarget[],
   flags: FlagValues,
   signal: AbortSignal | undefined,
+  report?: (result: Generation<R, M>) => Uint8Array,
 ): Promise<Generation<R, M>> {
   const progress = new ProgressBar("denoise", request.steps);
   let result: Generation<R, M>;
@@ -140,8 +142,61 @@ async function generateAndWrite<R extends RequestBase, C, M>(
   const contents = await family.render(request, result.media, targets, flags, {
     ...(signal ? { signal } : {}),
   });
-  await outputs.commit(contents, signal ? { signal } : {});
+  const done = result;
+  await outputs.commit(
+    report === undefined ? contents : [...contents, () => report(done)],
+    signal ? { signal } : {},
+  );
   return result;
+}
+
+/** What `gen --report` writes: one generation's stages and devices. */
+export interface GenReport {
+  readonly model: string;
+  readonly family: string;
+  /** The family's one-line description of the request. */
+  readonly request: string;
+  readonly out: string;
+  readonly seed: number;
+  readonly steps: number;
+  readonly mode: string;
+  readonly devices: number;
+  readonly warmup: number;
+  readonly exchange: string | null;
+  /** The provider the denoiser ran on. */
+  readonly ep: string;
+  readonly graphCache: boolean;
+  readonly criticalPathCalls: number;
+  readonly bytesExchanged: number;
+  /** Milliseconds per stage (see `Generation.timings`). */
+  readonly timings: Generation<RequestBase, unknown>["timings"];
+}
+
+function reportJson<R extends RequestBase, M>(
+  command: GenCommand,
+  out: string,
+  family: PipelineFamily<R, unknown, M>,
+  result: Generation<R, M>,
+): Uint8Array {
+  const { request, denoise } = result;
+  const report: GenReport = {
+    model: command.model,
+    family: family.name,
+    request: family.describe(request),
+    out,
+    seed: request.seed,
+    steps: request.steps,
+    mode: denoise.mode,
+    devices: denoise.devices,
+    warmup: denoise.warmup,
+    exchange: denoise.exchange,
+    ep: denoise.ep,
+    graphCache: command.graphCache,
+    criticalPathCalls: denoise.criticalPathCalls,
+    bytesExchanged: denoise.bytesExchanged,
+    timings: result.timings,
+  };
+  return new TextEncoder().encode(JSON.stringify(report, null, 2) + "\n");
 }
 
 /** The summary line of one generation: what was written, and where the time went. */
@@ -214,7 +269,10 @@ export async function runGen(
   });
   const out = command.out ?? family.defaultOutput(request);
   const targets = family.outputs(request, out, command.flags);
-  const outputs = OutputSet.plan(targets);
+  const report = command.report;
+  const outputs = OutputSet.plan(
+    report === undefined ? targets : [...targets, { path: report, label: "the report" }],
+  );
   // 1. Check inputs: the plan first (before any graph is read), then the generator checks graphs.
   checkRunPlan(model, request.steps, generatorOptions(command, engine));
   options.signal?.throwIfAborted();
@@ -227,6 +285,7 @@ export async function runGen(
     targets,
     command.flags,
     options.signal,
+    report === undefined ? undefined : (r) => reportJson(command, out, family, r),
   );
   return { out, line: summaryLine(family, out, result), exitCode: 0 };
 }

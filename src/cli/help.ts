@@ -33,6 +33,9 @@ Environment:
                      Folder prepared by 'deno task setup:cuda --dir': the CUDA providers
                      and the libonnxruntime loaded from there (when PARASTEP_ORT_LIB is unset)
   PARASTEP_MODELS    Folder holding model folders (default: models/ of this checkout)
+  PARASTEP_CACHE_DIR Folder of the graph cache: graphs as ONNX Runtime optimised them, so
+                     later runs open faster (default: .cache/ort of this checkout; for a
+                     packaged parastep, $XDG_CACHE_HOME/parastep/ort). Safe to delete
 
 Run 'parastep help <command>' for a command's flags.`;
 
@@ -63,6 +66,8 @@ ${gpus}
                           all cores for encode/decode, cores / N per denoising device)
   --stall-timeout SECONDS A device whose denoiser call has not returned for this long ends
                           the run, naming it (default: 60 s, or 10 x the slowest call seen)
+  --no-graph-cache        Optimise every graph at open instead of loading the optimised
+                          graph cached by an earlier run (see PARASTEP_CACHE_DIR)
   -v, --verbose           Let ONNX Runtime log warnings`;
 }
 
@@ -143,6 +148,8 @@ ${runFlags(GEN_GPUS)}
                           plus "seed", "steps" and "out"; each written to --out (a
                           folder, default here) as NNNN-<name> (NNNN: the line number).
                           A bad line is reported and skipped (exit 1 at the end)
+  --report PATH           Also write what the run did as JSON: the time of each stage
+                          (load, encode, denoise, decode, total), devices, provider
 
 Several hosts (ranks on 'parastep serve' hosts, steps over NATS):
   --nats URL              nats://[user:pass@|token@]host[:port]; --gpus N then counts
@@ -187,6 +194,10 @@ ${runFlags(BENCH_GPUS)}
   --simulate-step MS      Replace every model call by a wait of MS ms (the real latents,
                           guidance, scheduler and exchange): the engine's own cost at N
                           ranks, whatever the cores (no BatchStep)
+  --e2e                   Time what a user waits for instead: for each N, 'parastep gen
+                          --gpus N' as a fresh process, first on an empty graph cache
+                          (cold), then --runs times on the filled one (warm); reports
+                          the process time and each stage (load, encode, denoise, decode)
 
 ${familySections("bench")}`,
 };

@@ -14,7 +14,16 @@
  * @module
  */
 
-import type { DataType } from "../../ffi/mod.ts";
+import {
+  type DataType,
+  fieldBytes,
+  OnnxFormatError,
+  ProtoReader,
+  readVarint,
+  WIRE,
+} from "../../ffi/mod.ts";
+
+export { OnnxFormatError };
 
 /** A graph input or output as the file declares it (the fields ORT's session reports too). */
 export interface GraphTensor {
@@ -34,22 +43,6 @@ export interface GraphIo {
   readonly outputs: readonly GraphTensor[];
 }
 
-/** A file that is not a readable ONNX model: carries the path and what was wrong. */
-export class OnnxFormatError extends Error {
-  override name = "OnnxFormatError";
-  /** The file. */
-  readonly path: string;
-
-  /**
-   * @param path The file.
-   * @param detail What was wrong, e.g. "truncated at byte 120".
-   */
-  constructor(path: string, detail: string) {
-    super(`Cannot read ONNX model ${path}: ${detail}`);
-    this.path = path;
-  }
-}
-
 const ELEMENT_TYPES: Readonly<Record<number, DataType>> = {
   1: "float32",
   6: "int32",
@@ -57,11 +50,6 @@ const ELEMENT_TYPES: Readonly<Record<number, DataType>> = {
   9: "bool",
   10: "float16",
 };
-
-const WIRE_VARINT = 0;
-const WIRE_I64 = 1;
-const WIRE_LEN = 2;
-const WIRE_I32 = 5;
 
 /** Bytes read from the file at a time: enough for every small field in one read. */
 const CHUNK = 64 * 1024;
@@ -85,11 +73,11 @@ class ProtoFile {
     this.#size = size;
   }
 
-  fail(detail: string): never {
-    throw new OnnxFormatError(this.#path, detail);
-  }
+  fail = (detail: string): never => {
+    throw new OnnxFormatError(detail, this.#path);
+  };
 
-  #byte(): number {
+  #byte = (): number => {
     const offset = this.pos - this.#bufferStart;
     if (offset < 0 || offset >= this.#bufferLength) {
       this.#fill(this.pos);
@@ -97,7 +85,7 @@ class ProtoFile {
     }
     this.pos++;
     return this.#buffer[offset]!;
-  }
+  };
 
   #fill(at: number): void {
     if (at >= this.#size) this.fail(`truncated at byte ${at} of ${this.#size}`);
@@ -115,15 +103,7 @@ class ProtoFile {
 
   /** A varint as a number (exact up to 2^53, which covers every length and dimension here). */
   varint(): number {
-    let value = 0;
-    let scale = 1;
-    for (let k = 0; k < 10; k++) {
-      const b = this.#byte();
-      value += (b & 0x7f) * scale;
-      if (b < 0x80) return value;
-      scale *= 128;
-    }
-    return this.fail(`malformed varint before byte ${this.pos}`);
+    return readVarint(this.#byte, this.fail);
   }
 
   /** `n` bytes from the current position. */
@@ -143,25 +123,9 @@ class ProtoFile {
 
   /** Skip one field of wire type `wire`. */
   skip(wire: number): void {
-    switch (wire) {
-      case WIRE_VARINT:
-        this.varint();
-        return;
-      case WIRE_I64:
-        this.pos += 8;
-        return;
-      case WIRE_LEN: {
-        // Not `pos += varint()`: that would add to the position before the varint was read.
-        const n = this.varint();
-        this.pos += n;
-        return;
-      }
-      case WIRE_I32:
-        this.pos += 4;
-        return;
-      default:
-        this.fail(`unsupported protobuf wire type ${wire} before byte ${this.pos}`);
-    }
+    // Not `pos += fieldBytes(...)`: that would add to the position before a length was read.
+    const n = fieldBytes(wire, () => this.varint(), this.fail);
+    this.pos += n;
   }
 
   /** Read field keys until `end`, handing each to `on` (which must consume or skip its value). */
@@ -174,96 +138,46 @@ class ProtoFile {
   }
 }
 
-/** An in-memory protobuf message: the small ValueInfoProto of an input or output. */
-class ProtoBytes {
-  pos = 0;
-  constructor(readonly bytes: Uint8Array, readonly fail: (detail: string) => never) {}
-
-  varint(): number {
-    let value = 0;
-    let scale = 1;
-    for (let k = 0; k < 10; k++) {
-      const b = this.bytes[this.pos++];
-      if (b === undefined) this.fail("truncated value description");
-      value += (b & 0x7f) * scale;
-      if (b < 0x80) return value;
-      scale *= 128;
-    }
-    return this.fail("malformed varint in a value description");
-  }
-
-  /** A signed int64 varint (dimensions may be written as two's complement). */
-  int64(): number {
-    const start = this.pos;
-    const v = this.varint();
-    // Ten-byte varints are negative numbers in two's complement.
-    return this.pos - start === 10 ? v - 2 ** 64 : v;
-  }
-
-  sub(): ProtoBytes {
-    const n = this.varint();
-    if (this.pos + n > this.bytes.length) this.fail("truncated value description");
-    const out = new ProtoBytes(this.bytes.subarray(this.pos, this.pos + n), this.fail);
-    this.pos += n;
-    return out;
-  }
-
-  string(): string {
-    return new TextDecoder().decode(this.sub().bytes);
-  }
-
-  skip(wire: number): void {
-    if (wire === WIRE_VARINT) this.varint();
-    else if (wire === WIRE_I64) this.pos += 8;
-    else if (wire === WIRE_LEN) {
-      const n = this.varint();
-      this.pos += n;
-    } else if (wire === WIRE_I32) this.pos += 4;
-    else this.fail(`unsupported protobuf wire type ${wire}`);
-  }
-
-  fields(on: (field: number, wire: number) => void): void {
-    while (this.pos < this.bytes.length) {
-      const key = this.varint();
-      on(Math.floor(key / 8), key % 8);
-    }
-  }
-}
-
-function valueInfo(message: ProtoBytes): GraphTensor {
+function valueInfo(message: ProtoReader): GraphTensor {
   let name = "";
   let elementType = 0;
   let dims: (number | string)[] = [];
-  message.fields((field, wire) => {
-    if (field === 1 && wire === WIRE_LEN) name = message.string();
-    else if (field === 2 && wire === WIRE_LEN) {
-      const type = message.sub();
-      type.fields((f, w) => {
-        if (f !== 1 || w !== WIRE_LEN) return type.skip(w);
-        const tensor = type.sub();
-        tensor.fields((tf, tw) => {
-          if (tf === 1 && tw === WIRE_VARINT) elementType = tensor.varint();
-          else if (tf === 2 && tw === WIRE_LEN) dims = shape(tensor.sub());
-          else tensor.skip(tw);
+  message.each((field, wire) => {
+    if (wire !== WIRE.len) return false;
+    if (field === 1) name = message.string();
+    else if (field === 2) {
+      const type = message.message();
+      type.each((f, w) => {
+        if (f !== 1 || w !== WIRE.len) return false;
+        const tensor = type.message();
+        tensor.each((tf, tw) => {
+          if (tf === 1 && tw === WIRE.varint) elementType = tensor.varint();
+          else if (tf === 2 && tw === WIRE.len) dims = shape(tensor.message());
+          else return false;
+          return true;
         });
+        return true;
       });
-    } else message.skip(wire);
+    } else return false;
+    return true;
   });
   return { name, type: ELEMENT_TYPES[elementType] ?? null, elementType, dims };
 }
 
-function shape(message: ProtoBytes): (number | string)[] {
+function shape(message: ProtoReader): (number | string)[] {
   const dims: (number | string)[] = [];
-  message.fields((field, wire) => {
-    if (field !== 1 || wire !== WIRE_LEN) return message.skip(wire);
-    const dim = message.sub();
+  message.each((field, wire) => {
+    if (field !== 1 || wire !== WIRE.len) return false;
+    const dim = message.message();
     let value: number | string = "?";
-    dim.fields((f, w) => {
-      if (f === 1 && w === WIRE_VARINT) value = dim.int64();
-      else if (f === 2 && w === WIRE_LEN) value = dim.string() || "?";
-      else dim.skip(w);
+    dim.each((f, w) => {
+      if (f === 1 && w === WIRE.varint) value = dim.int64();
+      else if (f === 2 && w === WIRE.len) value = dim.string() || "?";
+      else return false;
+      return true;
     });
     dims.push(value);
+    return true;
   });
   return dims;
 }
@@ -288,7 +202,7 @@ export function readGraphIo(path: string): GraphIo {
   const reader = new ProtoFile(file, path, size);
   let io: { inputs: GraphTensor[]; outputs: GraphTensor[] } | undefined;
   reader.fields(size, (field, wire) => {
-    if (field === 7 && wire === WIRE_LEN) {
+    if (field === 7 && wire === WIRE.len) {
       const length = reader.varint();
       io = graph(reader, reader.pos + length, path);
     } else {
@@ -306,21 +220,18 @@ function graph(
   const inputs: GraphTensor[] = [];
   const outputs: GraphTensor[] = [];
   const initializers = new Set<string>();
-  const fail = (detail: string): never => {
-    throw new OnnxFormatError(path, detail);
-  };
   reader.fields(end, (field, wire) => {
-    if ((field === 11 || field === 12) && wire === WIRE_LEN) {
+    if ((field === 11 || field === 12) && wire === WIRE.len) {
       const length = reader.varint();
       if (length > MAX_VALUE_INFO) reader.fail(`an input or output description of ${length} bytes`);
-      const info = valueInfo(new ProtoBytes(reader.bytes(length), fail));
+      const info = valueInfo(new ProtoReader(reader.bytes(length), 0, length, path));
       (field === 11 ? inputs : outputs).push(info);
-    } else if (field === 5 && wire === WIRE_LEN) {
+    } else if (field === 5 && wire === WIRE.len) {
       // An initializer: only its name matters (older graphs list initializers as inputs too).
       const length = reader.varint();
       const stop = reader.pos + length;
       reader.fields(stop, (f, w) => {
-        if (f === 8 && w === WIRE_LEN) {
+        if (f === 8 && w === WIRE.len) {
           const n = reader.varint();
           initializers.add(new TextDecoder().decode(reader.bytes(n)));
         } else {

@@ -44,6 +44,17 @@ export interface DeviceAssignment {
    * session (see ffi/lock.ts).
    */
   readonly webgpuLock?: SharedArrayBuffer;
+  /**
+   * Load the denoiser's graph through the graph cache (`GraphCache`: the graph ORT optimised
+   * once, loaded with optimisation off). @default {false}
+   */
+  readonly graphCache?: boolean;
+  /**
+   * The address of a denoiser session another realm of this process opened
+   * ({@link OpenedDenoiser.sharedSession}): the rank runs on it (`Session.borrow`) instead of
+   * loading its own. That realm keeps it open until this rank's Worker has closed.
+   */
+  readonly borrow?: bigint;
 }
 
 /**
@@ -73,6 +84,11 @@ export interface BoundSampler extends Sampler<Float32Array, Float32Array>, Dispo
 export interface OpenedDenoiser extends AsyncDisposable {
   /** The provider the rank's denoiser actually runs on (reported back to the coordinator). */
   readonly executionProvider?: string;
+  /**
+   * The address of the denoiser's session, when other Workers of this process may run on it
+   * ({@link DeviceAssignment.borrow}); absent for a borrowed one.
+   */
+  readonly sharedSession?: bigint;
   /** The sampler of one generation: `generation` is the family's per-generation payload. */
   bind(generation: unknown): BoundSampler;
 }

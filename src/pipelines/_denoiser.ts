@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Env, type Session } from "../../ffi/mod.ts";
+import { Env, Session } from "../../ffi/mod.ts";
 import { type ModelFolder, openComponentAsync, resolveModel } from "../models/model.ts";
 import type {
   BoundSampler,
@@ -25,9 +25,10 @@ export interface DenoiserOpen {
 
 /**
  * Opens `open.component` of `open.modelDir` on `device` (loaded off the thread, so an `abort`
- * still reaches a Worker, and cancelled by `context.signal`), with `bind` making each
+ * still reaches a Worker, and cancelled by `context.signal`; through the graph cache when
+ * `device.graphCache`), or borrows the session `device.borrow` names, with `bind` making each
  * generation's sampler over the session. Disposing the result cancels runs in flight, waits for
- * them, and releases the session and its env; it is idempotent.
+ * them, and releases the session (unless borrowed) and its env; it is idempotent.
  */
 export async function openDenoiserGraph(
   open: DenoiserOpen,
@@ -38,17 +39,21 @@ export async function openDenoiserGraph(
   const model = resolveModel(open.modelDir);
   const env = Env.create();
   try {
-    const session = await openComponentAsync(env, model, open.component, {
-      executionProvider: device.ep,
-      deviceId: device.deviceId,
-      intraOpThreads: device.intraOpThreads,
-      // Several workers share the cores: idle threads must not spin on them.
-      allowSpinning: device.devices === 1,
-      ...(context ? { signal: context.signal } : {}),
-    });
+    const session = device.borrow !== undefined
+      ? Session.borrow(env, device.borrow, device.ep === "auto" ? "cpu" : device.ep)
+      : await openComponentAsync(env, model, open.component, {
+        executionProvider: device.ep,
+        deviceId: device.deviceId,
+        intraOpThreads: device.intraOpThreads,
+        // Several workers share the cores: idle threads must not spin on them.
+        allowSpinning: device.devices === 1,
+        cache: device.graphCache ?? false,
+        ...(context ? { signal: context.signal } : {}),
+      });
     let disposed: Promise<void> | null = null;
     return {
       executionProvider: session.executionProvider,
+      ...(session.owned ? { sharedSession: session.address } : {}),
       bind: (generation) => bind(session, model, generation),
       [Symbol.asyncDispose]() {
         disposed ??= (async () => {

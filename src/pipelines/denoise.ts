@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { ExecutionProvider } from "../../ffi/mod.ts";
+import { autoCandidate, type ExecutionProvider } from "../../ffi/mod.ts";
 import { median } from "../metrics/stats.ts";
 import { runBatchStep } from "../parastep/batchstep.ts";
 import { type GenerationResult, WorkerPool } from "../parastep/coordinator.ts";
@@ -40,6 +40,17 @@ export interface EngineSpec {
    * @default rank r uses device r
    */
   readonly deviceIds?: readonly number[];
+  /** Load the denoiser through the graph cache (see `GraphCache`). @default {false} */
+  readonly graphCache?: boolean;
+  /**
+   * Whether Workers on the CPU with one thread each run on one denoiser session this process
+   * opens (`Session.borrow`) instead of loading one each: one load and one copy of the weights.
+   * With one intra-op thread a run computes on the thread that called it, so ranks sharing the
+   * session still run side by side. Ranks with more threads (a shared pool would be contended)
+   * or on a GPU (one session, one stream) always open their own.
+   * @default {true}
+   */
+  readonly shareSession?: boolean;
   /** Aborting it while the engine opens cancels the session loads; `open` rejects. */
   readonly signal?: AbortSignal;
 }
@@ -99,6 +110,11 @@ export interface DenoiseReport {
 export interface OpenedEngine extends AsyncDisposable {
   /** Milliseconds opening took (module import, sessions; Workers started). */
   readonly loadMs: number;
+  /**
+   * Denoiser sessions opened: one in process, one per Worker, or one that CPU Workers share
+   * (see {@linkcode EngineSpec.shareSession}).
+   */
+  readonly denoiserSessions: number;
   /** Run one generation. An engine serves one at a time. */
   run(job: DenoiseJob): Promise<DenoiseReport>;
 }
@@ -158,12 +174,14 @@ export async function denoiseInProcess(spec: EngineSpec): Promise<OpenedEngine> 
     deviceId: spec.deviceIds?.[0] ?? 0,
     // Also for GPU providers: it sizes the pool of the kernels that fall back to the CPU.
     intraOpThreads: threads,
+    ...(spec.graphCache ? { graphCache: true } : {}),
   });
   const loadMs = performance.now() - started;
   const ep =
     (denoiser.executionProvider ?? (spec.ep === "auto" ? "cpu" : spec.ep)) as ExecutionProvider;
   return {
     loadMs,
+    denoiserSessions: 1,
     async run(job) {
       using sampler = denoiser.bind(job.generation);
       // Ctrl-C: disposing cancels the call in flight (the loop itself stops at its next step).
@@ -234,26 +252,49 @@ export async function denoiseInProcess(spec: EngineSpec): Promise<OpenedEngine> 
 }
 
 /**
- * The Worker engine: ParaStep with one Deno Worker per device, each opening the family's denoiser
- * on its own device and exchanging steps over BroadcastChannel. Single-device modes run in
- * process.
+ * The Worker engine: ParaStep with one Deno Worker per device, each running the family's denoiser
+ * on its own device and exchanging steps over BroadcastChannel. CPU ranks with one thread each
+ * share one session this process opens (see {@linkcode EngineSpec.shareSession}); others open
+ * their own. Single-device modes run in process.
  */
 export async function denoiseWithWorkers(spec: EngineSpec): Promise<OpenedEngine> {
   if (spec.mode !== "parastep" || spec.devices === 1) return await denoiseInProcess(spec);
-  const pool = await WorkerPool.open({
-    module: spec.module,
-    open: spec.open,
-    devices: spec.devices,
-  }, {
-    devices: assignDevices(spec.devices, { ep: spec.ep }).map((d) => ({
-      ...d,
-      ...(spec.threads !== undefined ? { intraOpThreads: spec.threads } : {}),
-      ...(spec.deviceIds !== undefined ? { deviceId: spec.deviceIds[d.rank] ?? d.deviceId } : {}),
-    })),
-    ...(spec.signal ? { signal: spec.signal } : {}),
-  });
+  const started = performance.now();
+  let devices = assignDevices(spec.devices, { ep: spec.ep }).map((d) => ({
+    ...d,
+    ...(spec.threads !== undefined ? { intraOpThreads: spec.threads } : {}),
+    ...(spec.deviceIds !== undefined ? { deviceId: spec.deviceIds[d.rank] ?? d.deviceId } : {}),
+    ...(spec.graphCache ? { graphCache: true } : {}),
+  }));
+  const ep = spec.ep === "auto" ? autoCandidate() : spec.ep;
+  let owner: OpenedDenoiser | null = null;
+  if (
+    (spec.shareSession ?? true) && ep === "cpu" && devices.every((d) => d.intraOpThreads === 1) &&
+    samplerForm(await import(spec.module.href), spec.module.href).kind === "denoiser"
+  ) {
+    const opened = await openDenoiserIn(spec, { ...devices[0]!, ep: "cpu" });
+    const address = opened.sharedSession;
+    if (address === undefined) {
+      await opened[Symbol.asyncDispose]();
+    } else {
+      owner = opened;
+      devices = devices.map((d) => ({ ...d, ep: "cpu", borrow: address }));
+    }
+  }
+  let pool: WorkerPool;
+  try {
+    pool = await WorkerPool.open({ module: spec.module, open: spec.open, devices: spec.devices }, {
+      devices,
+      ...(spec.signal ? { signal: spec.signal } : {}),
+    });
+  } catch (e) {
+    // Opening shut every Worker down (their borrowed sessions closed) before it threw.
+    await owner?.[Symbol.asyncDispose]();
+    throw e;
+  }
   return {
-    loadMs: pool.openMs,
+    loadMs: performance.now() - started,
+    denoiserSessions: owner === null ? spec.devices : 1,
     async run(job) {
       const result = await pool.run({
         plan: { steps: job.steps, warmup: job.warmup, devices: spec.devices },
@@ -268,7 +309,10 @@ export async function denoiseWithWorkers(spec: EngineSpec): Promise<OpenedEngine
       return workersReport(result, spec.ep);
     },
     async [Symbol.asyncDispose]() {
-      await pool.close();
+      const reports = await pool.close();
+      // A Worker terminated without closing may have left a run in flight on the borrowed
+      // session: releasing it under that run would crash the process, so it stays open.
+      if (reports.every((r) => r.closed)) await owner?.[Symbol.asyncDispose]();
     },
   };
 }

@@ -11,9 +11,9 @@
  * @module
  */
 
-import type { Env, SessionOptions } from "../../ffi/mod.ts";
+import type { Env } from "../../ffi/mod.ts";
 import type { OutputContent, OutputTarget } from "../io/output_set.ts";
-import type { ModelFolder } from "../models/model.ts";
+import type { ModelFolder, OpenComponentOptions } from "../models/model.ts";
 import type { DenoiserOpen } from "./_denoiser.ts";
 
 export type { DenoiserOpen, OutputContent, OutputTarget };
@@ -64,10 +64,10 @@ export interface RequestBase {
   readonly latentDims: readonly number[];
 }
 
-/** Session options for a stage's graphs (provider, threads). */
+/** Session options for a stage's graphs (provider, threads, graph cache). */
 export interface StageOptions {
-  /** Session options for the stage's graphs. */
-  readonly session?: SessionOptions;
+  /** Session options for the stage's graphs (passed to `openComponent`). */
+  readonly session?: OpenComponentOptions;
 }
 
 /** A decoder opened once per run (so a broken graph fails before the denoising loop). */

@@ -6,14 +6,12 @@
  * @module
  */
 
+import { autoCandidate, Env, type ExecutionProvider, type LogLevel } from "../../ffi/mod.ts";
 import {
-  autoCandidate,
-  Env,
-  type ExecutionProvider,
-  type LogLevel,
-  type SessionOptions,
-} from "../../ffi/mod.ts";
-import { checkComponentGraphs, type ModelFolder } from "../models/model.ts";
+  checkComponentGraphs,
+  type ModelFolder,
+  type OpenComponentOptions,
+} from "../models/model.ts";
 import { checkBatchStepPlan } from "../parastep/batchstep.ts";
 import { checkPlan, type Exchange, EXCHANGES } from "../parastep/rounds.ts";
 import {
@@ -43,6 +41,12 @@ export interface GenerateOptions {
   readonly threads?: number;
   /** Intra-op threads of each device's denoiser. @default floor(cores / devices), at least 1 */
   readonly denoiserThreads?: number;
+  /**
+   * Open every graph through the graph cache (`defaultGraphCache()`): the first open stores the
+   * graph as ORT optimised it, later opens load that with optimisation off. Outputs are the same.
+   * @default {false}
+   */
+  readonly graphCache?: boolean;
   /** The least severe ONNX Runtime message printed. @default "error" */
   readonly logLevel?: LogLevel;
   /** Called after step `i` of `T` is applied to the true latents. */
@@ -243,7 +247,7 @@ export class Generator<R extends RequestBase, C, M> implements AsyncDisposable {
   readonly #model: ModelFolder;
   readonly #options: GeneratorOptions;
   readonly #env: Env;
-  readonly #session: SessionOptions;
+  readonly #session: OpenComponentOptions;
   /** Aborts denoisers still loading when the generator closes. */
   readonly #closing = new AbortController();
   #decoder: MediaDecoder<R, M> | null = null;
@@ -262,7 +266,11 @@ export class Generator<R extends RequestBase, C, M> implements AsyncDisposable {
     this.#model = model;
     this.#options = options;
     const ep = options.ep ?? "cpu";
-    this.#session = { executionProvider: ep, intraOpThreads: options.threads ?? 0 };
+    this.#session = {
+      executionProvider: ep,
+      intraOpThreads: options.threads ?? 0,
+      cache: options.graphCache ?? false,
+    };
     this.#env = Env.create({ logLevel: options.logLevel ?? "error" });
   }
 
@@ -296,6 +304,7 @@ export class Generator<R extends RequestBase, C, M> implements AsyncDisposable {
         devices: plan.devices,
         ep,
         ...(options.denoiserThreads !== undefined ? { threads: options.denoiserThreads } : {}),
+        ...(options.graphCache ? { graphCache: true } : {}),
         signal: this.#closing.signal,
       });
       opening.catch(() => {}); // awaited by generate(); a failure there is reported there

@@ -53,6 +53,7 @@ Deno.test("parseCommand reads gen with defaults and every flag", () => {
   assert.equal(gen.seed, 0);
   assert.equal(gen.steps, undefined);
   assert.equal(gen.exchange, undefined); // generate() then uses "gather"
+  assert.equal(gen.graphCache, true);
   const full = parseCommand([
     "gen",
     "-m",
@@ -88,6 +89,9 @@ Deno.test("parseCommand reads gen with defaults and every flag", () => {
     "--stall-timeout",
     "90",
     "--in-process",
+    "--no-graph-cache",
+    "--report",
+    "x.json",
   ]);
   assert.deepEqual(full, {
     kind: "gen",
@@ -102,8 +106,10 @@ Deno.test("parseCommand reads gen with defaults and every flag", () => {
     exchange: "allgather",
     out: "x.wav",
     prompts: undefined,
+    report: "x.json",
     threads: 2,
     stallTimeout: 90,
+    graphCache: false,
     inProcess: true,
     verbose: false,
     flags: {

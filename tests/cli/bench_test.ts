@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { parseCommand } from "../../src/cli/args.ts";
 import { type BenchRow, runBench, speedupSvg } from "../../src/cli/bench.ts";
+import { formatBenchE2e, runBenchE2e } from "../../src/cli/bench_e2e.ts";
 import { MAIN, PERMISSIONS } from "../support/cli.ts";
 
 const TINY = new URL("../../models/audioldm2-tiny", import.meta.url).pathname;
@@ -163,4 +164,53 @@ Deno.test("Ctrl-C during bench stops cleanly: exit 130 and one line", async () =
   assert.equal(code, 130, message);
   assert.equal(message, "parastep: Interrupted (Ctrl-C): stopped cleanly, nothing was written");
   assert.equal(new TextDecoder().decode(stdout), "");
+});
+
+Deno.test("bench --e2e times fresh gen processes on a cold, then a warm graph cache, and their outputs agree", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const command = parseCommand([
+      "bench",
+      "--e2e",
+      "--model",
+      TINY,
+      "--ep",
+      "cpu",
+      "--gpus",
+      "1,2",
+      "--steps",
+      "8",
+      "--runs",
+      "1",
+      "--json",
+      `${dir}/e2e.json`,
+    ]);
+    assert.equal(command.kind === "bench" && command.e2e, true);
+    if (command.kind !== "bench") return;
+    const report = await runBenchE2e(command);
+    assert.deepEqual(report.rows.map((r) => [r.devices, r.mode]), [
+      [1, "sequential"],
+      [2, "ParaStep"],
+    ]);
+    for (const row of report.rows) {
+      assert.equal(row.warm.length, 1);
+      assert.ok(row.sameOutput, `gen --gpus ${row.devices}: cold and warm outputs differ`);
+      for (const run of [row.cold, ...row.warm]) {
+        // The process holds the whole generation and Deno's start besides.
+        assert.ok(run.processMs > run.timings.totalMs);
+        assert.ok(run.timings.denoiseMs > 0 && run.timings.loadMs > 0);
+      }
+    }
+    assert.deepEqual(JSON.parse(await Deno.readTextFile(`${dir}/e2e.json`)).rows, report.rows);
+    const table = formatBenchE2e(report);
+    assert.match(table, /\| 2 \(ParaStep\) \| warm \|/);
+    assert.match(table, /Warm, end to end: gen --gpus 2 takes [\d.]+x the time of gen --gpus 1/);
+    // What --e2e cannot do is refused while parsing.
+    assert.throws(
+      () => parseCommand(["bench", "--e2e", "--plot", "x.svg"]),
+      /--plot does not apply to --e2e/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
 import { decodeImage } from "../../src/io/image.ts";
+import { framesToRgb } from "../../src/io/video.ts";
+import { resolveModel } from "../../src/models/model.ts";
+import { generate } from "../../src/pipelines/mod.ts";
+import { checkRequest, cogvideox } from "../../src/pipelines/cogvideox/mod.ts";
 import { parastep } from "../support/cli.ts";
 
 const TINY = new URL("../../models/cogvideox-tiny", import.meta.url).pathname;
@@ -125,6 +129,58 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "gen --decode-tiles writes the tiled decode's frames (the library's, bit for bit as PNG), another video than the untiled one",
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    try {
+      const prompt = "Waves crashing against black rocks during a storm";
+      const asked = { prompt, frames: 16, steps: 4, seed: 5 };
+      const args = [
+        ...["gen", "--model", TINY, "--ep", "cpu", "--prompt", prompt, "--frames", "16"],
+        ...["--steps", "4", "--seed", "5"],
+      ];
+      const frames = async (sub: string, extra: string[]) => {
+        await Deno.mkdir(`${dir}/${sub}`);
+        const r = await parastep(
+          [...args, ...extra, "--out", `${dir}/${sub}.mp4`, "--frames-dir", `${dir}/${sub}`],
+        );
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stderr, "");
+        const out = new Uint8Array(16 * 32 * 48 * 3);
+        for (let f = 0; f < 16; f++) {
+          const name = `${dir}/${sub}/frame_${String(f).padStart(4, "0")}.png`;
+          const image = decodeImage(await Deno.readFile(name), "frame");
+          assert.deepEqual([image.width, image.height], [48, 32]);
+          out.set(image.data, f * 32 * 48 * 3);
+        }
+        return out;
+      };
+      const tiled = await frames("tiled", ["--decode-tiles"]);
+      const whole = await frames("whole", []);
+      assert.ok((await Deno.stat(`${dir}/tiled.mp4`)).size > 0);
+      // The same generation through the library (whose tiled decode matches diffusers' enable_tiling()
+      // reference: tests/pipelines/cogvideox/pipeline_test.ts, case5).
+      const model = resolveModel(TINY);
+      const ours = await generate(
+        cogvideox,
+        model,
+        checkRequest(model, { ...asked, decodeTiles: true }),
+        { ep: "cpu", devices: 1 },
+      );
+      assert.deepEqual(framesToRgb(ours.media.frames, 16, 32, 48).data, tiled);
+      let levels = 0;
+      for (let k = 0; k < tiled.length; k++) {
+        levels = Math.max(levels, Math.abs(tiled[k]! - whole[k]!));
+      }
+      assert.ok(levels > 32, `tiled and untiled frames differ by at most ${levels} levels`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 Deno.test("cogvideox bad input gets one exact line, exit code 2 and no file", async (t) => {
   const dir = await Deno.makeTempDir();
   try {
@@ -189,6 +245,22 @@ Deno.test("cogvideox bad input gets one exact line, exit code 2 and no file", as
           "13",
         ],
         /^parastep: Cannot generate 13 frames of 48x32: 'cogvideox-tiny-5b' has no graphs for 4 latent frames at that size; it exports 48x32 with --frames 9 to 12; add the shape with 'python -m models\.export cogvideox --size tiny-5b --seed 0 --out .*cogvideox-tiny-5b --frames 9,13 --height 32 --width 48'$/,
+      ],
+      [
+        "--decode-tiles on a folder without tile decoders",
+        [
+          "gen",
+          "--model",
+          TINY_5B,
+          "--ep",
+          "cpu",
+          "--out",
+          out,
+          "--prompt",
+          "a dog",
+          "--decode-tiles",
+        ],
+        /^parastep: Cannot decode in tiles \(--decode-tiles\): 'cogvideox-tiny-5b' has no tile decoder graphs \(manifest 'vaeTiling'\); the exporter adds them to a folder made from a checkpoint \('python -m models\.export cogvideox --from <checkpoint>'\), or decode without --decode-tiles$/,
       ],
       [
         "steps the trailing schedule cannot space",
@@ -257,6 +329,7 @@ Deno.test("help gen lists the cogvideox flags under the family", async () => {
       "--fps N",
       "--gif PATH",
       "--frames-dir DIR",
+      "--decode-tiles",
     ]
   ) {
     assert.ok(section.includes(flag), `${flag} in\n${section}`);

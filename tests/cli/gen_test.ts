@@ -310,45 +310,126 @@ Deno.test("an ONNX Runtime failure while running is one line on stderr, exit 1, 
   }
 });
 
-Deno.test("Ctrl-C while 8 workers open their sessions: exit 130 within seconds, one line, no file, nothing left running", async () => {
-  // The report of issue 9: this crashed (SIGSEGV, exit 139) in 7 of 16 tries, and otherwise took
-  // the 10 s close timeout, with ONNX Runtime's errors from its destroyed globals on stderr.
-  const dir = await Deno.makeTempDir({ prefix: "parastep-interrupt-" });
+/**
+ * A copy of the tiny model whose UNet takes seconds to open (a chain of 200 000 elementwise
+ * nodes: ORT's graph passes are linear in the nodes, about 6 s on a 2-core machine here), so a
+ * signal lands while sessions open on any machine, however fast.
+ */
+async function slowToOpenModel(dir: string): Promise<string> {
+  const folder = `${dir}/slow`;
+  await copyModel(TINY_AUDIOLDM2, folder);
+  const manifest = JSON.parse(await Deno.readTextFile(`${folder}/manifest.json`));
+  const unet = manifest.components.unet;
+  const nodes = [];
+  let x = "sample";
+  const K = 200_000;
+  for (let k = 0; k < K; k++) {
+    const y = k === K - 1 ? "out_sample" : `x${k}`;
+    nodes.push({ op: k % 2 ? "Sin" : "Cos", inputs: [x], outputs: [y] });
+    x = y;
+  }
+  // deno-lint-ignore no-explicit-any
+  const io = (t: any) => ({ name: t.name, type: t.dtype, dims: t.dims });
+  await Deno.writeFile(
+    `${folder}/unet.onnx`,
+    buildModel({ inputs: unet.inputs.map(io), outputs: unet.outputs.map(io), nodes }),
+  );
+  return folder;
+}
+
+for (
+  const [what, devices] of [
+    ["8 Workers share one session", ["--gpus", "8"]],
+    ["2 Workers open their own", ["--gpus", "2", "--threads", "2"]],
+  ] as const
+) {
+  Deno.test(`Ctrl-C while sessions open (${what}): exit 130 within seconds, one line, no file, nothing left running`, async () => {
+    // The report of issue 9: this crashed (SIGSEGV, exit 139) in 7 of 16 tries, and otherwise took
+    // the 10 s close timeout, with ONNX Runtime's errors from its destroyed globals on stderr.
+    const dir = await Deno.makeTempDir({ prefix: "parastep-interrupt-" });
+    try {
+      const model = await slowToOpenModel(dir);
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          ...PERMISSIONS,
+          MAIN,
+          "gen",
+          "--model",
+          model,
+          "--prompt",
+          "x",
+          "--ep",
+          "cpu",
+          ...devices,
+          "--no-graph-cache",
+          "--out",
+          `${dir}/x.wav`,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      // Deno starts, the encoders run and the UNet sessions start opening within this.
+      await new Promise((r) => setTimeout(r, 1500));
+      const interrupted = performance.now();
+      child.kill("SIGINT");
+      const { code, signal, stderr } = await child.output();
+      const ms = performance.now() - interrupted;
+      const message = new TextDecoder().decode(stderr).trim();
+      assert.equal(signal, null, message);
+      assert.equal(code, 130, message);
+      assert.equal(message, "parastep: Interrupted (Ctrl-C): stopped cleanly, nothing was written");
+      // The grace after Ctrl-C is 3 s; then the process leaves through _exit.
+      assert.ok(ms < 6000, `exited ${ms.toFixed(0)} ms after Ctrl-C`);
+      assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["slow"]);
+      assert.deepEqual(await processesWith(dir), []);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
+
+Deno.test("gen --report writes the run's stage timings beside the output; --no-graph-cache gives the same bytes", async () => {
+  const dir = await Deno.makeTempDir();
   try {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        ...PERMISSIONS,
-        MAIN,
-        "gen",
-        "--prompt",
-        "x",
-        "--ep",
-        "cpu",
-        "--gpus",
-        "8",
-        "--steps",
-        "900",
-        "--out",
-        `${dir}/x.wav`,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    // Eight workers load their UNets for many seconds on a small machine; 3 s is inside that.
-    await new Promise((r) => setTimeout(r, 3000));
-    const interrupted = performance.now();
-    child.kill("SIGINT");
-    const { code, signal, stderr } = await child.output();
-    const ms = performance.now() - interrupted;
-    const message = new TextDecoder().decode(stderr).trim();
-    assert.equal(signal, null, message);
-    assert.equal(code, 130, message);
-    assert.equal(message, "parastep: Interrupted (Ctrl-C): stopped cleanly, nothing was written");
-    // The grace after Ctrl-C is 3 s; then the process leaves through _exit.
-    assert.ok(ms < 6000, `exited ${ms.toFixed(0)} ms after Ctrl-C`);
-    assert.deepEqual([...Deno.readDirSync(dir)], []);
-    assert.deepEqual(await processesWith(dir), []);
+    const args = ["gen", "--prompt", "rain on a tin roof", "--ep", "cpu", "--steps", "6"];
+    const cached = await parastep([...args, "--out", `${dir}/a.wav`, "--report", `${dir}/a.json`]);
+    assert.equal(cached.code, 0, cached.stderr);
+    const report = JSON.parse(await Deno.readTextFile(`${dir}/a.json`));
+    assert.equal(report.out, `${dir}/a.wav`);
+    assert.equal(report.steps, 6);
+    assert.equal(report.graphCache, true);
+    assert.equal(report.devices, 1);
+    const t = report.timings;
+    for (const stage of ["encodeMs", "loadMs", "denoiseMs", "decodeMs", "totalMs"]) {
+      assert.ok(t[stage] > 0, `${stage} = ${t[stage]}`);
+    }
+    // Loading overlaps encoding; the rest follow one another.
+    assert.ok(t.totalMs >= t.encodeMs + t.loadWaitMs + t.denoiseMs + t.decodeMs);
+    // The summary line prints the same numbers.
+    assert.match(cached.stdout, new RegExp(`total ${(t.totalMs / 1000).toFixed(2)} s`));
+    const uncached = await parastep([
+      ...args,
+      "--no-graph-cache",
+      "--out",
+      `${dir}/b.wav`,
+      "--report",
+      `${dir}/b.json`,
+    ]);
+    assert.equal(uncached.code, 0, uncached.stderr);
+    assert.equal(JSON.parse(await Deno.readTextFile(`${dir}/b.json`)).graphCache, false);
+    assert.deepEqual(await Deno.readFile(`${dir}/a.wav`), await Deno.readFile(`${dir}/b.wav`));
+    // A report path that cannot be written is refused before any work: no WAV either.
+    const refused = await parastep([
+      ...args,
+      "--out",
+      `${dir}/c.wav`,
+      "--report",
+      `${dir}/no/c.json`,
+    ]);
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /report/);
+    await assert.rejects(Deno.stat(`${dir}/c.wav`), Deno.errors.NotFound);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { resolveModel } from "../../src/models/model.ts";
 import { audioldm2, checkRequest } from "../../src/pipelines/audioldm2/mod.ts";
 import {
+  type DenoiseEngine,
   denoiseInProcess,
   denoiseWithWorkers,
   generate,
@@ -85,5 +86,66 @@ Deno.test("one Generator serves several requests on the same Workers, each equal
       denoiseWith: denoiseInProcess,
     });
     assert.deepEqual(result.media.waveform, alone.media.waveform);
+  }
+});
+
+Deno.test("CPU Workers with one thread each share one denoiser session, with the output of one session each", async () => {
+  let sessions = -1;
+  const workers = (shareSession: boolean): DenoiseEngine => async (spec) => {
+    const engine = await denoiseWithWorkers({ ...spec, shareSession });
+    sessions = engine.denoiserSessions;
+    return engine;
+  };
+  const options = { ep: "cpu", devices: 2, denoiserThreads: 1 } as const;
+  const shared = await generate(audioldm2, model, request, {
+    ...options,
+    denoiseWith: workers(true),
+  });
+  assert.equal(sessions, 1);
+  const own = await generate(audioldm2, model, request, {
+    ...options,
+    denoiseWith: workers(false),
+  });
+  assert.equal(sessions, 2);
+  assert.deepEqual(shared.media.waveform, own.media.waveform);
+  const inProcess = await generate(audioldm2, model, request, {
+    ...options,
+    denoiseWith: denoiseInProcess,
+  });
+  assert.deepEqual(shared.media.waveform, inProcess.media.waveform);
+  // More threads per Worker: each opens its own (one pool per session would be contended).
+  await generate(audioldm2, model, request, {
+    ...options,
+    denoiserThreads: 2,
+    denoiseWith: workers(true),
+  });
+  assert.equal(sessions, 2);
+});
+
+Deno.test("with the graph cache, the first run stores every graph it opens and the next loads them: same waveform as without", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "parastep-graphs-" });
+  const previous = Deno.env.get("PARASTEP_CACHE_DIR");
+  Deno.env.set("PARASTEP_CACHE_DIR", dir);
+  const entries = () => [...Deno.readDirSync(`${dir}/graphs`)].map((e) => e.name).sort();
+  const modified = () =>
+    entries().map((e) => Deno.statSync(`${dir}/graphs/${e}/model.onnx`).mtime?.getTime());
+  try {
+    const options = { ep: "cpu", devices: 2, denoiseWith: denoiseWithWorkers } as const;
+    const uncached = await generate(audioldm2, model, request, options);
+    assert.throws(() => Deno.statSync(`${dir}/graphs`), Deno.errors.NotFound);
+    const cold = await generate(audioldm2, model, request, { ...options, graphCache: true });
+    const stored = entries();
+    // Every component the run opens: the encoders, the UNet, the VAE decoder and the vocoder.
+    assert.ok(stored.length >= 5, `${stored.length} cached graphs`);
+    const times = modified();
+    const warm = await generate(audioldm2, model, request, { ...options, graphCache: true });
+    assert.deepEqual(entries(), stored);
+    assert.deepEqual(modified(), times);
+    assert.deepEqual(cold.media.waveform, uncached.media.waveform);
+    assert.deepEqual(warm.media.waveform, uncached.media.waveform);
+  } finally {
+    if (previous === undefined) Deno.env.delete("PARASTEP_CACHE_DIR");
+    else Deno.env.set("PARASTEP_CACHE_DIR", previous);
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -5,6 +5,12 @@ constant, and the VAE decoder's frame batching is unrolled, so both are exported
 shape (F', h, w) and named after it (`transformer_f3_h4_w6`, `vae_decoder_f3_h4_w6`). The 5b
 transformer takes its rotary tables as inputs and has no shape-dependent constant: one `transformer`
 graph with symbolic F', h, w serves every shape (the tests run it at several).
+
+For diffusers' tiled decode (`vae.enable_tiling()`), one more VAE decoder graph per latent frame count,
+`vae_decoder_tiles_f3`: the same frame-batched decode with symbolic latent height and width, which
+the runtime runs on each overlapping tile of the latents (tiles have up to four sizes) before
+blending them as `AutoencoderKLCogVideoX.tiled_decode` does. The frame batching depends on F' only;
+the convolutions, upsamplers and spatial norms trace with the spatial sizes symbolic.
 """
 
 from __future__ import annotations
@@ -104,13 +110,31 @@ def vae_decoder_name(shape: Shape) -> str:
     return f"vae_decoder_{shape.key}"
 
 
+def vae_tile_decoder_name(latent_frames: int) -> str:
+    return f"vae_decoder_tiles_f{latent_frames}"
+
+
+def vae_tiling(vae) -> dict:
+    """The VAE's tile sizes and overlaps as `tiled_decode` reads them (`enable_tiling` arguments, and the
+    latent tile size diffusers derives from them), under the manifest's names."""
+    return {
+        "tileSampleMinHeight": int(vae.tile_sample_min_height),
+        "tileSampleMinWidth": int(vae.tile_sample_min_width),
+        "tileLatentMinHeight": int(vae.tile_latent_min_height),
+        "tileLatentMinWidth": int(vae.tile_latent_min_width),
+        "tileOverlapFactorHeight": float(vae.tile_overlap_factor_height),
+        "tileOverlapFactorWidth": float(vae.tile_overlap_factor_width),
+    }
+
+
 def rotary_tables(pipe, shape: Shape) -> tuple[torch.Tensor, torch.Tensor]:
     """`freqs_cos`, `freqs_sin` [video_tokens, head_dim] float32, computed by the pipeline's own method."""
     return pipe._prepare_rotary_positional_embeddings(shape.height, shape.width, shape.latent_frames, torch.device("cpu"))
 
 
-def build(pipe, shapes: list[Shape], dtype: str = "fp32") -> list[Component]:
-    """Wrappers, contracts and example inputs: text_encoder, then per shape the transformer and the VAE decoder.
+def build(pipe, shapes: list[Shape], dtype: str = "fp32", tiles: bool = False) -> list[Component]:
+    """Wrappers, contracts and example inputs: text_encoder, then per shape the transformer and the VAE decoder,
+    then with `tiles` a tile decoder per distinct latent frame count.
 
     `text_encoder` stays float32 whatever `dtype` is: T5 v1.1 overflows in fp16 (diffusers and
     transformers keep parts of it in fp32 for that reason), and ONNX Runtime's CPU provider has no bf16
@@ -191,4 +215,21 @@ def build(pipe, shapes: list[Shape], dtype: str = "fp32") -> list[Component]:
                 (randn(1, channels, f, h, w, dt=vae_dtype),),
             )
         )
+    if tiles:
+        done = set()
+        for shape in shapes:
+            f = shape.latent_frames
+            if f in done:
+                continue
+            done.add(f)
+            # traced at the shape's own (non-square) latent size; height and width stay symbolic
+            comps.append(
+                Component(
+                    vae_tile_decoder_name(f),
+                    wrappers.VaeDecoder(pipe.vae),
+                    [spec("z", vae_dtype, 1, channels, f, "latent_height", "latent_width")],
+                    [spec("frames", vae_dtype, 1, pipe.vae.config.out_channels, shape.output_frames, "height", "width")],
+                    (randn(1, channels, f, shape.latent_height, shape.latent_width, dt=vae_dtype),),
+                )
+            )
     return comps

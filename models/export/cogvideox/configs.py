@@ -111,6 +111,10 @@ class Size:
     height: int  # default video height in pixels = sample_height * 8
     width: int
     defaults: dict  # steps, guidance, warmup, fps (frames/height/width come from the transformer config)
+    # `vae.enable_tiling(...)` arguments (tile_sample_min_height, tile_sample_min_width,
+    # tile_overlap_factor_height, tile_overlap_factor_width) set on the VAE, tiling left off; with them
+    # the folder gets tiled VAE decoder graphs and a tiled reference case. None: no tiled decode.
+    vae_tiling: tuple[int, int, float, float] | None = None
 
 
 TINY = Size(
@@ -135,6 +139,12 @@ TINY = Size(
     height=32,
     width=48,
     defaults={"steps": 20, "guidance": 6.0, "warmup": 5, "fps": 8},
+    # Tiles of 24 x 32 pixels (3 x 4 latents) starting every 2 latent rows / 3 latent columns, blended over 8
+    # pixels: the 32 x 48 video splits into 2 x 2 overlapping tiles of four different sizes (3x4, 3x3, 2x4,
+    # 2x3 latents) whose crops (16 + 16 rows, 24 + 24 columns) give back exactly 32 x 48. diffusers' own
+    # defaults (half the VAE's sample size, overlaps 1/6 and 1/5) are tuned for 480 x 720: at 32 x 48
+    # they would decode a 50 x 56 video.
+    vae_tiling=(24, 32, 1 / 3, 1 / 4),
 )
 
 TINY_5B = dataclasses.replace(
@@ -145,16 +155,17 @@ TINY_5B = dataclasses.replace(
     vae_scaling_factor=0.7,  # the 5b checkpoint's value
     scheduler=SCHEDULER_5B,
     defaults={"steps": 10, "guidance": 6.0, "warmup": 3, "fps": 8},
+    vae_tiling=None,  # the folder stays under 2 MB
 )
 
 # 2b layout at 49 frames (F' = 13) and 64 x 96 pixels: 13 * 4 * 6 = 312 video tokens + 226 text tokens, with
-# widths chosen so that one CFG transformer call (batch 2) takes 30-80 ms on one CPU thread with onnxruntime
-# (models/export/README.md). The real 480 x 720 would be 17,550 video tokens.
+# widths and depth chosen so that one CFG transformer call (batch 2) takes 30-80 ms on one CPU thread with
+# onnxruntime (models/export/README.md: 39.5 ms with 6 layers; 2 layers took 15 ms). The real 480 x 720 would be 17,550 video tokens.
 BENCH = Size(
     name="bench",
     heads=2,
     head_dim=64,
-    layers=2,
+    layers=6,
     time_embed_dim=128,
     latent_channels=16,
     rope=False,
@@ -216,6 +227,9 @@ def build_pipeline(size: Size, seed: int) -> CogVideoXPipeline:
         sample_width=size.width,
         scaling_factor=size.vae_scaling_factor,
     )
+    if size.vae_tiling is not None:
+        vae.enable_tiling(*size.vae_tiling)  # stores the tile sizes and overlaps ...
+        vae.disable_tiling()  # ... and leaves diffusers' default (untiled) decode on
     _seeded(seed, 2)
     text_encoder = T5EncoderModel(
         T5Config(

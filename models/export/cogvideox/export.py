@@ -28,18 +28,23 @@ def export(
     dtype: str = "fp32",
     extra_shapes: list[components.Shape] = (),
     cases: tuple[reference.Case, ...] = (),
+    tiles: bool = False,
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
     log=print,
 ) -> dict:
     """Write the folder `out` for `pipe` (a float32 CogVideoXPipeline) and return its manifest.
 
     Shapes exported: the default video, every shape a decoding reference case uses (a latent-only case
-    needs only the rotary transformer, which takes any shape), and `extra_shapes`. The folder is built
-    next to `out` and moved into place at the end. The reference runs before any dtype conversion.
+    needs only the rotary transformer, which takes any shape), and `extra_shapes`. With `tiles`, the
+    tile decoders for diffusers' tiled decode with the VAE's tile sizes and overlaps (manifest
+    `vaeTiling`; a case with `tiled` needs it). The folder is built next to `out` and moved into place
+    at the end. The reference runs before any dtype conversion.
     """
     out = Path(out)
     check_out(out)
     shapes = _shapes(pipe, extra_shapes, cases)
+    if any(case.tiled for case in cases) and not tiles:
+        raise ValueError("a tiled reference case needs the tile decoders (tiles=True)")
     out.parent.mkdir(parents=True, exist_ok=True)
     timings = {}
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
@@ -55,7 +60,7 @@ def export(
         _convert(pipe, dtype)
         described = {}
         with float32_patch_conv(pipe.transformer, dtype == "bf16"):
-            for comp in components.build(pipe, shapes, dtype):
+            for comp in components.build(pipe, shapes, dtype, tiles):
                 start = time.perf_counter()
                 path = export_component(comp, build, external_data_threshold)
                 timings[comp.name] = time.perf_counter() - start
@@ -71,7 +76,8 @@ def export(
             "dtype": dtype,
             "source": source,
             "components": described,
-            "shapes": [shape_entry(pipe, s) for s in shapes],
+            "shapes": [shape_entry(pipe, s, tiles) for s in shapes],
+            **({"vaeTiling": components.vae_tiling(pipe.vae)} if tiles else {}),
             "scheduler": json.loads(pipe.scheduler.to_json_string()),
             "tokenizers": tokenizers,
             "config": config_numbers(pipe),
@@ -120,9 +126,9 @@ def _convert(pipe, dtype: str) -> None:
         diffusers_logging.set_verbosity(saved)
 
 
-def shape_entry(pipe, shape: components.Shape) -> dict:
+def shape_entry(pipe, shape: components.Shape, tiles: bool = False) -> dict:
     """One entry of the manifest's `shapes`: the video it makes and the graphs that make it."""
-    return {
+    entry = {
         "frames": shape.output_frames,
         "height": shape.height,
         "width": shape.width,
@@ -133,6 +139,9 @@ def shape_entry(pipe, shape: components.Shape) -> dict:
         "transformer": components.transformer_name(pipe, shape),
         "vaeDecoder": components.vae_decoder_name(shape),
     }
+    if tiles:
+        entry["vaeTileDecoder"] = components.vae_tile_decoder_name(shape.latent_frames)
+    return entry
 
 
 def save_tokenizer(pipe, build: Path) -> dict:

@@ -52,9 +52,11 @@ def extra_shapes(pipe, args: argparse.Namespace) -> list:
 
 def export_pipeline(pipe, args: argparse.Namespace, source: dict, defaults: dict, log=print) -> dict:
     """Write `args.out` for a loaded pipeline, with the options in `args`."""
-    from . import export, reference
+    from . import configs, export, reference
 
     cases = reference.cases_for(source["size"]) if args.reference else ()
+    # A checkpoint's VAE keeps diffusers' tile sizes (half its sample size); a random size sets its own or none.
+    tiles = source["from"] is not None or configs.SIZES[source["size"]].vae_tiling is not None
     return export.export(
         pipe,
         args.out,
@@ -63,6 +65,7 @@ def export_pipeline(pipe, args: argparse.Namespace, source: dict, defaults: dict
         dtype=args.dtype,
         extra_shapes=extra_shapes(pipe, args),
         cases=cases,
+        tiles=tiles,
         log=log,
     )
 

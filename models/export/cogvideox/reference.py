@@ -24,7 +24,9 @@ and, for decoding cases:
 - vae_z                          [1, C, F', h, w]  (permuted, times 1 / scaling_factor: the VAE input)
 - frames                         [1, 3, F, H, W]   (VAE output, float, about [-1, 1])
 - video (uint8)                  [F, H, W, 3]      (the PIL frames the pipeline returns, as arrays)
-plus `case.json` (inputs, and every file's dtype and shape). `reference/tokens.json` holds tokenizer
+plus `case.json` (inputs, and every file's dtype and shape). A tiled case (`vaeTiling` in case.json:
+the tile sizes and overlaps) runs the pipeline with `pipe.vae.enable_tiling(...)`, so `frames` and
+`video` are diffusers' tiled decode (the tiles blended, `AutoencoderKLCogVideoX.tiled_decode`). `reference/tokens.json` holds tokenizer
 parity cases; for rotary models `reference/rope/<shape>/` holds freqs_cos/freqs_sin at more shapes.
 """
 
@@ -57,6 +59,7 @@ class Case:
     width: int | None = None
     dynamic_cfg: bool = False
     decode: bool = True  # False: output_type="latent" (no VAE graph needed for the shape)
+    tiled: bool = False  # True: `pipe.vae.enable_tiling(...)` with the VAE's tile sizes (the model's `vaeTiling`)
 
 
 LONG_PROMPT = " ".join(
@@ -105,6 +108,19 @@ TINY_CASES = (
         steps=4,
         guidance=1.0,
         description="guidance 1: no classifier-free guidance, transformer batch 1, no negative prompt encoded",
+    ),
+    Case(
+        "case5",
+        "Waves crashing against black rocks during a storm",
+        None,
+        seed=11,
+        steps=4,
+        guidance=6.0,
+        frames=16,
+        tiled=True,
+        description="vae.enable_tiling() with the tiny tile sizes: 2 x 2 overlapping tiles of 3x4, 3x3, 2x4 and 2x3 "
+        "latents, each decoded in diffusers' frame batches (even F' = 4: (0,1),(2,3) with the caches between), "
+        "blended over 8 pixels (blend_v, blend_h) and cropped to 16 x 24",
     ),
 )
 
@@ -215,6 +231,24 @@ class Recorder:
                 delattr(owner, attr)  # drops the instance attribute, exposing the class method again
 
 
+@contextlib.contextmanager
+def _tiling(vae, tiling: dict | None):
+    """`vae.enable_tiling(...)` with the manifest's numbers for the duration (nothing when None)."""
+    if tiling is None:
+        yield
+        return
+    vae.enable_tiling(
+        tile_sample_min_height=tiling["tileSampleMinHeight"],
+        tile_sample_min_width=tiling["tileSampleMinWidth"],
+        tile_overlap_factor_height=tiling["tileOverlapFactorHeight"],
+        tile_overlap_factor_width=tiling["tileOverlapFactorWidth"],
+    )
+    try:
+        yield
+    finally:
+        vae.disable_tiling()
+
+
 def _expect(recorder: Recorder, key: str, count: int) -> list:
     got = recorder.calls[key]
     if len(got) != count:
@@ -242,7 +276,8 @@ def run_case(pipe, case: Case, out_dir: Path) -> dict:
     )
     cfg = case.guidance > 1.0
     recorder = Recorder()
-    with recorder.attached(pipe), torch.no_grad():
+    tiling = components.vae_tiling(pipe.vae) if case.tiled else None
+    with recorder.attached(pipe), _tiling(pipe.vae, tiling), torch.no_grad():
         video = pipe(
             case.prompt,
             negative_prompt=case.negative_prompt,
@@ -325,6 +360,7 @@ def run_case(pipe, case: Case, out_dir: Path) -> dict:
         "seed": case.seed,
         "latentsFrom": "torch.randn(shape, generator=torch.Generator().manual_seed(seed)) == latents_initial",
         "batchOrder": ["negative", "prompt"] if cfg else ["prompt"],
+        **({"vaeTiling": tiling} if tiling is not None else {}),
         "files": files,
     }
     (out_dir / "case.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -26,6 +26,18 @@ import { generationInit } from "./sampler.ts";
 export * from "./pipeline.ts";
 export { resizeCropRegion, type RotaryConfig, type RotaryTables, rotaryTables } from "./rope.ts";
 export { type CogVideoXGeneration, generationInit, openDenoiser } from "./sampler.ts";
+export {
+  blendH,
+  blendTiles,
+  blendV,
+  cropLatents,
+  type DecodedTile,
+  type TilePlan,
+  tilePlan,
+  type TileSpan,
+  type VaeTiling,
+  vaeTiling,
+} from "./tiles.ts";
 
 function text(flags: FlagValues, name: string): string | undefined {
   const v = flags[name];
@@ -88,6 +100,12 @@ export const cogvideox: PipelineFamily<CheckedRequest, Conditioning, Decoded> = 
       value: "N",
       help: "Frames per second of the video file (default: the model's, 8)",
     },
+    {
+      name: "decode-tiles",
+      type: "boolean",
+      help:
+        "Decode the video in overlapping tiles, as diffusers' vae.enable_tiling() (less memory; blending changes the pixels; default: off)",
+    },
     GIF_FLAG,
     FRAMES_DIR_FLAG,
   ],
@@ -117,6 +135,7 @@ export const cogvideox: PipelineFamily<CheckedRequest, Conditioning, Decoded> = 
       prompt,
       ...(negativePrompt !== undefined ? { negativePrompt } : {}),
       dynamicCfg: input.flags["dynamic-cfg"] === true,
+      decodeTiles: input.flags["decode-tiles"] === true,
       seed: input.seed,
       ...Object.fromEntries(Object.entries(optional).filter(([, v]) => v !== undefined)),
     });

@@ -6,7 +6,8 @@
  * latents `[1, F', C, h, w]` (frames before channels), the rotary tables (5b), denoise
  * (CogVideoXDDIMScheduler with v-prediction and classifier-free guidance, optionally diffusers'
  * dynamic guidance; the loop belongs to the ParaStep engine), decode (permute to
- * `[1, C, F', h, w]`, times `1 / scaling_factor`, the shape's frame-batched VAE decoder graph).
+ * `[1, C, F', h, w]`, times `1 / scaling_factor`, the shape's frame-batched VAE decoder graph, or
+ * with `decodeTiles` diffusers' tiled decode: ./tiles.ts).
  *
  * Numerics follow diffusers on the CPU: the transformer's output is upcast to float32, guidance is
  * float32 (`u + g·(c − u)`, each operation rounded), the step is the pure table of
@@ -35,6 +36,7 @@ import {
   checkTokenizerFiles,
   type ModelFolder,
   openComponent,
+  type OpenComponentOptions,
 } from "../../models/model.ts";
 import type { BatchSampler } from "../../parastep/batchstep.ts";
 import type { Sampler } from "../../parastep/rounds.ts";
@@ -49,6 +51,15 @@ import type { VideoFrames } from "../_video.ts";
 import type { StageOptions } from "../family.ts";
 import { TextTokenizer } from "../tokenize.ts";
 import { type RotaryTables, rotaryTables } from "./rope.ts";
+import {
+  blendTiles,
+  cropLatents,
+  type DecodedTile,
+  type TilePlan,
+  tilePlan,
+  type VaeTiling,
+  vaeTiling,
+} from "./tiles.ts";
 
 /** The longest prompt accepted, in characters (the tokenizer truncates far earlier). */
 export const MAX_PROMPT_CHARS = 4096;
@@ -84,6 +95,12 @@ export interface VideoRequest {
   readonly seed?: number;
   /** Initial latents [1, F', C, h, w] instead of seeded noise (diffusers' `latents=`), for parity. */
   readonly latents?: Float32Array<ArrayBuffer>;
+  /**
+   * Decode in overlapping tiles, as diffusers' `vae.enable_tiling()` (less decoder memory; the
+   * blending changes the pixels). Needs a folder with tile decoders (manifest `vaeTiling`).
+   * @default false (diffusers' default)
+   */
+  readonly decodeTiles?: boolean;
 }
 
 /** One entry of the manifest's `shapes`: a video shape the folder has graphs for. */
@@ -101,6 +118,8 @@ export interface VideoShape {
   readonly transformer: string;
   /** The VAE decoder component for this shape. */
   readonly vaeDecoder: string;
+  /** The tile decoder for this shape's latent frame count (folders with `vaeTiling`). */
+  readonly vaeTileDecoder?: string;
 }
 
 /** A request with every default filled in and every value checked. */
@@ -123,6 +142,8 @@ export interface CheckedRequest {
   readonly latentDims: readonly [number, number, number, number, number];
   /** The exported shape that makes this video (its `frames` is the video's frame count). */
   readonly shape: VideoShape;
+  /** Whether the VAE decodes in tiles (diffusers' `vae.enable_tiling()`). */
+  readonly decodeTiles: boolean;
   /** The transformer's float type: the latents are kept in it. */
   readonly sampleType: SampleType;
   /** [B, L] the text encoder's input ids: `[negative; prompt]` with guidance, else the prompt. */
@@ -232,6 +253,7 @@ export function videoShapes(model: ModelFolder): VideoShape[] {
       videoTokens: int("videoTokens", 1, 2 ** 31 - 1),
       transformer: name("transformer"),
       vaeDecoder: name("vaeDecoder"),
+      ...(o.vaeTileDecoder !== undefined ? { vaeTileDecoder: name("vaeTileDecoder") } : {}),
     };
     const f = c.vaeScaleFactorSpatial;
     const p = c.patchSize;
@@ -292,9 +314,22 @@ export function checkManifest(model: ModelFolder): void {
         `(defaults: ${d.frames} frames of ${d.width}x${d.height}); re-export the model`,
     );
   }
+  const tiling = vaeTiling(model, c.vaeScaleFactorSpatial);
+  shapes.forEach((s, k) => {
+    if ((s.vaeTileDecoder !== undefined) !== (tiling !== null)) {
+      throw new ManifestError(
+        manifestFile,
+        tiling === null
+          ? `'shapes[${k}].vaeTileDecoder' needs 'vaeTiling' (the tile sizes); re-export the model`
+          : `'shapes[${k}].vaeTileDecoder' is missing (the folder has 'vaeTiling'); re-export the model`,
+      );
+    }
+  });
   checkComponentFiles(model, [
     ...COMPONENTS,
-    ...shapes.flatMap((s) => [s.transformer, s.vaeDecoder]),
+    ...shapes.flatMap((
+      s,
+    ) => [s.transformer, s.vaeDecoder, ...(s.vaeTileDecoder ? [s.vaeTileDecoder] : [])]),
   ]);
   checkTokenizerFiles(model, ["t5"]);
   const t5 = manifest.tokenizers.t5!;
@@ -445,8 +480,13 @@ export interface MemoryEstimate {
   readonly attention: number;
   /** One transformer call's activations, attention included. */
   readonly denoiser: number;
-  /** The VAE decoder's activations. */
+  /** The VAE decoder's activations (with `decodeTiles`, the largest tile's). */
   readonly decoder: number;
+  /**
+   * The VAE decoder's activations with `--decode-tiles` (the largest tile's), whether or not the
+   * request asks for it; null when the folder has no tile decoders.
+   */
+  readonly tiledDecoder: number | null;
   /** Tokens one transformer call attends over: L + F'·(h/p)·(w/p). */
   readonly tokens: number;
 }
@@ -478,6 +518,8 @@ const REAL_DECODER_PARAMETERS = 123_368_451;
 export function estimateMemory(model: ModelFolder, r: CheckedRequest): MemoryEstimate {
   const c = cogvideoxConfig(model);
   const { shape } = r;
+  const tiles = tiledDecodeFor(model, shape);
+  const useTiles = r.decodeTiles && tiles !== null;
   const B = r.cfg ? 2 : 1;
   const e = r.sampleType === "float32" ? 4 : 2;
   const [, F, C, h, w] = r.latentDims;
@@ -486,17 +528,25 @@ export function estimateMemory(model: ModelFolder, r: CheckedRequest): MemoryEst
   const inner = c.numAttentionHeads * c.attentionHeadDim;
   const attention = B * c.numAttentionHeads * tokens * tokens * e;
   const denoiser = 2 * attention + 16 * B * tokens * inner * e;
-  const vaeBytes = fileBytes(model, shape.vaeDecoder);
-  const vaeElement = declared(model, shape.vaeDecoder, "z") === "float32" ? 4 : 2;
   const pixels = r.width * r.height;
-  const decoder = REAL_DECODE_BYTES * (pixels / REAL_DECODE_PIXELS) *
-    Math.sqrt(vaeBytes / vaeElement / REAL_DECODER_PARAMETERS) * (vaeElement / 4);
+  const untiled = decoderEstimate(model, shape.vaeDecoder, pixels);
+  const tiled = tiles === null ? null : decoderEstimate(
+    model,
+    tiles.component,
+    largestTilePixels(tiles.plan, c.vaeScaleFactorSpatial),
+  );
+  const vaeBytes = useTiles ? tiled!.bytes : untiled.bytes;
   const frames = shape.frames * 3 * pixels;
+  // With tiles, every decoded tile is held until the blend, as in diffusers' tiled_decode.
+  const tileOutputs = useTiles
+    ? shape.frames * 3 * tilePixelsSum(tiles!.plan, c.vaeScaleFactorSpatial) * 4
+    : 0;
   const host = 12 * latents + // x, v and guided v per live round, the initial latents
     2 * B * latents + // the transformer's input and output
     2 * B * c.maxTextSeqLength * c.textEmbedDim * 4 + // prompt embeddings, and a cast copy
     2 * shape.videoTokens * c.attentionHeadDim * 4 + // rotary tables
-    frames * (4 + 4 + 1 + 1); // the VAE's output, reordered frames, 8-bit frames, encoded
+    frames * (4 + 4 + 1 + 1) + // the VAE's output, reordered frames, 8-bit frames, encoded
+    tileOutputs;
   return {
     host,
     weights: {
@@ -505,8 +555,48 @@ export function estimateMemory(model: ModelFolder, r: CheckedRequest): MemoryEst
     },
     attention,
     denoiser,
-    decoder,
+    decoder: useTiles ? tiled!.activations : untiled.activations,
+    tiledDecoder: tiled === null ? null : tiled.activations,
     tokens,
+  };
+}
+
+/** A decoder graph's file bytes and its activations at `pixels` per frame (scaled from the real decoder's). */
+function decoderEstimate(model: ModelFolder, component: string, pixels: number) {
+  const bytes = fileBytes(model, component);
+  const element = declared(model, component, "z") === "float32" ? 4 : 2;
+  const activations = REAL_DECODE_BYTES * (pixels / REAL_DECODE_PIXELS) *
+    Math.sqrt(bytes / element / REAL_DECODER_PARAMETERS) * (element / 4);
+  return { bytes, activations };
+}
+
+function largestTilePixels(plan: TilePlan, spatial: number): number {
+  const most = (spans: TilePlan["rows"]) => Math.max(...spans.map((t) => t.size)) * spatial;
+  return most(plan.rows) * most(plan.cols);
+}
+
+function tilePixelsSum(plan: TilePlan, spatial: number): number {
+  const sum = (spans: TilePlan["rows"]) => spans.reduce((a, t) => a + t.size * spatial, 0);
+  return sum(plan.rows) * sum(plan.cols);
+}
+
+/** Diffusers' tiled decode of a shape: the tile decoder, the tile sizes, and how the latents are cut. */
+export interface TiledDecode {
+  /** The tile decoder component (`vae_decoder_tiles_f<F'>`). */
+  readonly component: string;
+  readonly tiling: VaeTiling;
+  readonly plan: TilePlan;
+}
+
+/** The tiled decode of `shape`, or null when the folder has no tile decoders (no `vaeTiling`). */
+export function tiledDecodeFor(model: ModelFolder, shape: VideoShape): TiledDecode | null {
+  const c = cogvideoxConfig(model);
+  const tiling = vaeTiling(model, c.vaeScaleFactorSpatial);
+  if (tiling === null || shape.vaeTileDecoder === undefined) return null;
+  return {
+    component: shape.vaeTileDecoder,
+    tiling,
+    plan: tilePlan(tiling, shape.latentHeight, shape.latentWidth, c.vaeScaleFactorSpatial),
   };
 }
 
@@ -540,13 +630,18 @@ export function checkMemory(
   const { shape } = request;
   const parts = onCpu
     ? ` (one transformer call's attention over ${m.tokens} tokens alone ${gib(m.attention)}, ` +
-      `the VAE decode ${gib(m.decoder)})`
+      `the VAE decode${request.decodeTiles ? " in tiles" : ""} ${gib(m.decoder)})`
+    : "";
+  // Tiles help when the decode is what does not fit (on a GPU provider only parastep's arrays count).
+  const tiles = onCpu && !request.decodeTiles && m.tiledDecoder !== null &&
+      m.tiledDecoder < m.decoder && m.decoder > m.denoiser
+    ? `--decode-tiles (the VAE decode in tiles needs about ${gib(m.tiledDecoder)}), `
     : "";
   throw new RangeError(
     `Cannot generate ${shape.frames} frames of ${request.width}x${request.height}` +
       `${onCpu ? " on the CPU" : ""}: that needs about ${gib(need)} of memory${parts} and ${
         gib(available)
-      } is available; use fewer --frames or a smaller --width/--height` +
+      } is available; use ${tiles}fewer --frames or a smaller --width/--height` +
       (onCpu ? " (an exported shape), or a GPU (--ep cuda)" : " (an exported shape)"),
   );
 }
@@ -623,7 +718,14 @@ export function checkRequest(
   const seed = numberIn("seed", request.seed ?? 0, 0, Number.MAX_SAFE_INTEGER, true);
   const latentFrames = latentFramesFor(frames, c.vaeScaleFactorTemporal);
   const shape = findShape(model, frames, latentFrames, width, height);
-  checkComponentGraphs(model, [shape.transformer, shape.vaeDecoder]);
+  const decodeTiles = request.decodeTiles ?? false;
+  if (typeof decodeTiles !== "boolean") {
+    throw new RangeError(
+      `Cannot generate as 'decode tiles' must be true or false: current value is ${decodeTiles}`,
+    );
+  }
+  const tiles = decodeTiles ? checkTiles(model, shape) : null;
+  checkComponentGraphs(model, [shape.transformer, tiles?.component ?? shape.vaeDecoder]);
   const sampleType = declared(model, shape.transformer, "hidden_states");
   const latentDims = [
     1,
@@ -643,6 +745,12 @@ export function checkRequest(
   if (shape.frames !== frames) {
     notices.push(
       `--frames ${frames} gives ${latentFrames} latent frames, which decode to ${shape.frames}`,
+    );
+  }
+  if (tiles !== null && !tiles.plan.tiled) {
+    const { tileSampleMinWidth: tw, tileSampleMinHeight: th } = tiles.tiling;
+    notices.push(
+      `--decode-tiles: ${width}x${height} is no larger than one ${tw}x${th} tile, so it decodes whole, as diffusers`,
     );
   }
   const L = c.maxTextSeqLength;
@@ -674,6 +782,7 @@ export function checkRequest(
     latents: request.latents,
     latentDims,
     shape,
+    decodeTiles,
     sampleType,
     inputIds,
     notices,
@@ -689,6 +798,27 @@ export function checkRequest(
     );
   }
   return checked;
+}
+
+/** The tiled decode a `--decode-tiles` request uses, or a RangeError saying why there is none. */
+function checkTiles(model: ModelFolder, shape: VideoShape): TiledDecode {
+  const tiles = tiledDecodeFor(model, shape);
+  if (tiles === null) {
+    throw new RangeError(
+      `Cannot decode in tiles (--decode-tiles): '${model.manifest.name}' has no tile decoder graphs ` +
+        `(manifest 'vaeTiling'); the exporter adds them to a folder made from a checkpoint ` +
+        `('python -m models.export cogvideox --from <checkpoint>'), or decode without --decode-tiles`,
+    );
+  }
+  const { plan, tiling } = tiles;
+  if (plan.height !== shape.height || plan.width !== shape.width) {
+    throw new RangeError(
+      `Cannot decode ${shape.width}x${shape.height} in tiles (--decode-tiles): this model's ` +
+        `${tiling.tileSampleMinWidth}x${tiling.tileSampleMinHeight} tiles would give a ` +
+        `${plan.width}x${plan.height} video (as diffusers' tiled_decode would); decode without --decode-tiles`,
+    );
+  }
+  return tiles;
 }
 
 /**
@@ -1018,7 +1148,8 @@ export function vaeInput(
 }
 
 /**
- * 8. Post-processing: the VAE decoder graph of the request's shape on {@linkcode vaeInput}, its
+ * 8. Post-processing: the VAE decoder graph of the request's shape on {@linkcode vaeInput} (with
+ * `decodeTiles`, the tile decoder on each tile and diffusers' blending, in float32: ./tiles.ts), its
  * [1, 3, F, H, W] output reordered to frames [F, 3, H, W]. The graph is per shape and the decoder
  * opens before the request is known, so each shape's session opens at its first decode (its
  * inputs and outputs were checked against the manifest with the request, before any work) and
@@ -1027,10 +1158,10 @@ export function vaeInput(
 export class Decoder implements Disposable {
   readonly #env: Env;
   readonly #model: ModelFolder;
-  readonly #options: SessionOptions | undefined;
+  readonly #options: OpenComponentOptions | undefined;
   readonly #sessions = new Map<string, Session>();
 
-  private constructor(env: Env, model: ModelFolder, options: SessionOptions | undefined) {
+  private constructor(env: Env, model: ModelFolder, options: OpenComponentOptions | undefined) {
     this.#env = env;
     this.#model = model;
     this.#options = options;
@@ -1045,7 +1176,8 @@ export class Decoder implements Disposable {
   async decode(request: CheckedRequest, latents: Float32Array): Promise<Decoded> {
     const c = cogvideoxConfig(this.#model);
     const { shape } = request;
-    const name = shape.vaeDecoder;
+    const tiles = request.decodeTiles ? checkTiles(this.#model, shape) : null;
+    const name = tiles?.component ?? shape.vaeDecoder;
     let session = this.#sessions.get(name);
     if (session === undefined) {
       session = openComponent(this.#env, this.#model, name, this.#options);
@@ -1053,13 +1185,42 @@ export class Decoder implements Disposable {
     }
     const [, F, C, h, w] = request.latentDims;
     const z = vaeInput(latents, request.latentDims, c.vaeScalingFactor, request.sampleType);
-    const out = floats(
-      await session.runAsync({
-        z: floatTensor(declared(this.#model, name, "z"), z, [1, C, F, h, w]),
-      }),
-      "frames",
-    );
+    const dtype = declared(this.#model, name, "z");
     const { frames: count, height: H, width: W } = shape;
+    let out: Float32Array;
+    if (tiles === null || !tiles.plan.tiled) {
+      out = floats(
+        await session.runAsync({ z: floatTensor(dtype, z, [1, C, F, h, w]) }),
+        "frames",
+      );
+    } else {
+      // tiled_decode: each tile of z decoded whole ([1, 3, F, 8·th, 8·tw]), then blended and cropped.
+      const planes = 3 * count;
+      const s = c.vaeScaleFactorSpatial;
+      const decoded: DecodedTile[][] = [];
+      for (const row of tiles.plan.rows) {
+        const line: DecodedTile[] = [];
+        for (const col of tiles.plan.cols) {
+          const tile = cropLatents(z, [1, C, F, h, w], row, col);
+          const data = floats(
+            await session.runAsync({
+              z: floatTensor(dtype, tile, [1, C, F, row.size, col.size]),
+            }),
+            "frames",
+          );
+          if (data.length !== planes * row.size * s * col.size * s) {
+            throw new Error(
+              `the VAE tile decoder gave ${data.length} values for [1, 3, ${count}, ${
+                row.size * s
+              }, ${col.size * s}]`,
+            );
+          }
+          line.push({ data, height: row.size * s, width: col.size * s });
+        }
+        decoded.push(line);
+      }
+      out = blendTiles(decoded, planes, tiles.plan);
+    }
     const plane = H * W;
     if (out.length !== 3 * count * plane) {
       throw new Error(

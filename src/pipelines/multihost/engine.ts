@@ -264,6 +264,8 @@ async function openNatsEngine(spec: EngineSpec, options: NatsEngineOptions): Pro
     const loadMs = performance.now() - started;
     return {
       loadMs,
+      // Sessions this process opened: one per local rank (remote ranks open theirs).
+      denoiserSessions: localRanks,
       async run(job) {
         const result = await pool.run({
           plan: { steps: job.steps, warmup: job.warmup, devices: N },

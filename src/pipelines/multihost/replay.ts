@@ -39,6 +39,7 @@ export function replayLossEngine(
       (denoiser.executionProvider ?? (spec.ep === "auto" ? "cpu" : spec.ep)) as ExecutionProvider;
     return {
       loadMs,
+      denoiserSessions: 1,
       async run(job) {
         using sampler = denoiser.bind(job.generation);
         const loopStart = performance.now();

@@ -137,7 +137,13 @@ Deno.test("the memory check refuses what cannot fit, with the estimate and what 
   // On the CPU the weights and activations count; on a GPU only parastep's own arrays.
   assert.throws(
     () => checkMemory(model, r, "cpu", 1e6),
-    /^RangeError: Cannot generate 9 frames of 48x32 on the CPU: that needs about 0\.0 GiB of memory \(one transformer call's attention over 50 tokens alone 0\.0 GiB, the VAE decode 0\.0 GiB\) and 0\.0 GiB is available; use fewer --frames or a smaller --width\/--height \(an exported shape\), or a GPU \(--ep cuda\)$/,
+    /^RangeError: Cannot generate 9 frames of 48x32 on the CPU: that needs about 0\.0 GiB of memory \(one transformer call's attention over 50 tokens alone 0\.0 GiB, the VAE decode 0\.0 GiB\) and 0\.0 GiB is available; use --decode-tiles \(the VAE decode in tiles needs about 0\.0 GiB\), fewer --frames or a smaller --width\/--height \(an exported shape\), or a GPU \(--ep cuda\)$/,
+  );
+  // A folder without tile decoders does not suggest them.
+  const noTiles = resolveModel(TINY_5B);
+  assert.throws(
+    () => checkMemory(noTiles, checkRequest(noTiles, { prompt: "a dog" }), "cpu", 1e6),
+    /is available; use fewer --frames or a smaller --width\/--height \(an exported shape\), or a GPU/,
   );
   checkMemory(model, r, "cuda", 1e6);
   assert.throws(
@@ -148,6 +154,91 @@ Deno.test("the memory check refuses what cannot fit, with the estimate and what 
     () => checkRequest(model, { prompt: "a dog" }, 1e3),
     /parastep's own arrays alone need .* use fewer --frames or a smaller --width\/--height$/,
   );
+});
+
+Deno.test("when the untiled decode cannot fit, the refusal names --decode-tiles, and with it the estimate uses the tile's activations", () => {
+  const model = resolveModel(TINY);
+  const whole = checkRequest(model, { prompt: "a dog", frames: 16 });
+  const tiled = checkRequest(model, { prompt: "a dog", frames: 16, decodeTiles: true });
+  assert.equal(whole.decodeTiles, false);
+  assert.equal(tiled.decodeTiles, true);
+  const m = estimateMemory(model, whole);
+  const t = estimateMemory(model, tiled);
+  // The largest tile is 24 x 32 pixels of the 32 x 48 video (3 x 4 of 4 x 6 latents), and the
+  // tile graph has the untiled one's weights: the decode's activations scale by the pixels.
+  assert.ok(
+    m.tiledDecoder !== null && Math.abs(m.tiledDecoder / m.decoder - (24 * 32) / (32 * 48)) < 1e-3,
+  );
+  assert.equal(t.decoder, m.tiledDecoder);
+  assert.equal(t.tiledDecoder, m.tiledDecoder);
+  // Parastep holds the four decoded tiles until they are blended: (24 + 16) x (32 + 24) pixels.
+  assert.equal(t.host - m.host, 16 * 3 * 40 * 56 * 4);
+  assert.ok(m.decoder > m.denoiser, "on the tiny model the decode is the largest activation");
+  // A capacity between the two needs: the untiled request is refused, naming --decode-tiles with the
+  // tiled estimate; the tiled one fits.
+  const need = (e: typeof m) =>
+    e.host + Math.max(e.weights.textEncoder, e.weights.denoising + Math.max(e.denoiser, e.decoder));
+  assert.ok(need(t) < need(m));
+  const capacity = (need(t) + need(m)) / 2;
+  const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
+  assert.throws(
+    () => checkMemory(model, whole, "cpu", capacity),
+    (e: unknown) => {
+      assert.ok(e instanceof RangeError);
+      assert.equal(
+        e.message,
+        `Cannot generate 16 frames of 48x32 on the CPU: that needs about ${
+          gib(need(m))
+        } of memory ` +
+          `(one transformer call's attention over ${m.tokens} tokens alone ${
+            gib(m.attention)
+          }, the VAE decode ` +
+          `${gib(m.decoder)}) and ${
+            gib(capacity)
+          } is available; use --decode-tiles (the VAE decode in tiles ` +
+          `needs about ${
+            gib(m.tiledDecoder!)
+          }), fewer --frames or a smaller --width/--height (an exported shape), ` +
+          `or a GPU (--ep cuda)`,
+      );
+      return true;
+    },
+  );
+  checkMemory(model, tiled, "cpu", capacity);
+  // Below the tiled need it is refused too, without suggesting tiles again.
+  assert.throws(
+    () => checkMemory(model, tiled, "cpu", need(t) - 1),
+    /the VAE decode in tiles 0\.0 GiB\) and 0\.0 GiB is available; use fewer --frames/,
+  );
+});
+
+Deno.test("--decode-tiles is refused, in one line, where the folder cannot tile", async () => {
+  assert.throws(
+    () => checkRequest(resolveModel(TINY_5B), { prompt: "a dog", decodeTiles: true }),
+    /^RangeError: Cannot decode in tiles \(--decode-tiles\): 'cogvideox-tiny-5b' has no tile decoder graphs \(manifest 'vaeTiling'\); the exporter adds them to a folder made from a checkpoint \('python -m models\.export cogvideox --from <checkpoint>'\), or decode without --decode-tiles$/,
+  );
+  // Tile sizes whose crops do not add up to the video (diffusers' defaults at 32 x 48 would decode
+  // 50 x 56 pixels) are refused rather than giving another size.
+  const folder = await Deno.makeTempDir();
+  try {
+    await copyModel(TINY, folder);
+    await editManifest(folder, (m) => {
+      Object.assign(m.vaeTiling as Record<string, number>, {
+        tileSampleMinHeight: 16,
+        tileSampleMinWidth: 24,
+        tileLatentMinHeight: 2,
+        tileLatentMinWidth: 3,
+        tileOverlapFactorHeight: 1 / 6,
+        tileOverlapFactorWidth: 1 / 5,
+      });
+    });
+    assert.throws(
+      () => checkRequest(resolveModel(folder), { prompt: "a dog", decodeTiles: true }),
+      /^RangeError: Cannot decode 48x32 in tiles \(--decode-tiles\): this model's 24x16 tiles would give a 56x50 video \(as diffusers' tiled_decode would\); decode without --decode-tiles$/,
+    );
+  } finally {
+    await Deno.remove(folder, { recursive: true });
+  }
 });
 
 Deno.test("at CogVideoX-2b's size the attention estimate is the spec's 70.6 GiB (49 frames of 720x480)", () => {
@@ -233,6 +324,28 @@ Deno.test("checkManifest names the field a broken CogVideoX folder gets wrong", 
         "a config number out of range",
         (m) => ((m.config as Record<string, number>).useRotaryPositionalEmbeddings = 2),
         /'config\.useRotaryPositionalEmbeddings' must be an integer in 0\.\.1: found 2/,
+      ],
+      [
+        "a latent tile size that is not the pixel size / 8",
+        (m) => ((m.vaeTiling as Record<string, number>).tileLatentMinWidth = 5),
+        /'vaeTiling' field 'tileLatentMinWidth' must be int\(32 \/ 8\) = 4: found 5; re-export the model/,
+      ],
+      [
+        "an overlap factor out of range",
+        (m) => ((m.vaeTiling as Record<string, number>).tileOverlapFactorHeight = 1),
+        /'vaeTiling' field 'tileOverlapFactorHeight' must be a number in \(0, 1\): found 1/,
+      ],
+      [
+        "tile decoders without the tile sizes",
+        (m) => delete m.vaeTiling,
+        /'shapes\[0\]\.vaeTileDecoder' needs 'vaeTiling' \(the tile sizes\); re-export the model/,
+      ],
+      [
+        "a tile decoder that is not a component",
+        (
+          m,
+        ) => ((m.shapes as Record<string, unknown>[])[1]!.vaeTileDecoder = "vae_decoder_tiles_f9"),
+        /'shapes\[1\]\.vaeTileDecoder' must name a component: found "vae_decoder_tiles_f9"/,
       ],
     ];
     for (const [name, edit, message] of cases) {

@@ -41,6 +41,8 @@ interface CaseInfo {
   outputType: "pil" | "latent";
   seed: number;
   batchOrder: string[];
+  /** Present when diffusers decoded with `vae.enable_tiling(...)` (these tile sizes). */
+  vaeTiling?: Record<string, number>;
 }
 
 async function loadCase(folder: string, name: string) {
@@ -147,6 +149,7 @@ const DECODING_CASES = [
   [TINY, "case2"],
   [TINY, "case3"],
   [TINY, "case4"],
+  [TINY, "case5"], // vae.enable_tiling(): gen --decode-tiles
   [TINY_5B, "case1"],
 ] as const;
 
@@ -169,8 +172,13 @@ for (const [folder, name] of DECODING_CASES) {
       height: info.height,
       seed: info.seed,
       latents: latentsInitial.data as Float32Array<ArrayBuffer>,
+      decodeTiles: info.vaeTiling !== undefined,
     });
     assert.deepEqual(request.latentDims, latentsInitial.shape);
+    if (info.vaeTiling !== undefined) {
+      // The tile sizes diffusers used are the folder's.
+      assert.deepEqual(info.vaeTiling, model.manifest.raw.vaeTiling);
+    }
     assert.equal(request.shape.frames, info.outputFrames);
     // The token ids the text encoder gets, exactly ([negative; prompt], or the prompt alone).
     assert.deepEqual(
@@ -240,6 +248,12 @@ for (const [folder, name] of DECODING_CASES) {
       }
     }
     close(label, "frames", decoded.frames, theirs);
+    if (request.decodeTiles) {
+      // Tiling is part of the output: the untiled decode of the same latents is another video.
+      const untiled = await decoder.decode({ ...request, decodeTiles: false }, final);
+      const { rel } = relativeError(untiled.frames, theirs);
+      assert.ok(rel > 0.1, `${label}: the untiled decode is within ${rel} of the tiled one`);
+    }
     // diffusers' 8-bit video: exactly from its own floats, within a level from ours.
     const video = (await npy("video", "uint8")).data;
     assert.deepEqual(framesToRgb(theirs, F, H, W).data, video);

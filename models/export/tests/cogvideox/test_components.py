@@ -138,3 +138,19 @@ def test_vae_decoder(cog_tiny, frames):
         want = pipe.vae.decode(torch.from_numpy(z)).sample.numpy()
     assert got.shape == (1, 3, entry["frames"], entry["height"], entry["width"])
     _check("cogvideox vae_decoder", got, want)
+
+
+@pytest.mark.parametrize("frames", [9, 16])
+def test_vae_tile_decoder_at_every_tile_size(cog_tiny, frames):
+    """The tile decoder (symbolic height and width) is diffusers' untiled frame-batched decode at each tile size
+    the tiny tiling cuts (3x4, 3x3, 2x4, 2x3 latents), at the full size, and at a one-latent sliver."""
+    pipe, entry = cog_tiny.pipe, _shape(cog_tiny, frames)
+    assert not pipe.vae.use_tiling
+    rng = np.random.default_rng(frames + 100)
+    for h, w in ((3, 4), (3, 3), (2, 4), (2, 3), (4, 6), (1, 2)):
+        z = rng.standard_normal((1, pipe.vae.config.latent_channels, entry["latentFrames"], h, w), dtype=np.float32)
+        got = _run(cog_tiny, entry["vaeTileDecoder"], {"z": z})
+        with torch.no_grad():
+            want = pipe.vae.decode(torch.from_numpy(z)).sample.numpy()
+        assert got.shape == (1, 3, entry["frames"], 8 * h, 8 * w)
+        _check(f"cogvideox vae_decoder_tiles {h}x{w}", got, want)

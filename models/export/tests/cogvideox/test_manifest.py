@@ -51,7 +51,7 @@ def folder(request, cog_tiny, cog_tiny_5b):
 def test_components_follow_readme_contract(folder):
     _, m, _ = folder
     contract = _contract()
-    assert len(contract) == 4, "the README table could not be parsed"
+    assert len(contract) == 5, "the README table could not be parsed"
     for name, entry in m["components"].items():
         rows = [r for r in contract if r[0].match(name)]
         assert len(rows) == 1, name
@@ -106,8 +106,15 @@ def test_shapes_name_graphs_of_their_shape(folder):
         vae = m["components"][entry["vaeDecoder"]]
         assert vae["inputs"][0]["dims"] == [1, cfg["latentChannels"], shape.latent_frames, shape.latent_height, shape.latent_width]
         assert vae["outputs"][0]["dims"] == [1, 3, entry["frames"], entry["height"], entry["width"]]
+        assert ("vaeTileDecoder" in entry) == ("vaeTiling" in m)
+        if "vaeTileDecoder" in entry:
+            tiles = m["components"][entry["vaeTileDecoder"]]
+            assert entry["vaeTileDecoder"] == f"vae_decoder_tiles_f{shape.latent_frames}"
+            assert tiles["inputs"][0]["dims"] == [1, cfg["latentChannels"], shape.latent_frames, "latent_height", "latent_width"]
+            assert tiles["outputs"][0]["dims"] == [1, 3, entry["frames"], "height", "width"]
     assert len(keys) == len(m["shapes"]), "two entries for one shape"
     used = {e["transformer"] for e in m["shapes"]} | {e["vaeDecoder"] for e in m["shapes"]} | {"text_encoder"}
+    used |= {e["vaeTileDecoder"] for e in m["shapes"] if "vaeTileDecoder" in e}
     assert used == set(m["components"]), "a component no shape uses, or a shape without its graph"
     if cfg["useRotaryPositionalEmbeddings"]:
         assert {e["transformer"] for e in m["shapes"]} == {"transformer"}
@@ -149,6 +156,21 @@ def test_manifest_fields(folder):
         "sampleWidth": tr.sample_width,
     }
     assert m["config"]["vaeScaleFactorSpatial"] == 8 and m["config"]["vaeScaleFactorTemporal"] == 4
+    if size.vae_tiling is None:
+        assert "vaeTiling" not in m
+    else:  # the VAE's attributes after enable_tiling(*size.vae_tiling), as tiled_decode reads them
+        vae_model = pipe.vae
+        assert m["vaeTiling"] == {
+            "tileSampleMinHeight": vae_model.tile_sample_min_height,
+            "tileSampleMinWidth": vae_model.tile_sample_min_width,
+            "tileLatentMinHeight": vae_model.tile_latent_min_height,
+            "tileLatentMinWidth": vae_model.tile_latent_min_width,
+            "tileOverlapFactorHeight": vae_model.tile_overlap_factor_height,
+            "tileOverlapFactorWidth": vae_model.tile_overlap_factor_width,
+        }
+        assert list(size.vae_tiling) == [m["vaeTiling"][k] for k in (
+            "tileSampleMinHeight", "tileSampleMinWidth", "tileOverlapFactorHeight", "tileOverlapFactorWidth")]
+        assert not vae_model.use_tiling, "the exported pipeline decodes untiled by default, as diffusers"
     assert m["config"]["useRotaryPositionalEmbeddings"] == (size.name == "tiny-5b")
     assert m["defaults"] == {
         **size.defaults,

@@ -100,6 +100,37 @@ def rope_tables(config: dict, latent_frames: int, height: int, width: int) -> tu
     return combine(ct, ch, cw), combine(st, sh, sw)
 
 
+def tiled_decode(g, name: str, z: np.ndarray, tiling: dict, spatial: int) -> np.ndarray:
+    """The tiled decode of models/README.md (`vaeTiling`): the tile decoder graph on each tile of z, blended by
+    diffusers' own `blend_v`/`blend_h` (they do not read `self`) and cropped."""
+    from diffusers import AutoencoderKLCogVideoX as Vae
+
+    _, _, _, h, w = z.shape
+    th, tw = tiling["tileLatentMinHeight"], tiling["tileLatentMinWidth"]
+    assert w > tw or h > th, "the tiled case must really tile"
+    fh, fw = tiling["tileOverlapFactorHeight"], tiling["tileOverlapFactorWidth"]
+    step_h, step_w = int(th * (1 - fh)), int(tw * (1 - fw))
+    blend_h, blend_w = int(tiling["tileSampleMinHeight"] * fh), int(tiling["tileSampleMinWidth"] * fw)
+    limit_h, limit_w = tiling["tileSampleMinHeight"] - blend_h, tiling["tileSampleMinWidth"] - blend_w
+    assert (th, tw) == (tiling["tileSampleMinHeight"] // spatial, tiling["tileSampleMinWidth"] // spatial)
+    rows = [
+        [torch.from_numpy(g(name, z=np.ascontiguousarray(z[:, :, :, i : i + th, j : j + tw]))) for j in range(0, w, step_w)]
+        for i in range(0, h, step_h)
+    ]
+    assert len(rows) * len(rows[0]) > 1
+    out = []
+    for i, row in enumerate(rows):
+        kept = []
+        for j, tile in enumerate(row):
+            if i > 0:
+                tile = Vae.blend_v(None, rows[i - 1][j], tile, blend_h)
+            if j > 0:
+                tile = Vae.blend_h(None, row[j - 1], tile, blend_w)
+            kept.append(tile[:, :, :, :limit_h, :limit_w])
+        out.append(torch.cat(kept, dim=4))
+    return torch.cat(out, dim=3).numpy()
+
+
 def dynamic_guidance(scale: float, t: int, steps: int) -> float:
     """diffusers' use_dynamic_cfg formula, with the raw timestep t, as documented."""
     return 1 + scale * (1 - math.cos(math.pi * ((steps - t) / steps) ** 5.0)) / 2
@@ -108,7 +139,9 @@ def dynamic_guidance(scale: float, t: int, steps: int) -> float:
 def test_cases_cover_what_they_should():
     infos = {(size, case): _load(size, case)[0] for size, case in CASES}
     tiny = [i for (size, _), i in infos.items() if size == "tiny"]
-    assert sorted(c for s, c in CASES if s == "tiny") == ["case1", "case2", "case3", "case4"]
+    assert sorted(c for s, c in CASES if s == "tiny") == ["case1", "case2", "case3", "case4", "case5"]
+    tiled = [i for i in tiny if "vaeTiling" in i]
+    assert [i["name"] for i in tiled] == ["case5"] and tiled[0]["vaeTiling"] == manifest(TINY)["vaeTiling"]
     assert any(i["latentFrames"] % 2 == 1 for i in tiny) and any(i["latentFrames"] % 2 == 0 for i in tiny)
     assert any(i["useDynamicCfg"] for i in tiny) and any(i["guidance"] <= 1 for i in tiny)
     assert any(1000 % i["steps"] for i in tiny)
@@ -200,7 +233,12 @@ def test_denoising_and_decoding(graphs, size, case):
         return
     z = a["latents_final"].transpose(0, 2, 1, 3, 4) * np.float32(1 / cfg["vaeScalingFactor"])
     np.testing.assert_array_equal(z, a["vae_z"])
-    frames = g(shape["vaeDecoder"], z=a["vae_z"])
+    if "vaeTiling" in info:
+        frames = tiled_decode(g, shape["vaeTileDecoder"], a["vae_z"], g.manifest["vaeTiling"], cfg["vaeScaleFactorSpatial"])
+        untiled = g(shape["vaeDecoder"], z=a["vae_z"])
+        assert rel_error(untiled, a["frames"]) > 0.1, "tiling must change the pixels"
+    else:
+        frames = g(shape["vaeDecoder"], z=a["vae_z"])
     assert frames.shape == a["frames"].shape == (1, 3, shape["frames"], info["height"], info["width"])
     assert rel_error(frames, a["frames"]) <= 1e-4
     np.testing.assert_array_equal(postprocess(a["frames"]), a["video"])
