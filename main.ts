@@ -46,8 +46,15 @@ export async function main(args: string[]): Promise<number> {
         printLine(`parastep ${VERSION}`);
         return 0;
       case "info":
-        runInfo(command, VERSION);
+        if (command.nats !== undefined) {
+          const { runInfoNats } = await import("./src/cli/serve.ts");
+          await runInfoNats({ ...command, nats: command.nats });
+        } else runInfo(command, VERSION);
         return 0;
+      case "serve": {
+        const { runServe } = await import("./src/cli/serve.ts");
+        return await runServe(command, VERSION);
+      }
       case "gen": {
         const { line, exitCode } = await withInterrupt((signal) =>
           runGen(command, { signal, onLine: printLine })

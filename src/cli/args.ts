@@ -27,6 +27,41 @@ export interface InfoCommand {
   readonly json: boolean;
   /** Raise ORT's log level to warnings. */
   readonly verbose: boolean;
+  /** With `--nats URL`: list the serving hosts instead (present only when given). */
+  readonly nats?: NatsFlags;
+}
+
+/** Where the NATS server is and how to log in (`--nats`, `--nats-creds`). */
+export interface NatsFlags {
+  /** `nats://[user:pass@|token@]host[:port]`. */
+  readonly url: string;
+  /** A NATS credentials file. */
+  readonly creds: string | undefined;
+}
+
+/** `gen --nats URL`: ranks on serving hosts (docs/multihost.md). */
+export interface MultihostFlags extends NatsFlags {
+  /** Only these hosts, in this order (`--hosts a,b`). */
+  readonly hosts: readonly string[] | undefined;
+  /** Ranks in this process, rank 0 first (`--local-ranks`, default 1). */
+  readonly localRanks: number;
+  /** What a lost rank does: fail the run, or finish it with the ranks left. */
+  readonly onRankLoss: "fail" | "continue";
+  /** Seconds of silence after which a rank is lost (`--rank-timeout`, default 10). */
+  readonly rankTimeout: number;
+}
+
+/** `parastep serve`: offer this host's devices as ranks over NATS. */
+export interface ServeCommand extends NatsFlags {
+  readonly kind: "serve";
+  /** Devices offered. */
+  readonly gpus: number;
+  readonly ep: EpChoice;
+  /** The only folder models are opened from; absent: PARASTEP_MODELS or models/. */
+  readonly models: string | undefined;
+  /** The host's name; absent: the hostname. */
+  readonly name: string | undefined;
+  readonly verbose: boolean;
 }
 
 /** Flags shared by `gen` and `bench`: the model, the request and the devices. */
@@ -65,6 +100,13 @@ export interface GenCommand extends RunFlags {
   readonly inProcess: boolean;
   /** A file of prompts, one generation per line (`--out` then names a folder). */
   readonly prompts: string | undefined;
+  /** With `--nats URL`: ranks on serving hosts (present only when given). */
+  readonly multihost?: MultihostFlags;
+  /**
+   * `--replay-loss STEP:N` (with `--in-process`): compute what `--on-rank-loss continue` did when
+   * a rank was lost at round start STEP and N ranks finished (present only when given).
+   */
+  readonly replayLoss?: { readonly step: number; readonly devices: number };
   /** Also write what the generation did (stage timings, devices) as JSON to this path. */
   readonly report: string | undefined;
 }
@@ -78,6 +120,10 @@ export interface BenchCommand extends RunFlags {
   readonly runs: number;
   readonly json: string | undefined;
   readonly plot: string | undefined;
+  /** `--nats URL`: also ParaStep with every rank here exchanging over NATS (present when given). */
+  readonly nats?: NatsFlags;
+  /** `--simulate-step MS`: model calls replaced by waits of MS ms (present when given). */
+  readonly simulateStepMs?: number;
   /** Time whole `gen` processes (cold and warm graph cache) instead of the denoising loop. */
   readonly e2e: boolean;
 }
@@ -88,10 +134,11 @@ export type Command =
   | { readonly kind: "version" }
   | InfoCommand
   | GenCommand
-  | BenchCommand;
+  | BenchCommand
+  | ServeCommand;
 
 /** The subcommands. */
-export type CommandName = "info" | "gen" | "bench";
+export type CommandName = "info" | "gen" | "bench" | "serve";
 
 /** A command line that cannot be understood: exit code 2 and one line. */
 export class UsageError extends Error {
@@ -106,7 +153,7 @@ export class UsageError extends Error {
   }
 }
 
-const COMMANDS: readonly CommandName[] = ["info", "gen", "bench"];
+const COMMANDS: readonly CommandName[] = ["info", "gen", "bench", "serve"];
 
 function isCommand(name: string): name is CommandName {
   return (COMMANDS as readonly string[]).includes(name);
@@ -254,14 +301,62 @@ const GEN_OPTIONS = {
   out: { type: "string", short: "o" },
   "in-process": { type: "boolean" },
   prompts: { type: "string" },
+  nats: { type: "string" },
+  "nats-creds": { type: "string" },
+  hosts: { type: "string" },
+  "local-ranks": { type: "string" },
+  "on-rank-loss": { type: "string" },
+  "rank-timeout": { type: "string" },
+  "replay-loss": { type: "string" },
   report: { type: "string" },
 } as const;
+
+/** `--nats` and `--nats-creds`; a creds file without a server is refused. */
+function natsFlags(v: Values, command: CommandName): NatsFlags | undefined {
+  const url = v.string("nats");
+  const creds = v.string("nats-creds");
+  if (url === undefined) {
+    if (creds !== undefined) throw new UsageError("--nats-creds applies with --nats URL", command);
+    return undefined;
+  }
+  return { url, creds };
+}
+
+/** `gen`'s multi-host flags; each refused without `--nats`. */
+function multihostFlags(v: Values, gpus: number, mode: ModeChoice): MultihostFlags | undefined {
+  const nats = natsFlags(v, "gen");
+  const given = ["hosts", "local-ranks", "on-rank-loss", "rank-timeout"].filter((f) =>
+    v.values[f] !== undefined
+  );
+  if (nats === undefined) {
+    if (given.length > 0) throw new UsageError(`--${given[0]} applies with --nats URL`, "gen");
+    return undefined;
+  }
+  if (mode !== "parastep") {
+    throw new UsageError("--nats runs ParaStep across hosts: drop --mode or use parastep", "gen");
+  }
+  const hosts = v.string("hosts")?.split(",").map((h) => h.trim()).filter((h) => h !== "");
+  const localRanks = v.integer("local-ranks", 1) ?? 1;
+  if (localRanks > gpus) {
+    throw new UsageError(`--local-ranks ${localRanks} is more than --gpus ${gpus}`, "gen");
+  }
+  return {
+    ...nats,
+    hosts,
+    localRanks,
+    onRankLoss: v.choice("on-rank-loss", ["fail", "continue"] as const, "fail"),
+    rankTimeout: v.positive("rank-timeout") ?? 10,
+  };
+}
 
 const BENCH_OPTIONS = {
   ...RUN_OPTIONS,
   runs: { type: "string" },
   json: { type: "string" },
   plot: { type: "string" },
+  nats: { type: "string" },
+  "nats-creds": { type: "string" },
+  "simulate-step": { type: "string" },
   e2e: { type: "boolean" },
 } as const;
 
@@ -352,13 +447,53 @@ export function parseCommand(args: string[]): Command {
         json: { type: "boolean" },
         verbose: { type: "boolean", short: "v" },
         help: { type: "boolean", short: "h" },
+        nats: { type: "string" },
+        "nats-creds": { type: "string" },
       }, name);
       if (values.help) return { kind: "help", topic: name };
       noPositionals(positionals);
+      const nats = natsFlags(new Values(values, name), name);
       return {
         kind: "info",
         json: values.json === true,
         verbose: values.verbose === true || verbose,
+        ...(nats === undefined ? {} : { nats }),
+      };
+    }
+    case "serve": {
+      const { values, positionals } = strictParse(rest, {
+        nats: { type: "string" },
+        "nats-creds": { type: "string" },
+        gpus: { type: "string" },
+        devices: { type: "string" },
+        ep: { type: "string" },
+        models: { type: "string" },
+        name: { type: "string" },
+        verbose: { type: "boolean", short: "v" },
+        help: { type: "boolean", short: "h" },
+      }, name);
+      if (values.help) return { kind: "help", topic: name };
+      noPositionals(positionals);
+      const v = new Values(values, name);
+      const nats = natsFlags(v, name);
+      if (nats === undefined) {
+        throw new UsageError("serve needs --nats URL (the NATS server to serve on)", name);
+      }
+      const host = v.string("name");
+      if (host !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(host)) {
+        throw new UsageError(
+          `Invalid value for --name: '${host}' (1 to 64 of A-Z, a-z, 0-9, '_', '-')`,
+          name,
+        );
+      }
+      return {
+        kind: "serve",
+        ...nats,
+        gpus: new Values({ gpus: devicesFlag(values, name) }, name).integer("gpus", 1) ?? 1,
+        ep: v.choice("ep", ["cpu", "cuda", "webgpu", "auto"] as const, "auto"),
+        models: v.string("models"),
+        name: host,
+        verbose: v.flag("verbose") || verbose,
       };
     }
     case "gen": {
@@ -394,6 +529,26 @@ export function parseCommand(args: string[]): Command {
       if (prompts !== undefined && flags.flags.prompt !== undefined) {
         throw new UsageError("Give --prompt or --prompts FILE, not both", name);
       }
+      const multihost = multihostFlags(v, gpus, mode);
+      const replay = v.string("replay-loss");
+      let replayLoss: { step: number; devices: number } | undefined;
+      if (replay !== undefined) {
+        const match = /^(\d+):(\d+)$/.exec(replay.trim());
+        if (match === null || !(Number(match[2]) >= 1 && Number(match[2]) < gpus)) {
+          throw new UsageError(
+            `Invalid value for --replay-loss: '${replay}' (write STEP:N, N the ranks left, ` +
+              `1..${gpus - 1})`,
+            name,
+          );
+        }
+        if (!v.flag("in-process")) {
+          throw new UsageError("--replay-loss applies with --in-process", name);
+        }
+        replayLoss = { step: Number(match[1]), devices: Number(match[2]) };
+      }
+      if (multihost !== undefined && v.flag("in-process")) {
+        throw new UsageError("Give --nats or --in-process, not both", name);
+      }
       const report = v.string("report");
       if (prompts !== undefined && report !== undefined) {
         throw new UsageError(
@@ -409,6 +564,8 @@ export function parseCommand(args: string[]): Command {
         out: v.string("out"),
         inProcess: v.flag("in-process"),
         prompts,
+        ...(multihost === undefined ? {} : { multihost }),
+        ...(replayLoss === undefined ? {} : { replayLoss }),
         report,
       };
     }
@@ -434,6 +591,8 @@ export function parseCommand(args: string[]): Command {
       const gpus = list.split(",").map((item) =>
         new Values({ gpus: item.trim() }, name).integer("gpus", 1)!
       );
+      const nats = natsFlags(v, name);
+      const simulateStepMs = v.positive("simulate-step");
       return {
         kind: "bench",
         ...runFlags(v, verbose, family.specs),
@@ -441,6 +600,8 @@ export function parseCommand(args: string[]): Command {
         runs: v.integer("runs", 1) ?? 3,
         json: v.string("json"),
         plot: v.string("plot"),
+        ...(nats === undefined ? {} : { nats }),
+        ...(simulateStepMs === undefined ? {} : { simulateStepMs }),
         e2e,
       };
     }

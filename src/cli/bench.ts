@@ -49,6 +49,8 @@ export interface BenchRow {
   readonly devices: number;
   /** Intra-op threads per device. */
   readonly threads: number;
+  /** How steps travelled between ranks: "channel" (BroadcastChannel) or "nats". */
+  readonly transport?: "channel" | "nats";
   /** Median denoising wall time over the runs, ms. */
   readonly medianMs: number;
   /** Every run's denoising wall time, ms. */
@@ -170,7 +172,16 @@ async function measure<R extends RequestBase, C, M>(
   const conditioning = await family.encode(env, model, request, { session });
   using decoder = family.openDecoder(env, model, { session });
   const x0 = family.prepareLatents(request);
-  const open = family.denoiserInit(model, request);
+  const simulate = command.simulateStepMs;
+  // --simulate-step: the family's own sampler with every model call replaced by a wait.
+  const samplerModule = simulate === undefined
+    ? family.samplerModule
+    : new URL("../pipelines/simulated_sampler.ts", import.meta.url);
+  const open = simulate === undefined ? family.denoiserInit(model, request) : {
+    module: family.samplerModule.href,
+    open: family.denoiserInit(model, request),
+    ms: simulate,
+  };
   const generation = family.generationInit(model, request, conditioning);
   // Every configuration, measured round-robin (one run of each per pass) so that drift in the
   // machine's speed over the benchmark spreads over all of them alike.
@@ -182,6 +193,7 @@ async function measure<R extends RequestBase, C, M>(
     threads: number;
     stride: number;
     exchange?: Exchange;
+    transport?: "channel" | "nats";
   }
   const configs: Config[] = [
     {
@@ -215,8 +227,32 @@ async function measure<R extends RequestBase, C, M>(
         threads: Math.max(1, Math.floor(cores / N)),
         stride: 1,
         exchange,
+        transport: "channel",
       });
+      const nats = command.nats;
+      if (nats !== undefined) {
+        // Every rank a Worker of this process, exchanging over the NATS server (loopback).
+        configs.push({
+          label: `ParaStep N=${N}` + (exchange === "allgather" ? ", all-gather" : "") +
+            ", NATS",
+          engine: async (spec) => {
+            const [{ natsEngine }, { credsOf }] = await Promise.all([
+              import("../pipelines/multihost/engine.ts"),
+              import("./serve.ts"),
+            ]);
+            return await natsEngine({ url: nats.url, ...credsOf(nats), localRanks: N })(spec);
+          },
+          mode: "parastep",
+          devices: N,
+          threads: Math.max(1, Math.floor(cores / N)),
+          stride: 1,
+          exchange,
+          transport: "nats",
+        });
+      }
     }
+    // BatchStep needs the batched model call, which a simulated step does not have.
+    if (simulate !== undefined) continue;
     const stride = command.stride ?? N;
     if (strides.has(stride)) continue;
     strides.add(stride);
@@ -237,7 +273,7 @@ async function measure<R extends RequestBase, C, M>(
     for (const c of configs) {
       engines.push(
         await c.engine({
-          module: family.samplerModule,
+          module: samplerModule,
           open,
           mode: c.mode,
           devices: c.devices,
@@ -288,6 +324,7 @@ async function measure<R extends RequestBase, C, M>(
       config: c.label,
       mode: c.mode,
       ...(c.exchange ? { exchange: c.exchange } : {}),
+      ...(c.transport ? { transport: c.transport } : {}),
       ...(c.mode === "batchstep" ? { stride: c.stride } : {}),
       devices: c.devices,
       threads: c.threads,
@@ -355,6 +392,12 @@ function db(x: number): string {
   return Number.isFinite(x) ? x.toFixed(1) : "inf";
 }
 
+/** Bytes exchanged per parallel round: all but the warm-up message (latents and cache), per round. */
+export function roundBytes(r: BenchReport, x: BenchRow): number {
+  const warmup = 2 * 4 * r.latentDims.reduce((a, d) => a * d, 1);
+  return x.rounds > 0 ? (x.bytesExchanged - warmup) / x.rounds : 0;
+}
+
 /** The report as a Markdown table plus a header line. */
 export function formatBench(r: BenchReport): string {
   const metrics = Object.keys(r.rows[0]?.quality ?? {});
@@ -363,9 +406,9 @@ export function formatBench(r: BenchReport): string {
     `median of ${r.runs} runs, denoising loop only (sessions opened beforehand); ` +
     `sequential step ${r.stepMs.toFixed(1)} ms with 1 thread`,
     "",
-    "| config | devices x threads | median ms | speedup | vs all cores | ideal | calls on critical path | KiB exchanged | exchange ms/round (% of a step) | hops ms (latents + eps) | overhead ms/round | " +
+    "| config | devices x threads | median ms | speedup | vs all cores | ideal | calls on critical path | KiB exchanged | KiB/round | exchange ms/round (% of a step) | hops ms (latents + eps) | overhead ms/round | " +
     metrics.map((name) => `${name} |`).join(" "),
-    "|---|---|---|---|---|---|---|---|---|---|---|" + "---|".repeat(metrics.length),
+    "|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|".repeat(metrics.length),
   ];
   for (const x of r.rows) {
     const cells = [
@@ -377,6 +420,7 @@ export function formatBench(r: BenchReport): string {
       x.idealSpeedup.toFixed(2),
       String(x.criticalPathCalls),
       (x.bytesExchanged / 1024).toFixed(0),
+      x.rounds ? (roundBytes(r, x) / 1024).toFixed(1) : "-",
       x.rounds
         ? `${x.exchangeMsPerRound.toFixed(2)} (${(100 * x.exchangeShareOfStep).toFixed(1)}%)`
         : "-",

@@ -53,6 +53,11 @@ export function describeError(e: unknown): { message: string; exitCode: number }
     // One line: ORT's own messages can run over several (`--verbose` lets ORT log them whole).
     return { message: oneLine(e.message), exitCode: EXIT_FAILURE };
   }
+  // A NATS server that cannot be reached or refuses the credentials (src/parastep/nats/connect.ts,
+  // matched by name so that runs on one host never load the NATS client).
+  if (e instanceof Error && e.name === "NatsConnectError") {
+    return { message: e.message, exitCode: EXIT_FAILURE };
+  }
   // Values out of range are what request checks throw; a TypeError is a bug and keeps its stack.
   if (e instanceof RangeError) return { message: e.message, exitCode: EXIT_USAGE };
   if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) {

@@ -22,6 +22,7 @@ import {
   type RequestBase,
 } from "../pipelines/mod.ts";
 import type { GenCommand } from "./args.ts";
+import type { RankLoss } from "../parastep/rounds.ts";
 import { describeError } from "./errors.ts";
 import { ProgressBar } from "./progress.ts";
 
@@ -38,9 +39,38 @@ export interface GenSummary {
 /** Picks the engine: Workers for ParaStep on several devices unless told otherwise. */
 export type EngineChooser = (command: GenCommand) => DenoiseEngine;
 
-/** The default chooser: Workers, unless `--in-process` asks for everything in this process. */
-export const chooseEngine: EngineChooser = (command) =>
-  command.inProcess ? denoiseInProcess : denoiseWithWorkers;
+/**
+ * The default chooser: Workers, unless `--in-process` asks for everything in this process, or
+ * `--nats` for ranks on serving hosts.
+ */
+export const chooseEngine: EngineChooser = (command) => {
+  const hosts = command.multihost;
+  if (hosts !== undefined) {
+    // Loaded only for --nats, so that runs on one host never load the NATS client.
+    return async (spec) => {
+      const [{ natsEngine }, { credsOf }] = await Promise.all([
+        import("../pipelines/multihost/engine.ts"),
+        import("./serve.ts"),
+      ]);
+      return await natsEngine({
+        url: hosts.url,
+        ...credsOf(hosts),
+        ...(hosts.hosts === undefined ? {} : { hosts: hosts.hosts }),
+        localRanks: hosts.localRanks,
+        rankTimeoutMs: hosts.rankTimeout * 1000,
+        onRankLoss: hosts.onRankLoss,
+      })(spec);
+    };
+  }
+  const replay = command.replayLoss;
+  if (replay !== undefined) {
+    return async (spec) => {
+      const { replayLossEngine } = await import("../pipelines/multihost/replay.ts");
+      return await replayLossEngine([replay])(spec);
+    };
+  }
+  return command.inProcess ? denoiseInProcess : denoiseWithWorkers;
+};
 
 /** A flag of another family than the model's: exit 2 before any work. */
 export class FlagNotApplicableError extends RangeError {
@@ -190,7 +220,17 @@ function summaryLine<R extends RequestBase, M>(
     (denoise.bytesExchanged > 0
       ? `, ${(denoise.bytesExchanged / 1024).toFixed(0)} KiB exchanged`
       : "") +
-    `), decode ${s(timings.decodeMs)}, total ${s(timings.totalMs)}`;
+    `)` + lossesText(denoise.losses) +
+    `, decode ${s(timings.decodeMs)}, total ${s(timings.totalMs)}`;
+}
+
+/** `--on-rank-loss continue`: which rank was lost at which step, and the N the rest ran at. */
+function lossesText(losses: Generation<RequestBase, unknown>["denoise"]["losses"]): string {
+  if (losses === undefined || losses.length === 0) return "";
+  const one = (l: RankLoss) =>
+    `${l.rank < 0 ? "a rank" : `rank ${l.rank}`} lost at step ${l.step}, ` +
+    `the rest ran at N=${l.devices}`;
+  return ` (${losses.map(one).join("; ")})`;
 }
 
 /** Options for {@linkcode runGen}. */

@@ -18,6 +18,7 @@ Commands:
   gen       Generate audio or video with a model (ParaStep over N devices)
   bench     Compare sequential, ParaStep and BatchStep latency and quality
   info      Show ONNX Runtime, its execution providers, CUDA devices, CPU cores and models
+  serve     Offer this host's devices as ParaStep ranks to 'gen --nats' over NATS
   help      Show help for a command
 
 Global flags:
@@ -94,15 +95,39 @@ function familySections(command: "gen" | "bench"): string {
 }
 
 const COMMAND_USAGE: Readonly<Record<CommandName, string>> = {
-  info: `Usage: parastep info [--json] [--verbose]
+  info: `Usage: parastep info [--json] [--verbose] [--nats URL [--nats-creds FILE]]
 
 Shows the ONNX Runtime library in use (path, version, build), the execution
 providers compiled into it and whether each can run here, the one '--ep auto'
-would pick, the CPU cores, and the model folders found.
+would pick, the CPU cores, and the model folders found. With --nats, lists
+the hosts serving on that NATS server instead: their devices (busy or free),
+execution provider and model folders with content hashes.
 
 Flags:
-  --json          Print the same as JSON
-  -v, --verbose   Let ONNX Runtime log warnings`,
+  --json              Print the same as JSON
+  --nats URL          nats://[user:pass@|token@]host[:port]: list the serving hosts
+  --nats-creds FILE   NATS credentials file (JWT and NKey seed, mode 600)
+  -v, --verbose       Let ONNX Runtime log warnings`,
+  serve: `Usage: parastep serve --nats URL [--gpus N] [--ep cpu|cuda|webgpu|auto]
+                      [--models DIR] [--name HOST] [--nats-creds FILE]
+
+Offers this host's devices as ParaStep ranks to coordinators ('gen --nats URL')
+on the NATS server at URL, generation after generation, until SIGINT or
+SIGTERM (which aborts the generation in progress cleanly and exits 0). Opens
+models only by folder name under --models, after checking that the manifest's
+content hash is the coordinator's; a mismatch is refused with one line. Opens
+no port of its own.
+
+Flags:
+  --nats URL              nats://[user:pass@|token@]host[:port]
+  --nats-creds FILE       NATS credentials file (JWT and NKey seed, mode 600)
+  --gpus N, --devices N   Devices offered, one Worker each (default: 1)
+  --ep cpu|cuda|webgpu|auto
+                          Execution provider of every device (default: auto)
+  --models DIR            The folder of model folders (default: $PARASTEP_MODELS or
+                          models/ of this checkout)
+  --name HOST             This host's name in discovery (default: the hostname)
+  -v, --verbose           Log every rank's step`,
   gen: `Usage: parastep gen [flags]
 
 Generates with the model's pipeline (its family: audio from text, video from an
@@ -126,13 +151,28 @@ ${runFlags(GEN_GPUS)}
   --report PATH           Also write what the run did as JSON: the time of each stage
                           (load, encode, denoise, decode, total), devices, provider
 
+Several hosts (ranks on 'parastep serve' hosts, steps over NATS):
+  --nats URL              nats://[user:pass@|token@]host[:port]; --gpus N then counts
+                          ranks across hosts: rank 0 here, the rest on serving hosts
+  --nats-creds FILE       NATS credentials file (JWT and NKey seed, mode 600)
+  --hosts A,B             Only these hosts, in this order (default: all, by name)
+  --local-ranks K         Ranks in this process, rank 0 first (default: 1)
+  --on-rank-loss fail     A rank that stops answering ends the run: exit 1 naming host,
+                          rank and step, nothing written (default: fail)
+  --on-rank-loss continue The ranks left re-plan the remaining steps and finish; the summary
+                          says which rank was lost at which step and the N the rest ran at
+  --rank-timeout SECONDS  Silence after which a rank is lost (default: 10)
+  --replay-loss STEP:N    With --in-process: compute what 'continue' did when a rank was lost
+                          at step STEP and N ranks finished (the same output, bit for bit)
+
 Existing outputs are replaced (all or none; mode, owner and symlinks kept).
 
 ${familySections("gen")}
 
 Examples:
   parastep gen --model audioldm2-tiny --prompt "rain on a tin roof" --gpus 2
-  parastep gen --model svd-tiny --image photo.png --frames 6 --gpus 2 --gif preview.gif`,
+  parastep gen --model svd-tiny --image photo.png --frames 6 --gpus 2 --gif preview.gif
+  parastep gen --prompt "rain" --nats nats://10.0.0.5:4222 --gpus 3`,
   bench: `Usage: parastep bench [flags]
 
 For each device count N, times the sequential baseline, ParaStep with N
@@ -148,6 +188,12 @@ ${runFlags(BENCH_GPUS)}
   --runs K                Timed runs per configuration; the median is reported (default: 3)
   --json PATH             Also write the results as JSON
   --plot PATH.svg         Also draw speedup against N beside the ideal curve
+  --nats URL              Also run each ParaStep configuration with its ranks exchanging
+                          steps over this NATS server (every rank a Worker here)
+  --nats-creds FILE       NATS credentials file (JWT and NKey seed, mode 600)
+  --simulate-step MS      Replace every model call by a wait of MS ms (the real latents,
+                          guidance, scheduler and exchange): the engine's own cost at N
+                          ranks, whatever the cores (no BatchStep)
   --e2e                   Time what a user waits for instead: for each N, 'parastep gen
                           --gpus N' as a fresh process, first on an empty graph cache
                           (cold), then --runs times on the filled one (warm); reports

@@ -22,11 +22,24 @@
 
 import { noteStrandedNativeCall } from "../../ffi/exit.ts";
 import { assignDevices, type DeviceAssignment, type DeviceEp } from "./devices.ts";
-import { createHeartbeats, type Stall, StallWatch } from "./heartbeat.ts";
+import {
+  createHeartbeats,
+  readHeartbeat,
+  type Stall,
+  StallWatch,
+  writeHeartbeat,
+} from "./heartbeat.ts";
 import { checkCount } from "./_check.ts";
-import { checkExchange, checkPlan, type Exchange, type ParaStepPlan } from "./rounds.ts";
+import {
+  checkExchange,
+  checkPlan,
+  type Exchange,
+  type ParaStepPlan,
+  type RankLoss,
+} from "./rounds.ts";
 import { ExchangeError } from "./transport.ts";
 import { createArenas } from "./shared_payloads.ts";
+import type { NatsStepSpec } from "./nats/spec.ts";
 import type {
   CloseReport,
   DoneReply,
@@ -34,6 +47,7 @@ import type {
   FailureStage,
   FromWorker,
   RankStats,
+  ReplannedReply,
   SerializedError,
   ToWorker,
 } from "./worker.ts";
@@ -196,6 +210,8 @@ export interface WorkersResult {
   wallMs: WorkersWallTimes;
   /** How each worker was shut down, indexed by rank. */
   shutdown: ShutdownReport[];
+  /** Ranks lost and re-planned around (`onRankLoss: "continue"`); absent when none. */
+  losses?: RankLoss[];
 }
 
 /**
@@ -223,6 +239,8 @@ export class RankError extends Error {
       ? `rank ${rank} failed to open its sampler`
       : stage === "worker"
       ? `the worker of rank ${rank} failed`
+      : stage === "lost"
+      ? `rank ${rank} was lost${step === null ? "" : ` at step ${step}`}`
       : stage === "stall"
       ? `rank ${rank} stalled${step === null ? "" : ` at step ${step}`}`
       : step === null
@@ -253,7 +271,7 @@ const STALLED_CLOSE_TIMEOUT_MS = 2_000;
 /** One spawned worker and the replies it has given. */
 interface RankHandle {
   readonly rank: number;
-  readonly worker: Worker;
+  readonly worker: WorkerLike;
   readonly ready: PromiseWithResolvers<void>;
   /** Replaced for each generation. */
   prepared: PromiseWithResolvers<void>;
@@ -261,6 +279,10 @@ interface RankHandle {
   done: PromiseWithResolvers<DoneReply>;
   readonly closed: PromiseWithResolvers<CloseReport | null>;
   died: boolean;
+  /** Replaced for each re-plan. */
+  replanned: PromiseWithResolvers<ReplannedReply>;
+  /** It replied `done` for the generation in progress. */
+  finished: boolean;
 }
 
 /** What a {@link WorkerPool} opens: the family's sampler module and its open payload. */
@@ -323,6 +345,30 @@ export interface PoolOptions {
    * had started), or when the pool closes.
    */
   onShutdown?: (reports: ShutdownReport[]) => void;
+  /**
+   * Starts rank `rank`'s worker instead of `new Worker(workerUrl)`: e.g. a rank on another host
+   * (src/parastep/nats/remote.ts), which speaks the same protocol.
+   *
+   * @default {a local Worker of workerUrl}
+   */
+  spawnWorker?: (rank: number, workerUrl: URL) => WorkerLike;
+}
+
+/**
+ * What the pool needs of a rank's worker: the parts of `Worker` it uses. A local `Worker`, or a
+ * stand-in for a rank on another host.
+ */
+export interface WorkerLike {
+  /** Send a protocol message (see worker.ts). */
+  postMessage(message: ToWorker): void;
+  /** The worker's replies. */
+  onmessage: ((event: MessageEvent<FromWorker>) => void) | null;
+  /** The worker died (an error it could not handle itself). */
+  onerror: ((event: ErrorEvent) => void) | null;
+  /** A reply could not be deserialized. */
+  onmessageerror: ((event: MessageEvent) => void) | null;
+  /** Stop it at once. */
+  terminate(): void;
 }
 
 /** One generation for a {@link WorkerPool}: its plan, payload and initial latents. */
@@ -376,6 +422,18 @@ export interface GenerationOptions {
    * @default {true}
    */
   sharedPayloads?: boolean;
+  /**
+   * Exchange steps over NATS instead of BroadcastChannel (src/parastep/nats/): every rank opens
+   * a NatsTransport as this says (then `sharedPayloads` does not apply).
+   */
+  nats?: NatsStepSpec;
+  /**
+   * What a rank reported lost (a remote rank that stopped answering) does: `fail` the run, or
+   * `continue` with the ranks left (docs/multihost.md §7; the result's `losses` say what happened).
+   *
+   * @default {"fail"}
+   */
+  onRankLoss?: "fail" | "continue";
 }
 
 /** What {@link WorkerPool.run} returns: {@link WorkersResult} without the shutdown. */
@@ -405,6 +463,8 @@ export class WorkerPool implements AsyncDisposable {
   #stalledRank: number | null = null;
   #arenas: { floats: number; arenas: SharedArrayBuffer[] } | null = null;
   #closing: Promise<ShutdownReport[]> | null = null;
+  /** During a `continue` run: takes a rank reported lost (returns false to fail the run). */
+  #onLost: ((rank: number) => boolean) | null = null;
   #onShutdown: ((reports: ShutdownReport[]) => void) | undefined;
 
   private constructor(
@@ -472,7 +532,14 @@ export class WorkerPool implements AsyncDisposable {
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
       for (let rank = 0; rank < N; rank++) {
-        const handle = spawn(rank, workerUrl, progress, fail);
+        const handle = spawn(
+          rank,
+          workerUrl,
+          progress,
+          fail,
+          options.spawnWorker,
+          (lostRank) => (pool === null ? null : pool.#onLost)?.(lostRank) ?? false,
+        );
         handles.push(handle);
         const init: ToWorker = {
           type: "init",
@@ -554,12 +621,13 @@ export class WorkerPool implements AsyncDisposable {
     let watch: StallWatch | null = null;
     try {
       // Step payloads go through shared memory; BroadcastChannel carries the tagged messages.
-      const arenas = options.sharedPayloads === false
+      const arenas = options.sharedPayloads === false || options.nats !== undefined
         ? undefined
         : this.#arenasFor(job.payloadFloats ?? 2 * Math.max(1, x0.length));
       for (const handle of this.#handles) {
         handle.prepared = Promise.withResolvers<void>();
         handle.done = Promise.withResolvers<DoneReply>();
+        handle.finished = false;
         const prepare: ToWorker = {
           type: "prepare",
           plan: { steps: plan.steps, warmup: plan.warmup, devices: N },
@@ -569,6 +637,7 @@ export class WorkerPool implements AsyncDisposable {
           heartbeats,
           ...(arenas ? { arenas } : {}),
           ...(job.exchange !== undefined ? { exchange: job.exchange } : {}),
+          ...(options.nats !== undefined ? { nats: options.nats } : {}),
         };
         post(handle, prepare, "generation");
       }
@@ -588,10 +657,7 @@ export class WorkerPool implements AsyncDisposable {
           fail(stallError(stall));
         });
       }
-      const dones = await Promise.race([
-        Promise.all(this.#handles.map((h) => h.done.promise)),
-        this.#failure.promise,
-      ]);
+      const { dones, losses } = await this.#await(gen, heartbeats, options.onRankLoss);
       const runMs = performance.now() - runStarted;
       const ranks = dones.map((d) => d.stats);
       for (const stats of ranks) {
@@ -615,6 +681,7 @@ export class WorkerPool implements AsyncDisposable {
         waitMsPerRound: ranks.map((s) => s.waitMsPerRound),
         sendMsPerRound: ranks.map((s) => s.sendMsPerRound),
         wallMs: { startMs, runMs, shutdownMs: 0, totalMs: performance.now() - started },
+        ...(losses.length > 0 ? { losses } : {}),
       };
     } catch (error) {
       fail(error);
@@ -624,6 +691,72 @@ export class WorkerPool implements AsyncDisposable {
       signal?.removeEventListener("abort", onAbort);
       this.#onStep = undefined;
       this.#busy = false;
+    }
+  }
+
+  /**
+   * Wait for every rank's `done`. With `continue`, a rank reported lost (stage `lost`) is left
+   * out instead: the ranks left stop, open the next epoch's exchange (`<gen>-e<k>`) renumbered in
+   * order, and resume from the step rank 0's round started at (docs/multihost.md §7).
+   */
+  async #await(
+    gen: string,
+    heartbeats: SharedArrayBuffer,
+    onRankLoss: "fail" | "continue" | undefined,
+  ): Promise<{ dones: DoneReply[]; losses: RankLoss[] }> {
+    let active = [...this.#handles];
+    const losses: RankLoss[] = [];
+    let lost = Promise.withResolvers<number>();
+    if (onRankLoss === "continue") {
+      this.#onLost = (rank) => {
+        if (rank === 0 || !active.some((h) => h.rank === rank)) return false;
+        lost.resolve(rank);
+        return true;
+      };
+    }
+    try {
+      for (let epoch = 1;; epoch++) {
+        const outcome = await Promise.race([
+          Promise.all(active.map((h) => h.done.promise)),
+          lost.promise,
+          this.#failure.promise,
+        ]);
+        if (typeof outcome !== "number") return { dones: outcome, losses };
+        lost = Promise.withResolvers<number>();
+        // The lost rank is no longer watched; ranks that had finished their part stay finished.
+        const beat = readHeartbeat(heartbeats, outcome);
+        writeHeartbeat(heartbeats, outcome, { ...beat, beat: beat.beat + 1, phase: "done" });
+        active = active.filter((h) => h.rank !== outcome && (h.rank === 0 || !h.finished));
+        const epochGen = `${gen}-e${epoch}`;
+        for (const [index, handle] of active.entries()) {
+          handle.replanned = Promise.withResolvers<ReplannedReply>();
+          handle.done = Promise.withResolvers<DoneReply>();
+          handle.worker.postMessage(
+            {
+              type: "replan",
+              gen: epochGen,
+              devices: active.length,
+              rank: index,
+            } satisfies ToWorker,
+          );
+        }
+        const replies = await Promise.race([
+          Promise.all(active.map((h) => h.replanned.promise)),
+          this.#failure.promise,
+        ]);
+        const step = replies[0]?.step ?? null;
+        if (step === null) {
+          throw new Error(
+            `Cannot continue after losing rank ${outcome} as rank 0 had no round to resume from`,
+          );
+        }
+        losses.push({ rank: outcome, step, devices: active.length });
+        for (const handle of active) {
+          handle.worker.postMessage({ type: "resume", step } satisfies ToWorker);
+        }
+      }
+    } finally {
+      this.#onLost = null;
     }
   }
 
@@ -792,8 +925,11 @@ function spawn(
   workerUrl: URL,
   onStep: (i: number) => void,
   fail: (error: unknown) => void,
+  spawnWorker?: (rank: number, workerUrl: URL) => WorkerLike,
+  onLost?: (rank: number) => boolean,
 ): RankHandle {
-  const worker = new Worker(workerUrl, { type: "module", name: `parastep rank ${rank}` });
+  const worker = spawnWorker?.(rank, workerUrl) ??
+    new Worker(workerUrl, { type: "module", name: `parastep rank ${rank}` });
   const handle: RankHandle = {
     rank,
     worker,
@@ -802,6 +938,8 @@ function spawn(
     done: Promise.withResolvers<DoneReply>(),
     closed: Promise.withResolvers<CloseReport | null>(),
     died: false,
+    replanned: Promise.withResolvers<ReplannedReply>(),
+    finished: false,
   };
   worker.onmessage = (event: MessageEvent<FromWorker>) => {
     const reply = event.data;
@@ -820,10 +958,15 @@ function spawn(
         }
         return;
       case "done":
+        handle.finished = true;
         handle.done.resolve(reply);
         return;
       case "error":
+        if (reply.stage === "lost" && onLost?.(rank)) return;
         fail(rankError(rank, reply));
+        return;
+      case "replanned":
+        handle.replanned.resolve(reply);
         return;
       case "closed":
         handle.closed.resolve(reply.report);

@@ -254,3 +254,16 @@ export class StallWatch {
     clearInterval(this.#timer);
   }
 }
+
+/**
+ * Copy a heartbeat read elsewhere (a rank on another host, relayed over NATS) into rank `rank`'s
+ * slots of `buffer`, so that the coordinator's watchdog watches that rank like a local one.
+ */
+export function writeHeartbeat(buffer: SharedArrayBuffer, rank: number, beat: Heartbeat): void {
+  const view = new Int32Array(buffer);
+  const base = rank * SLOTS;
+  Atomics.store(view, base + STEP, beat.step ?? -1);
+  Atomics.store(view, base + PHASE, Math.max(0, PHASES.indexOf(beat.phase)));
+  Atomics.store(view, base + SLOWEST_MS, beat.slowestMs);
+  Atomics.store(view, base + BEAT, beat.beat);
+}

@@ -284,6 +284,18 @@ export interface RunRankOptions {
    * @default {"gather"}
    */
   exchange?: Exchange;
+  /**
+   * Resume a re-planned generation (docs/multihost.md §7): the plan's warm-up `W` is the step `s`
+   * the re-plan starts at. Rank 0 runs no step before `s`: it starts from `x` (`x_s`) and
+   * broadcasts `cache` (the guided eps it applied at step `s - 1`) as the warm-up message, so every
+   * rank starts as after a warm-up. Other ranks ignore it. Values are the sampler's latents type.
+   */
+  resume?: { readonly x: unknown; readonly cache: unknown };
+  /**
+   * Rank 0 only: called at the start of every round (step `s >= W`) with `x_s` and the guided eps
+   * applied at step `s - 1`: the state a re-plan resumes from. The arrays are kept, not copied.
+   */
+  onRoundStart?: (s: number, x: unknown, guided: unknown) => void;
 }
 
 /** What one rank's run returns. */
@@ -367,10 +379,30 @@ async function runRankZero<X, E>(
   let x = x0;
   let depth = 0;
   let modelCalls = 0;
-  for (let i = 0; i < T; i++) {
+  let first = 0;
+  let last: X | undefined;
+  if (options.resume !== undefined) {
+    // Re-planned: x_s and G(eps_{s-1}) stand for the warm-up's result.
+    first = plan.warmup;
+    x = options.resume.x as X;
+    last = options.resume.cache as X;
+    if (plan.devices > 1 && T > first) {
+      await transport.broadcast({
+        gen,
+        step: first - 1,
+        kind: "warmup",
+        from: 0,
+        depth,
+        x,
+        cache: last,
+      });
+    }
+  }
+  for (let i = first; i < T; i++) {
     signal?.throwIfAborted();
     const cell = stepRole(plan, i, 0);
     const role = cell.role;
+    if (cell.pos === 0 && last !== undefined) options.onRoundStart?.(i, x, last);
     let guided: X;
     if (role.kind === "receive") {
       const message = await receive(
@@ -387,6 +419,7 @@ async function runRankZero<X, E>(
       depth += 1;
     }
     x = call.step(guided, i, x);
+    last = guided;
     // The broadcast first: the other ranks wait for it, while progress can wait.
     if (cell.broadcast === "warmup") {
       await transport.broadcast({ gen, step: i, kind: "warmup", from: 0, depth, x, cache: guided });
@@ -467,7 +500,14 @@ async function runAllGather<X, E>(
   let modelCalls = 0;
   // cache_r, guided (see runPredictor); on rank 0 never reused, as position 0 reuses nothing.
   let cache: X;
-  if (rank === 0) {
+  if (rank === 0 && options.resume !== undefined) {
+    // Re-planned: x_s and G(eps_{s-1}) stand for the warm-up's result.
+    x = options.resume.x as X;
+    cache = options.resume.cache as X;
+    if (T > W) {
+      await transport.broadcast({ gen, step: W - 1, kind: "warmup", from: 0, depth, x, cache });
+    }
+  } else if (rank === 0) {
     let guided: X | undefined;
     for (let i = 0; i < W; i++) {
       signal?.throwIfAborted();
@@ -498,8 +538,11 @@ async function runAllGather<X, E>(
     cache = warm.cache;
     depth = warm.depth;
   }
+  // The guided eps rank 0 applied last (at step s - 1 at the start of round s).
+  let applied: X = cache;
   for (let s = W; s < T; s += N) {
     signal?.throwIfAborted();
+    if (rank === 0) options.onRoundStart?.(s, x, applied);
     const positions = Math.min(N, T - s);
     const last = s + N >= T;
     let own: X | undefined;
@@ -537,6 +580,7 @@ async function runAllGather<X, E>(
           roundDepth = Math.max(roundDepth, message.depth);
         }
         x = call.step(guided, s + j, x);
+        applied = guided;
         onStep?.(s + j);
       }
       depth = roundDepth;
@@ -618,6 +662,10 @@ export interface RunInProcessOptions {
    * @default {true}
    */
   copy?: boolean;
+  /** Resume a re-planned generation (see {@link RunRankOptions.resume}). */
+  resume?: { readonly x: unknown; readonly cache: unknown };
+  /** Rank 0's round starts (see {@link RunRankOptions.onRoundStart}). */
+  onRoundStart?: (s: number, x: unknown, guided: unknown) => void;
 }
 
 /** What {@link runInProcess} returns. */
@@ -680,6 +728,10 @@ export async function runInProcess<X, E>(
     const rankOptions: RunRankOptions = { gen, signal: controller.signal };
     if (options.exchange !== undefined) rankOptions.exchange = options.exchange;
     if (r === 0 && options.onStep !== undefined) rankOptions.onStep = options.onStep;
+    if (r === 0 && options.resume !== undefined) rankOptions.resume = options.resume;
+    if (r === 0 && options.onRoundStart !== undefined) {
+      rankOptions.onRoundStart = options.onRoundStart;
+    }
     const run = Promise.resolve()
       .then(() => runRank(r, plan, samplerFor(r), x0, hub.endpoint(r), rankOptions))
       .catch((error: unknown) => {
@@ -711,4 +763,93 @@ export async function runInProcess<X, E>(
     messages: hub.log(),
     counters: results.map((r) => r.counters),
   };
+}
+
+/** A rank lost during a generation, as a re-plan sees it (docs/multihost.md §7). */
+export interface RankLoss {
+  /** The rank lost (numbered as in the epoch it was lost in). */
+  readonly rank: number;
+  /** The step `s` the re-plan resumed at: the start of the round whose results were incomplete. */
+  readonly step: number;
+  /** `N'`: ranks that ran the remaining steps. */
+  readonly devices: number;
+}
+
+/**
+ * The in-process engine told that ranks were lost: the generation runs with `plan` up to the
+ * first loss's step `s` (a round start), then from `x_s` and the guided eps applied at `s - 1`
+ * with `N'` ranks and warm-up `s` (resumed, see {@link RunRankOptions.resume}), and so on for
+ * each loss. This is what `--on-rank-loss continue` computes across hosts, bit for bit.
+ *
+ * @param losses In order of step; each `step` must be a round start of the epoch before it.
+ * @throws {RangeError} For a loss that is not at a round start, or leaves no rank.
+ */
+export async function runInProcessWithLosses<X, E>(
+  plan: ParaStepPlan,
+  samplerFor: (rank: number) => Sampler<X, E>,
+  x0: X,
+  losses: readonly Pick<RankLoss, "step" | "devices">[],
+  options: Omit<RunInProcessOptions, "resume" | "onRoundStart"> = {},
+): Promise<InProcessResult<X>> {
+  let epochPlan = plan;
+  let resume: { x: unknown; cache: unknown } | undefined;
+  for (const loss of losses) {
+    const { warmup: W, devices: N } = epochPlan;
+    if (!(loss.step >= W && loss.step < plan.steps && (loss.step - W) % N === 0)) {
+      throw new RangeError(
+        `Cannot replay a rank loss at step ${loss.step} as it is not a round start of ` +
+          `T=${plan.steps}, W=${W}, N=${N}`,
+      );
+    }
+    if (!Number.isInteger(loss.devices) || loss.devices < 1 || loss.devices > N) {
+      throw new RangeError(
+        `Cannot replay a rank loss as the ranks left must be an integer in 1..${N}: ` +
+          `current value is ${loss.devices}`,
+      );
+    }
+    // Up to the loss: the epoch's plan cut at step s (whole rounds, so the same roles); its
+    // end is x_s, and the guided eps rank 0 applied last is G(eps_{s-1}).
+    const state = await lastState(
+      { steps: loss.step, warmup: W, devices: N },
+      samplerFor,
+      x0,
+      options,
+      resume,
+    );
+    resume = state;
+    epochPlan = { steps: plan.steps, warmup: loss.step, devices: loss.devices };
+  }
+  return await runInProcess(epochPlan, samplerFor, x0, {
+    ...options,
+    ...(resume === undefined ? {} : { resume }),
+  });
+}
+
+/** `x_T` and the guided eps rank 0 applied at step `T - 1`, of an in-process run of `plan`. */
+async function lastState<X, E>(
+  plan: ParaStepPlan,
+  samplerFor: (rank: number) => Sampler<X, E>,
+  x0: X,
+  options: Omit<RunInProcessOptions, "resume" | "onRoundStart">,
+  resume: { x: unknown; cache: unknown } | undefined,
+): Promise<{ x: unknown; cache: unknown }> {
+  let guided: unknown;
+  const result = await runInProcess(
+    plan,
+    (rank) => {
+      const inner = samplerFor(rank);
+      if (rank !== 0) return inner;
+      return {
+        model: (x: X, i: number) => inner.model(x, i),
+        guide: (e: E) => inner.guide(e),
+        step: (g: X, i: number, x: X) => {
+          if (i === plan.steps - 1) guided = g;
+          return inner.step(g, i, x);
+        },
+      };
+    },
+    x0,
+    { ...options, ...(resume === undefined ? {} : { resume }) },
+  );
+  return { x: result.output, cache: guided };
 }

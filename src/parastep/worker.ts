@@ -52,7 +52,14 @@ import {
   type Sampler,
   SamplerError,
 } from "./rounds.ts";
-import { ExchangeError, type MessageTag } from "./transport.ts";
+import { ExchangeError, type MessageTag, type Transport } from "./transport.ts";
+import type { NatsStepSpec } from "./nats/spec.ts";
+
+/** A rank's step exchange: BroadcastChannel in one process, or NATS across hosts. */
+type StepTransport =
+  & Pick<ChannelTransport, "fail" | "waitMsByStep" | "sendMsByStep" | "undelivered" | "counters">
+  & Transport<Float32Array>
+  & { close(): void | Promise<void> };
 
 /** Coordinator -> worker, once: who this worker is and what it opens. */
 export interface InitRequest {
@@ -88,6 +95,8 @@ export interface PrepareRequest {
   readonly exchange?: Exchange;
   /** The generation's heartbeat slots of every rank (heartbeat.ts); this rank writes its own. */
   readonly heartbeats?: SharedArrayBuffer;
+  /** Exchange steps over NATS (src/parastep/nats/) instead of BroadcastChannel. */
+  readonly nats?: NatsStepSpec;
 }
 
 /** Coordinator -> worker: start the prepared generation (every rank is prepared). */
@@ -102,8 +111,38 @@ export interface AbortRequest {
   readonly type: "abort";
 }
 
+/**
+ * Coordinator -> worker, during a run (`--on-rank-loss continue`, docs/multihost.md §7): a rank
+ * was lost; stop the run, open the exchange of the next epoch (`gen`, `devices` ranks, this
+ * worker renumbered `rank`) and reply `replanned` (rank 0 with the step its round started at).
+ */
+export interface ReplanRequest {
+  /** Always `"replan"`. */
+  readonly type: "replan";
+  /** The next epoch's generation id (message tags and subjects). */
+  readonly gen: string;
+  /** `N'`: ranks left. */
+  readonly devices: number;
+  /** This worker's rank in the next epoch. */
+  readonly rank: number;
+}
+
+/** Coordinator -> worker: run the re-planned epoch from step `step` (every survivor replanned). */
+export interface ResumeRequest {
+  /** Always `"resume"`. */
+  readonly type: "resume";
+  /** The step the epoch resumes at (rank 0's round start). */
+  readonly step: number;
+}
+
 /** Any coordinator -> worker message. */
-export type ToWorker = InitRequest | PrepareRequest | RunRequest | AbortRequest;
+export type ToWorker =
+  | InitRequest
+  | PrepareRequest
+  | RunRequest
+  | AbortRequest
+  | ReplanRequest
+  | ResumeRequest;
 
 /** Worker -> coordinator: the denoiser is open (or, one-phase, the module is loaded). */
 export interface ReadyReply {
@@ -188,7 +227,8 @@ export type FailureStage =
   | "exchange"
   | "run"
   | "worker"
-  | "stall";
+  | "stall"
+  | "lost";
 
 /** An error as it crosses `postMessage` (custom error classes do not survive structured clone). */
 export interface SerializedError {
@@ -238,6 +278,16 @@ export interface ClosedReply {
   readonly report: CloseReport;
 }
 
+/** Worker -> coordinator: the run stopped and the next epoch's exchange listens. */
+export interface ReplannedReply {
+  /** Always `"replanned"`. */
+  readonly type: "replanned";
+  /** The sender's (original) rank. */
+  readonly rank: number;
+  /** Rank 0: the step its last round started at (where the epoch resumes); others: null. */
+  readonly step: number | null;
+}
+
 /** Any worker -> coordinator message. */
 export type FromWorker =
   | ReadyReply
@@ -245,7 +295,8 @@ export type FromWorker =
   | StepReply
   | DoneReply
   | ErrorReply
-  | ClosedReply;
+  | ClosedReply
+  | ReplannedReply;
 
 /** The parts of a Worker's global scope the worker uses. */
 export interface WorkerScope {
@@ -299,6 +350,12 @@ export function serveWorker(scope: WorkerScope): void {
       case "run":
         rank?.run();
         return;
+      case "replan":
+        rank?.replan(request);
+        return;
+      case "resume":
+        rank?.resume(request);
+        return;
       case "abort":
         if (rank === null) {
           scope.postMessage({
@@ -339,11 +396,22 @@ type GenerationSampler =
 /** One generation in this worker: its request, channels, sampler and run. */
 interface Generation {
   readonly request: PrepareRequest;
-  readonly transport: ChannelTransport;
+  /** Replaced by a re-plan. */
+  transport: StepTransport;
   readonly sampler: GenerationSampler;
   readonly tracker: ModelTracker;
   readonly prepareMs: number;
   running: Promise<void> | null;
+  /** This epoch's generation id, plan and rank (the request's until a re-plan). */
+  gen: string;
+  plan: ParaStepPlan;
+  rank: number;
+  /** Stops this epoch's run (a re-plan). */
+  stop: AbortController;
+  /** Rank 0: `x_s` and `G(eps_{s-1})` of its last round start. */
+  roundStart: { s: number; x: unknown; cache: unknown } | null;
+  /** A re-plan is stopping the run: its failure is not an error. */
+  replanning: boolean;
 }
 
 /** One rank inside this worker: its denoiser, and the generation it is serving. */
@@ -419,19 +487,27 @@ class RankWorker {
     }
     const started = performance.now();
     this.#preparing = (async () => {
-      let transport: ChannelTransport | null = null;
+      let transport: StepTransport | null = null;
       try {
         if (!(await this.#opening)) return;
         await this.#releasing;
         // The channels first: peers may post as soon as every rank is prepared.
-        transport = new ChannelTransport(request.gen, this.rank, request.plan.devices, {
-          steps: request.plan.steps,
-          ...(request.arenas ? { arenas: request.arenas } : {}),
-        });
+        transport = request.nats === undefined
+          ? new ChannelTransport(request.gen, this.rank, request.plan.devices, {
+            steps: request.plan.steps,
+            ...(request.arenas ? { arenas: request.arenas } : {}),
+          })
+          // Loaded only for a NATS run, so single-host runs never load the NATS client.
+          : await (await import("./nats/spec.ts")).openStepTransport(
+            request.nats,
+            request.gen,
+            this.rank,
+            request.plan,
+          );
         const sampler = await this.#bind(request.payload);
         if (this.#closing !== null) {
           await release(sampler);
-          transport.close();
+          await transport.close();
           return;
         }
         if (sampler.kind === "opened") {
@@ -449,6 +525,12 @@ class RankWorker {
           ),
           prepareMs: performance.now() - started,
           running: null,
+          gen: request.gen,
+          plan: request.plan,
+          rank: this.rank,
+          stop: new AbortController(),
+          roundStart: null,
+          replanning: false,
         };
         this.#scope.postMessage({
           type: "prepared",
@@ -456,7 +538,7 @@ class RankWorker {
           executionProvider: this.#executionProvider,
         });
       } catch (error) {
-        transport?.close();
+        await transport?.close();
         if (!this.#controller.signal.aborted) this.fail("open", error);
       } finally {
         this.#preparing = null;
@@ -478,12 +560,91 @@ class RankWorker {
   run(): void {
     const generation = this.#generation;
     if (generation === null || this.#closing !== null || generation.running !== null) return;
-    const { request, transport, tracker } = generation;
-    const { rank, progressIntervalMs } = this.#request;
-    const { plan, gen, x0 } = request;
-    const options: RunRankOptions = { gen, signal: this.#controller.signal };
+    this.#start(generation, generation.gen, undefined);
+  }
+
+  /**
+   * A rank was lost: stop this epoch's run, open the next epoch's exchange, reply `replanned`.
+   */
+  replan(request: ReplanRequest): void {
+    const generation = this.#generation;
+    if (generation === null || this.#closing !== null) {
+      this.fail("worker", new Error("Cannot re-plan as this rank serves no generation"));
+      return;
+    }
+    generation.replanning = true;
+    generation.stop.abort(new Error("re-planned"));
+    void (async () => {
+      try {
+        await generation.running;
+        await generation.transport.close();
+        const plan = { ...generation.plan, devices: request.devices };
+        const spec = generation.request.nats;
+        generation.transport = spec === undefined
+          ? new ChannelTransport(request.gen, request.rank, request.devices, { steps: plan.steps })
+          : await (await import("./nats/spec.ts")).openStepTransport(
+            spec,
+            request.gen,
+            request.rank,
+            plan,
+          );
+        generation.gen = request.gen;
+        generation.plan = plan;
+        generation.rank = request.rank;
+        generation.stop = new AbortController();
+        generation.running = null;
+        generation.replanning = false;
+        this.#scope.postMessage({
+          type: "replanned",
+          rank: this.rank,
+          step: request.rank === 0 ? generation.roundStart?.s ?? null : null,
+        });
+      } catch (error) {
+        if (!this.#controller.signal.aborted) this.fail("exchange", error);
+      }
+    })();
+  }
+
+  /** Run the re-planned epoch from `request.step`. */
+  resume(request: ResumeRequest): void {
+    const generation = this.#generation;
+    if (generation === null || this.#closing !== null || generation.running !== null) return;
+    generation.plan = { ...generation.plan, warmup: request.step };
+    const state = generation.roundStart;
+    if (generation.rank === 0 && (state === null || state.s !== request.step)) {
+      this.fail("worker", new Error(`Cannot resume at step ${request.step}: no state saved there`));
+      return;
+    }
+    this.#start(
+      generation,
+      generation.gen,
+      generation.rank === 0 ? { x: state!.x, cache: state!.cache } : undefined,
+    );
+  }
+
+  #start(
+    generation: Generation,
+    gen: string,
+    resume: { x: unknown; cache: unknown } | undefined,
+  ): void {
+    const { request, tracker } = generation;
+    const transport = generation.transport;
+    const { progressIntervalMs } = this.#request;
+    const { x0 } = request;
+    const plan = generation.plan;
+    const rank = generation.rank;
+    const options: RunRankOptions = {
+      gen,
+      signal: AbortSignal.any([this.#controller.signal, generation.stop.signal]),
+    };
     if (request.exchange !== undefined) options.exchange = request.exchange;
-    if (rank === 0) options.onStep = this.#progress(plan.steps, progressIntervalMs);
+    if (rank === 0) {
+      options.onStep = this.#progress(plan.steps, progressIntervalMs);
+      options.onRoundStart = (s, x, cache) => {
+        generation.roundStart = { s, x, cache };
+      };
+      if (resume !== undefined) options.resume = resume;
+    }
     generation.running = (async () => {
       const started = performance.now();
       try {
@@ -492,7 +653,7 @@ class RankWorker {
         const runMs = performance.now() - started;
         const waits = perRound(plan, transport.waitMsByStep());
         const stats: RankStats = {
-          rank,
+          rank: this.rank,
           modelCalls: result.modelCalls,
           depth: result.depth,
           counters: transport.counters(),
@@ -507,9 +668,14 @@ class RankWorker {
           undelivered: transport.undelivered(),
         };
         this.#generation = null;
-        transport.close();
+        await transport.close();
         this.#generations += 1;
-        this.#scope.postMessage({ type: "done", rank, output: result.output ?? null, stats });
+        this.#scope.postMessage({
+          type: "done",
+          rank: this.rank,
+          output: result.output ?? null,
+          stats,
+        });
         // After `done`: a one-phase sampler's disposal closes its session, which the result need
         // not wait for. The next `prepare` (and `close`) waits for it.
         this.#releasing = release(generation.sampler).catch((error) => {
@@ -517,7 +683,7 @@ class RankWorker {
         });
       } catch (error) {
         // After an abort every failure is an echo of it (the coordinator knows the cause).
-        if (this.#controller.signal.aborted) return;
+        if (this.#controller.signal.aborted || generation.replanning) return;
         this.fail("run", error);
       }
     })();
@@ -573,7 +739,7 @@ class RankWorker {
       // Whatever the disposals promised, no model call may outlive this reply.
       await tracker?.idle();
       await current?.running;
-      current?.transport.close();
+      await current?.transport.close();
       this.#generation = null;
       return {
         rank: this.rank,

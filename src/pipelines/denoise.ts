@@ -18,7 +18,7 @@ import {
   type OpenedDenoiser,
   samplerForm,
 } from "../parastep/devices.ts";
-import { type Exchange, runInProcess } from "../parastep/rounds.ts";
+import { type Exchange, type RankLoss, runInProcess } from "../parastep/rounds.ts";
 
 /** How the denoising loop is spread over devices. */
 export type DenoiseMode = "parastep" | "batchstep" | "sequential";
@@ -102,6 +102,8 @@ export interface DenoiseReport {
    * (rank 0 to the others; gather only) and `eps` (into rank 0); null for a kind never sent.
    */
   readonly hopMs: { readonly latents: number | null; readonly eps: number | null };
+  /** Ranks lost and re-planned around (`gen --nats --on-rank-loss continue`); absent: none. */
+  readonly losses?: readonly RankLoss[];
 }
 
 /** An engine with its denoisers open, ready for generation after generation. */
@@ -315,7 +317,10 @@ export async function denoiseWithWorkers(spec: EngineSpec): Promise<OpenedEngine
   };
 }
 
-function workersReport(result: GenerationResult, asked: ExecutionProvider | "auto"): DenoiseReport {
+export function workersReport(
+  result: GenerationResult,
+  asked: ExecutionProvider | "auto",
+): DenoiseReport {
   const ep = result.ranks[0]?.executionProvider;
   // Rank 0's exchange per round: sending (gather: the round's latents; all-gather: its eps), and
   // waiting from the end of its own call until the others' eps are in hand.

@@ -429,3 +429,40 @@ Deno.test("runRank() on rank r > 0 advances its clock to the depth carried by a 
   const result = await rank1;
   assertEquals([result.depth, result.modelCalls, result.output], [21, 2, undefined]);
 });
+
+Deno.test("runInProcessWithLosses: no loss is runInProcess; a loss off a round start is refused", async () => {
+  const { runInProcessWithLosses, runInProcess } = await import("../../src/parastep/rounds.ts");
+  const sampler = {
+    model: (x: number, i: number) => Math.sin(x + i),
+    guide: (e: number) => 1.5 * e,
+    step: (e: number, _i: number, x: number) => x - 0.05 * e,
+  };
+  const plan = { steps: 20, warmup: 2, devices: 3 };
+  const plain = await runInProcess(plan, () => sampler, 1);
+  const none = await runInProcessWithLosses(plan, () => sampler, 1, []);
+  if (none.output !== plain.output) throw new Error("no loss must equal runInProcess");
+  const lost = await runInProcessWithLosses(plan, () => sampler, 1, [{ step: 8, devices: 2 }]);
+  // The same as running N = 2 from x_8 with the freshest guided eps as the cache: by hand.
+  let x = 1;
+  let guided = 0;
+  const cut = await runInProcess({ steps: 8, warmup: 2, devices: 3 }, () => ({
+    ...sampler,
+    step: (e: number, i: number, x: number) => {
+      if (i === 7) guided = e;
+      return sampler.step(e, i, x);
+    },
+  }), 1);
+  x = cut.output;
+  const rest = await runInProcess({ steps: 20, warmup: 8, devices: 2 }, () => sampler, 1, {
+    resume: { x, cache: guided },
+  });
+  if (lost.output !== rest.output) throw new Error("loss replay differs from the two epochs");
+  if (lost.output === plain.output) throw new Error("a loss must change the trajectory");
+  let refused = false;
+  try {
+    await runInProcessWithLosses(plan, () => sampler, 1, [{ step: 9, devices: 2 }]);
+  } catch (error) {
+    refused = error instanceof RangeError && /not a round start/.test(error.message);
+  }
+  if (!refused) throw new Error("a loss at step 9 (not a round start) must be refused");
+});

@@ -6,6 +6,7 @@
  */
 
 import {
+  credsAuthenticator,
   errors,
   type NatsConnection,
   NatsConnectionImpl,
@@ -101,6 +102,51 @@ export interface ConnectNatsOptions {
    * @default {2}
    */
   maxPingOut?: number;
+  /**
+   * The text of a NATS credentials file (a user JWT and its NKey seed, as `nsc` writes them), for
+   * `--nats-creds FILE` (see {@link readCredsFile}).
+   */
+  creds?: string;
+  /**
+   * Reconnect after a lost connection (a long-lived `serve` control connection); a generation's
+   * connection never does.
+   *
+   * @default {false}
+   */
+  reconnect?: boolean;
+}
+
+/**
+ * Read a NATS credentials file for `--nats-creds`: refused (one line, naming the file but never
+ * its content) when missing, readable by group or others, or not a credentials file.
+ *
+ * @throws {RangeError} For a file that cannot be used.
+ */
+export function readCredsFile(path: string): string {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(path);
+  } catch (error) {
+    throw new RangeError(
+      `Cannot use the NATS credentials file ${path} as it cannot be read (${
+        error instanceof Error ? error.message : String(error)
+      })`,
+    );
+  }
+  if (info.mode !== null && (info.mode & 0o077) !== 0) {
+    throw new RangeError(
+      `Cannot use the NATS credentials file ${path} as group or others may read it (mode ` +
+        `${(info.mode & 0o777).toString(8)}): chmod 600 ${path}`,
+    );
+  }
+  const text = Deno.readTextFileSync(path);
+  if (!/-----BEGIN NATS USER JWT-----/.test(text) || !/-----BEGIN USER NKEY SEED-----/.test(text)) {
+    throw new RangeError(
+      `Cannot use the NATS credentials file ${path} as it holds no user JWT and NKey seed ` +
+        `(write it with nsc, e.g. nsc generate creds)`,
+    );
+  }
+  return text;
 }
 
 /** A NATS connection could not be made; the message is one line saying why and what to do. */
@@ -135,7 +181,11 @@ export async function connectNats(
   try {
     return await NatsConnectionImpl.connect({
       servers: `${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`,
-      reconnect: false,
+      reconnect: options.reconnect ?? false,
+      ...(options.reconnect ? { maxReconnectAttempts: -1 } : {}),
+      ...(options.creds === undefined
+        ? {}
+        : { authenticator: credsAuthenticator(new TextEncoder().encode(options.creds)) }),
       noEcho: true,
       timeout: timeoutMs,
       pingInterval: options.pingIntervalMs ?? 5000,
@@ -145,21 +195,31 @@ export async function connectNats(
       ...(address.token === undefined ? {} : { token: address.token }),
     });
   } catch (error) {
-    throw new NatsConnectError(describeConnectError(address, error, timeoutMs), { cause: error });
+    throw new NatsConnectError(
+      describeConnectError(address, error, timeoutMs, options.creds !== undefined),
+      { cause: error },
+    );
   }
 }
 
-function describeConnectError(address: NatsAddress, error: unknown, timeoutMs: number): string {
+function describeConnectError(
+  address: NatsAddress,
+  error: unknown,
+  timeoutMs: number,
+  creds: boolean,
+): string {
   const at = `Cannot connect to NATS at ${address.display}`;
   const detail = error instanceof Error ? error.message : String(error);
   if (error instanceof errors.AuthorizationError) {
-    const sent = address.user !== undefined
+    const sent = creds
+      ? "a credentials file"
+      : address.user !== undefined
       ? "user and password"
       : address.token !== undefined
       ? "token"
       : "no credentials";
     return `${at} as the server refused the credentials (${detail}; sent ${sent}): ` +
-      `put the right user:pass@ or token@ in the NATS URL`;
+      `put the right user:pass@ or token@ in the NATS URL (or --nats-creds FILE)`;
   }
   if (error instanceof errors.TimeoutError) {
     return `${at} as the server did not complete the handshake within ${timeoutMs} ms: ` +
