@@ -53,8 +53,8 @@ async function run(mode: Mode, options: StuckCliOptions): Promise<number> {
   const init: StuckInit = {
     mode: mode === "block-main" ? "load-sync" : mode,
     toy: { steps: STEPS, cond: jsToyCond(N_LATENT), guidance: 3.5 },
-    // About 2 minutes of MatMuls on one core for the hung call; a slow load otherwise.
-    model: mode === "hang-run" ? slowModel(512, 2000) : slowLoadingModel(options.nodes ?? 32000),
+    // A minute or more of MatMuls on one core for the hung call; a slow load otherwise.
+    model: mode === "hang-run" ? slowModel(2048, 600) : slowLoadingModel(options.nodes ?? 32000),
     hang: options.hang ?? { rank: 1, step: 3 },
     probe: probe.name,
   };
