@@ -146,6 +146,44 @@ BENCH = Size(
 
 SIZES = {"tiny": TINY, "bench": BENCH}
 
+# CLAP's audio tower for the random sizes: the structure of laion/clap-htsat-unfused (unfused Swin
+# "HTSAT", one input channel, patch 4 with stride 4, log-mel input of `num_mel_bins` bins turned into a
+# square `spec_size` image by folding time `spec_size // num_mel_bins` times), at tiny widths. The
+# feature extractor is sized to match: `max_length_s * 48000 / hop_length + 1` frames must fit in
+# `spec_size * (spec_size // num_mel_bins)`, and `feature_size == num_mel_bins`.
+_TINY_CLAP_AUDIO = dict(
+    spec_size=64,  # 64 // 16 = fold 4: 256 frames fit the 201 of 2 s
+    num_mel_bins=16,
+    window_size=4,  # divides the 16 x 16 patch grid and the 8 x 8 one after merging
+    patch_size=4,
+    patch_stride=(4, 4),
+    patch_embeds_hidden_size=16,
+    depths=[1, 1],
+    num_attention_heads=[1, 2],
+    hidden_size=32,  # patch_embeds_hidden_size * 2 ** (len(depths) - 1)
+    num_hidden_layers=1,
+    intermediate_size=37,
+    enable_fusion=False,
+    patch_embed_input_channels=1,
+    layer_norm_eps=1e-5,
+)
+# ClapFeatureExtractor arguments. "rand_trunc" is the mode of the unfused checkpoint (the "fusion"
+# default stacks 4 mels, which an unfused tower cannot take); 2 s keeps the tiny features small while
+# the tiny model's 1.28 s default stays below it, so the features are deterministic (repeat-padded).
+_TINY_CLAP_FEATURES = dict(
+    feature_size=16,
+    sampling_rate=48_000,
+    hop_length=480,
+    max_length_s=2,
+    fft_window_size=1024,
+    frequency_min=50,
+    frequency_max=14_000,
+    truncation="rand_trunc",
+    padding="repeatpad",
+)
+CLAP_AUDIO = {"tiny": _TINY_CLAP_AUDIO, "bench": _TINY_CLAP_AUDIO}
+CLAP_FEATURES = {"tiny": _TINY_CLAP_FEATURES, "bench": _TINY_CLAP_FEATURES}
+
 
 def _seeded(seed: int, k: int) -> None:
     torch.manual_seed(seed * 1000 + k)
@@ -182,38 +220,7 @@ def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
         scaling_factor=0.4110932946205139,  # the real checkpoint's value, far from 1 on purpose
     )
     _seeded(seed, 2)
-    text_encoder = ClapModel(
-        ClapConfig(
-            text_config=dict(
-                vocab_size=size.clap_vocab,
-                hidden_size=size.clap_hidden,
-                num_hidden_layers=size.clap_layers,
-                num_attention_heads=2,
-                intermediate_size=2 * size.clap_hidden + 5,
-                max_position_embeddings=size.clap_max_length + 3,  # RoBERTa positions start at pad_id + 1
-                bos_token_id=0,
-                pad_token_id=1,
-                eos_token_id=2,
-                layer_norm_eps=1e-5,
-            ),
-            # The audio tower is only used for ranking several waveforms; keep it minimal.
-            audio_config=dict(
-                spec_size=8,
-                window_size=4,
-                num_mel_bins=8,
-                intermediate_size=37,
-                layer_norm_eps=1e-5,
-                depths=[1, 1],
-                num_attention_heads=[1, 1],
-                num_hidden_layers=1,
-                hidden_size=192,
-                patch_size=2,
-                patch_stride=2,
-                patch_embed_input_channels=4,
-            ),
-            projection_dim=size.clap_dim,
-        )
-    )
+    text_encoder = _clap(size, seed)
     _seeded(seed, 3)
     text_encoder_2 = T5EncoderModel(
         T5Config(
@@ -270,7 +277,7 @@ def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
         language_model=language_model,
         tokenizer=build_clap_tokenizer(size.clap_vocab, size.clap_max_length),
         tokenizer_2=build_t5_tokenizer(size.t5_words, size.t5_max_length),
-        feature_extractor=ClapFeatureExtractor(),
+        feature_extractor=ClapFeatureExtractor(**CLAP_FEATURES[size.name]),
         unet=unet,
         scheduler=DDIMScheduler(**REAL_SCHEDULER),
         vocoder=vocoder,
@@ -279,6 +286,58 @@ def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
     for module in _torch_modules(pipe):
         module.eval()
     return pipe
+
+
+def _clap_config(size: Size, audio_config: dict) -> ClapConfig:
+    return ClapConfig(
+        text_config=dict(
+            vocab_size=size.clap_vocab,
+            hidden_size=size.clap_hidden,
+            num_hidden_layers=size.clap_layers,
+            num_attention_heads=2,
+            intermediate_size=2 * size.clap_hidden + 5,
+            max_position_embeddings=size.clap_max_length + 3,  # RoBERTa positions start at pad_id + 1
+            bos_token_id=0,
+            pad_token_id=1,
+            eos_token_id=2,
+            layer_norm_eps=1e-5,
+        ),
+        audio_config=audio_config,
+        projection_dim=size.clap_dim,
+    )
+
+
+# The audio tower the tiny and bench CLAP had before it was used for scoring (too small for any
+# feature extractor). Its weights are still drawn first, because transformers initialises the text
+# projection after the audio tower: drawing it keeps the committed tiny fixture's text weights (and
+# so clap_text.onnx and every reference that depends on it) bit-identical.
+_DRAW_ONLY_AUDIO = dict(
+    spec_size=8,
+    window_size=4,
+    num_mel_bins=8,
+    intermediate_size=37,
+    layer_norm_eps=1e-5,
+    depths=[1, 1],
+    num_attention_heads=[1, 1],
+    num_hidden_layers=1,
+    hidden_size=192,
+    patch_size=2,
+    patch_stride=2,
+    patch_embed_input_channels=4,
+)
+
+
+def _clap(size: Size, seed: int) -> ClapModel:
+    """CLAP with the text weights of the original draw and an audio tower sized for scoring."""
+    drawn = ClapModel(_clap_config(size, _DRAW_ONLY_AUDIO))  # under _seeded(seed, 2), as before
+    _seeded(seed, 7)
+    clap = ClapModel(_clap_config(size, dict(CLAP_AUDIO[size.name])))
+    clap.text_model.load_state_dict(drawn.text_model.state_dict())
+    clap.text_projection.load_state_dict(drawn.text_projection.state_dict())
+    with torch.no_grad():
+        clap.logit_scale_t.copy_(drawn.logit_scale_t)
+        clap.logit_scale_a.copy_(drawn.logit_scale_a)
+    return clap
 
 
 def _variance_preserving_init(vocoder) -> None:
