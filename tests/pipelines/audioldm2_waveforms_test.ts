@@ -83,6 +83,7 @@ Deno.test("resampleFir reproduces librosa.resample (soxr_hq) on diffusers' wavef
     const got = resampleFir(waves[k]!, taps, settings.resampler.delay, settings.resampler.up);
     const err = maxAbsDiff(got, want[k]!);
     assert.ok(err <= RESAMPLE_TOLERANCE, `waveform ${k}: max |diff| ${err}`);
+    console.log(`resampled waveform ${k}: max |diff| ${err.toExponential(2)}`);
   }
 });
 
@@ -95,6 +96,7 @@ Deno.test("clapFeatures equals ClapFeatureExtractor's input_features", async () 
   for (let k = 0; k < resampled.length; k++) {
     const err = maxAbsDiff(clapFeatures(resampled[k]!, settings), expected[k]!);
     assert.ok(err <= FEATURE_TOLERANCE, `waveform ${k}: max |diff| ${err} dB`);
+    console.log(`features of waveform ${k}: max |diff| ${err.toExponential(2)} dB`);
   }
 });
 
@@ -106,6 +108,7 @@ Deno.test("ClapScorer gives diffusers' score_waveforms scores and ranking", asyn
   const want = (await f32("logits_per_text")).data;
   const err = maxAbsDiff(scores, want);
   assert.ok(err <= SCORE_TOLERANCE, `scores ${scores} vs ${Array.from(want)}: ${err}`);
+  console.log(`scores ${scores.map((v) => v.toFixed(6))}: max |diff| ${err.toExponential(2)}`);
   assert.deepEqual(order, info.ranking);
   assert.deepEqual(order, Array.from((await i64("ranking")).data, Number));
 });
@@ -141,11 +144,15 @@ Deno.test("AudioLDM2 --waveforms 3 equals diffusers' pipeline: batch 3, ranked b
   const decoded = await decodeRanked(env, model, request, sequential.output, { session });
   assert.deepEqual(decoded.order, info.ranking);
   const want = rows(await f32("waveform"));
-  decoded.waveforms.forEach((w, r) => close(`waveform rank ${r}`, w, want[r]!, PARITY_TOLERANCE));
+  decoded.waveforms.forEach((w, r) => {
+    const rel = close(`waveform rank ${r}`, w, want[r]!, PARITY_TOLERANCE);
+    console.log(`waveform rank ${r}: relative error ${rel.toExponential(2)}`);
+  });
   assert.equal(decoded.waveform, decoded.waveforms[0]);
   const scores = (await f32("logits_per_text")).data;
   const err = maxAbsDiff(decoded.scores, info.ranking.map((k) => scores[k]!));
   assert.ok(err <= SCORE_TOLERANCE, `scores: max |diff| ${err}`);
+  console.log(`end to end: scores max |diff| ${err.toExponential(2)}, order ${decoded.order}`);
 
   // ParaStep with K > 1: N = 2 runs on latents 3 times larger and stays close to sequential.
   const parallel = await runInProcess(
