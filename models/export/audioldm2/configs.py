@@ -82,6 +82,22 @@ class Size:
     vocoder_rates: tuple[int, ...]  # product must be 160 (0.01 s per mel frame at 16 kHz)
     norm_groups: int
     defaults: dict
+    # Knobs the real configurations (real_configs.py) set; the defaults keep tiny and bench as they were.
+    unet_head_counts: tuple[int, ...] | None = None  # per level; overrides unet_heads
+    clap_heads: int = 2
+    clap_intermediate: int | None = None  # None: 2 * clap_hidden + 5
+    clap_model_vocab: int | None = None  # embedding rows; None: clap_vocab
+    t5_ff: int | None = None  # None: 2 * t5_dim + 5
+    t5_model_vocab: int | None = None  # None: t5_words + 200
+    lm_vocab: int = 64  # wte is never used: the pipeline feeds inputs_embeds
+    lm_positions: int | None = None  # None: t5_max_length + 21
+    vae_layers_per_block: int = 1
+    vocoder_kernels: tuple[int, ...] | None = None  # None: 2 * rate
+    vocoder_resblock_kernels: tuple[int, ...] = (3, 5)
+    vocoder_resblock_dilations: tuple[tuple[int, ...], ...] = ((1, 3), (1, 3))
+    clap_audio: dict | None = None  # ClapAudioConfig; None: CLAP_AUDIO[name]
+    clap_features: dict | None = None  # ClapFeatureExtractor arguments; None: CLAP_FEATURES[name]
+    source: str | None = None  # the published checkpoint whose configuration this copies
 
 
 TINY = Size(
@@ -189,10 +205,9 @@ def _seeded(seed: int, k: int) -> None:
     torch.manual_seed(seed * 1000 + k)
 
 
-def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
-    """An `AudioLDM2Pipeline` with random float32 weights, in eval mode, on the CPU."""
-    _seeded(seed, 0)
-    unet = AudioLDM2UNet2DConditionModel(
+def unet_config(size: Size) -> dict:
+    """`AudioLDM2UNet2DConditionModel` arguments for `size`."""
+    return dict(
         sample_size=size.unet_sample_size,
         in_channels=size.latent_channels,
         out_channels=size.latent_channels,
@@ -202,10 +217,16 @@ def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(size.unet_channels) - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (len(size.unet_channels) - 1) + ("UpBlock2D",),
         cross_attention_dim=((None, size.lm_dim, size.t5_dim),) * len(size.unet_channels),
-        attention_head_dim=size.unet_heads,
+        attention_head_dim=size.unet_head_counts or size.unet_heads,
         flip_sin_to_cos=True,
         freq_shift=0,
     )
+
+
+def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
+    """An `AudioLDM2Pipeline` with random float32 weights, in eval mode, on the CPU."""
+    _seeded(seed, 0)
+    unet = AudioLDM2UNet2DConditionModel(**unet_config(size))
     _seeded(seed, 1)
     vae = AutoencoderKL(
         in_channels=1,
@@ -214,7 +235,7 @@ def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
         block_out_channels=list(size.vae_channels),
         down_block_types=["DownEncoderBlock2D"] * len(size.vae_channels),
         up_block_types=["UpDecoderBlock2D"] * len(size.vae_channels),
-        layers_per_block=1,
+        layers_per_block=size.vae_layers_per_block,
         norm_num_groups=size.norm_groups,
         sample_size=size.unet_sample_size * 2 ** (len(size.vae_channels) - 1),
         scaling_factor=0.4110932946205139,  # the real checkpoint's value, far from 1 on purpose
@@ -224,9 +245,9 @@ def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
     _seeded(seed, 3)
     text_encoder_2 = T5EncoderModel(
         T5Config(
-            vocab_size=size.t5_words + 200,
+            vocab_size=size.t5_model_vocab or size.t5_words + 200,
             d_model=size.t5_dim,
-            d_ff=2 * size.t5_dim + 5,
+            d_ff=size.t5_ff or 2 * size.t5_dim + 5,
             d_kv=size.t5_dim // size.t5_heads,
             num_heads=size.t5_heads,
             num_layers=size.t5_layers,
@@ -240,10 +261,10 @@ def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
             n_embd=size.lm_dim,
             n_layer=size.lm_layers,
             n_head=size.lm_heads,
-            vocab_size=64,  # wte is never used: the pipeline feeds inputs_embeds
+            vocab_size=size.lm_vocab,
             bos_token_id=0,
             eos_token_id=0,
-            n_positions=size.t5_max_length + 5 + 8 + 8,
+            n_positions=size.lm_positions or size.t5_max_length + 5 + 8 + 8,
         )
     )
     language_model.config.max_new_tokens = 8
@@ -262,9 +283,9 @@ def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
             sampling_rate=16000,
             upsample_initial_channel=size.vocoder_channels,
             upsample_rates=list(size.vocoder_rates),
-            upsample_kernel_sizes=[2 * r for r in size.vocoder_rates],
-            resblock_kernel_sizes=[3, 5],
-            resblock_dilation_sizes=[[1, 3], [1, 3]],
+            upsample_kernel_sizes=list(size.vocoder_kernels or [2 * r for r in size.vocoder_rates]),
+            resblock_kernel_sizes=list(size.vocoder_resblock_kernels),
+            resblock_dilation_sizes=[list(d) for d in size.vocoder_resblock_dilations],
             normalize_before=False,
         )
     )
@@ -277,7 +298,7 @@ def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
         language_model=language_model,
         tokenizer=build_clap_tokenizer(size.clap_vocab, size.clap_max_length),
         tokenizer_2=build_t5_tokenizer(size.t5_words, size.t5_max_length),
-        feature_extractor=ClapFeatureExtractor(**CLAP_FEATURES[size.name]),
+        feature_extractor=ClapFeatureExtractor(**(size.clap_features or CLAP_FEATURES[size.name])),
         unet=unet,
         scheduler=DDIMScheduler(**REAL_SCHEDULER),
         vocoder=vocoder,
@@ -291,11 +312,11 @@ def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
 def _clap_config(size: Size, audio_config: dict) -> ClapConfig:
     return ClapConfig(
         text_config=dict(
-            vocab_size=size.clap_vocab,
+            vocab_size=size.clap_model_vocab or size.clap_vocab,
             hidden_size=size.clap_hidden,
             num_hidden_layers=size.clap_layers,
-            num_attention_heads=2,
-            intermediate_size=2 * size.clap_hidden + 5,
+            num_attention_heads=size.clap_heads,
+            intermediate_size=size.clap_intermediate or 2 * size.clap_hidden + 5,
             max_position_embeddings=size.clap_max_length + 3,  # RoBERTa positions start at pad_id + 1
             bos_token_id=0,
             pad_token_id=1,
@@ -329,6 +350,8 @@ _DRAW_ONLY_AUDIO = dict(
 
 def _clap(size: Size, seed: int) -> ClapModel:
     """CLAP with the text weights of the original draw and an audio tower sized for scoring."""
+    if size.clap_audio is not None:  # the real configurations: one draw
+        return ClapModel(_clap_config(size, dict(size.clap_audio)))
     drawn = ClapModel(_clap_config(size, _DRAW_ONLY_AUDIO))  # under _seeded(seed, 2), as before
     _seeded(seed, 7)
     clap = ClapModel(_clap_config(size, dict(CLAP_AUDIO[size.name])))
@@ -362,3 +385,10 @@ def _variance_preserving_init(vocoder) -> None:
 
 def _torch_modules(pipe: AudioLDM2Pipeline) -> list[torch.nn.Module]:
     return [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+
+
+# The published configurations and their tiny-scaled copies (real_configs.py imports Size from here).
+from .real_configs import REAL_SIZES, TINY_SCALED  # noqa: E402
+
+SIZES.update(REAL_SIZES)
+SIZES.update(TINY_SCALED)
