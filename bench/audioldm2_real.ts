@@ -4,15 +4,16 @@
  * through parastep (ONNX Runtime through Deno FFI) and through diffusers' PyTorch UNet on the same
  * weights (bench/audioldm2_torch_unet.py rebuilds them from the same seed), with the same intra-op
  * threads and input shapes: one denoising step of 10.24 s of audio is one UNet call at batch 2
- * (classifier-free guidance) over 256 latent frames. The two sides run one after the other, never
- * together, so they do not share the cores or the memory.
+ * (classifier-free guidance) over 256 latent frames. Both are loaded at once and alternate call by
+ * call (never running together), so load from elsewhere hits both alike; `--no-interleave` runs
+ * them one after the other instead. Peak RSS is each process's own (VmHWM).
  *
  * Prints one JSON object: folder bytes, session open time, parastep median / min step latency and
  * peak RSS (VmHWM), and the PyTorch side's.
  *
  * Usage:
  *   deno run --allow-all bench/audioldm2_real.ts --size base [--dir .cache/models/audioldm2-base]
- *     [--threads 2] [--frames 256] [--repeats 3] [--python .venv/bin/python] [--no-torch]
+ *     [--threads 2] [--frames 256] [--repeats 3] [--python .venv/bin/python] [--no-torch] [--no-interleave]
  *
  * @module
  */
@@ -33,6 +34,7 @@ const { values } = parseArgs({
     repeats: { type: "string", default: "3" },
     python: { type: "string", default: ".venv/bin/python" },
     "no-torch": { type: "boolean", default: false },
+    "no-interleave": { type: "boolean", default: false },
   },
 });
 
@@ -85,11 +87,57 @@ const feeds = {
   encoder_hidden_states_1: new Tensor("float32", noise(2 * L * t5Dim, 3), [2, L, t5Dim]),
   encoder_attention_mask_1: new Tensor("int64", new BigInt64Array(2 * L).fill(1n), [2, L]),
 };
+// With --interleave (the default) the PyTorch side is loaded beside this one and the two alternate
+// call by call, so a burst of load from elsewhere slows both alike; with --no-interleave they run one
+// after the other and never share memory.
+const torchArgs = [
+  "bench/audioldm2_torch_unet.py",
+  "--size",
+  values.size,
+  "--threads",
+  String(threads),
+  "--frames",
+  String(frames),
+  "--sequence",
+  String(L),
+  "--repeats",
+  String(repeats),
+];
 const times: number[] = [];
-for (let k = 0; k <= repeats; k++) {
-  t0 = performance.now();
-  unet.run(feeds);
-  if (k > 0) times.push(performance.now() - t0);
+let torch: unknown = null;
+const interleave = !values["no-torch"] && !values["no-interleave"];
+if (interleave) {
+  const child = new Deno.Command(values.python, {
+    args: [...torchArgs, "--serve"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(lineSplitter())
+    .getReader();
+  const writer = child.stdin.getWriter();
+  const readLine = async () => {
+    const { value, done } = await lines.read();
+    if (done) throw new Error("the PyTorch side ended early");
+    return value;
+  };
+  if ((await readLine()) !== "ready") throw new Error("the PyTorch side did not start");
+  for (let k = 0; k <= repeats; k++) {
+    t0 = performance.now();
+    unet.run(feeds);
+    if (k > 0) times.push(performance.now() - t0);
+    await writer.write(new TextEncoder().encode("go\n"));
+    await readLine();
+  }
+  await writer.close();
+  torch = JSON.parse(await readLine());
+  await child.status;
+} else {
+  for (let k = 0; k <= repeats; k++) {
+    t0 = performance.now();
+    unet.run(feeds);
+    if (k > 0) times.push(performance.now() - t0);
+  }
 }
 const parastep = {
   openMs,
@@ -101,28 +149,31 @@ const parastep = {
 unet.close();
 env.close();
 
-let torch: unknown = null;
-if (!values["no-torch"]) {
-  const out = await new Deno.Command(values.python, {
-    args: [
-      "bench/audioldm2_torch_unet.py",
-      "--size",
-      values.size,
-      "--threads",
-      String(threads),
-      "--frames",
-      String(frames),
-      "--sequence",
-      String(L),
-      "--repeats",
-      String(repeats),
-    ],
-    stderr: "inherit",
-  }).output();
+if (!values["no-torch"] && !interleave) {
+  const out = await new Deno.Command(values.python, { args: torchArgs, stderr: "inherit" })
+    .output();
   if (!out.success) throw new Error(`the PyTorch side failed (exit ${out.code})`);
   const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
   torch = JSON.parse(lines.at(-1)!);
 }
+
+function lineSplitter(): TransformStream<string, string> {
+  let buffer = "";
+  return new TransformStream({
+    transform(chunk, controller) {
+      buffer += chunk;
+      let nl;
+      while ((nl = buffer.indexOf("\n")) >= 0) {
+        controller.enqueue(buffer.slice(0, nl));
+        buffer = buffer.slice(nl + 1);
+      }
+    },
+    flush(controller) {
+      if (buffer) controller.enqueue(buffer);
+    },
+  });
+}
+
 console.log(JSON.stringify(
   {
     size: values.size,

@@ -6,7 +6,11 @@ call one denoising step makes: batch 2 (classifier-free guidance), `--frames` la
 input shapes the parastep side feeds. Prints one JSON line:
 {"medianMs", "minMs", "timesMs", "peakRssMiB", "buildS", "threads", "params"}.
 
-Usage: .venv/bin/python bench/audioldm2_torch_unet.py --size base --threads 2 --frames 256 --repeats 3
+With `--serve` it prints `ready`, then runs one call per line read from stdin and prints that call's
+milliseconds, so bench/audioldm2_real.ts can alternate it with parastep's calls (a load burst from
+elsewhere then hits both sides alike); end of input prints the JSON summary.
+
+Usage: .venv/bin/python bench/audioldm2_torch_unet.py --size base --threads 2 --frames 256 --repeats 3 [--serve]
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=256)
     p.add_argument("--sequence", type=int, default=12)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--serve", action="store_true")
     args = p.parse_args()
 
     import torch
@@ -60,13 +65,25 @@ def main() -> None:
     t5 = torch.randn(2, args.sequence, size.t5_dim, generator=gen)
     mask = torch.ones(2, args.sequence, dtype=torch.long)
     times = []
-    with torch.no_grad():
-        for k in range(args.repeats + 1):  # the first call warms up
-            t0 = time.perf_counter()
+
+    def call() -> float:
+        t0 = time.perf_counter()
+        with torch.no_grad():
             unet(sample, timestep, encoder_hidden_states=lm, encoder_hidden_states_1=t5,
                  encoder_attention_mask_1=mask, return_dict=False)
+        return (time.perf_counter() - t0) * 1000
+
+    if args.serve:
+        print("ready", flush=True)
+        for _ in sys.stdin:
+            times.append(call())
+            print(f"{times[-1]:.3f}", flush=True)
+        times = times[1:]  # the first call warms up
+    else:
+        for k in range(args.repeats + 1):  # the first call warms up
+            ms = call()
             if k > 0:
-                times.append((time.perf_counter() - t0) * 1000)
+                times.append(ms)
     print(json.dumps({
         "medianMs": statistics.median(times),
         "minMs": min(times),
