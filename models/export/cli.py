@@ -51,7 +51,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     src.add_argument("--from", dest="source", metavar="SRC", help="hub id (from the local HF cache) or checkpoint directory")
     src.add_argument("--tiny", action="store_const", const="tiny", dest="size", help="same as --size tiny")
     src.add_argument(
-        "--size", help="random weights from built-in configs (audioldm2, svd: tiny, bench; cogvideox: tiny, tiny-5b, bench)"
+        "--size",
+        help="random weights from built-in configs (audioldm2: tiny, bench, base, large, music and their -tiny copies; "
+        "svd: tiny, bench; cogvideox: tiny, tiny-5b, bench)",
     )
     p.add_argument("--out", type=Path, help="model folder to write (default for --size bench: .cache/models/<family>-bench)")
     p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="float type (bf16: cogvideox only)")

@@ -1,4 +1,4 @@
-"""The seven ONNX components of an AudioLDM2 pipeline and their tensor contracts (models/README.md)."""
+"""The eight ONNX components of an AudioLDM2 pipeline and their tensor contracts (models/README.md)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ def dims(pipe) -> dict[str, int]:
         "mel_bins": pipe.vocoder.config.model_in_dim,
         "clap_vocab": clap.text_model.config.vocab_size,
         "t5_vocab": pipe.text_encoder_2.config.vocab_size,
+        # score_waveforms' input: the feature extractor's frames (max_length / hop + 1) and mel bins
+        "clap_frames": pipe.feature_extractor.nb_max_samples // pipe.feature_extractor.hop_length + 1,
+        "clap_mel_bins": pipe.feature_extractor.feature_size,
     }
 
 
@@ -117,5 +120,13 @@ def build(pipe, dtype: torch.dtype = torch.float32) -> list[Component]:
             [f("mel", "batch", "mel_frames", d["mel_bins"])],
             [f("waveform", "batch", "samples")],
             (randn(B, 4 * T, d["mel_bins"]),),
+        ),
+        # Last, so the example inputs drawn for the components above stay what they were.
+        Component(
+            "clap_audio",
+            wrappers.ClapAudio(pipe.text_encoder),
+            [f("input_features", "batch", 1, d["clap_frames"], d["clap_mel_bins"])],
+            [f("audio_embeds", "batch", d["clap_dim"])],
+            (randn(B, 1, d["clap_frames"], d["clap_mel_bins"]),),
         ),
     ]

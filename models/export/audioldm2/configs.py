@@ -82,6 +82,22 @@ class Size:
     vocoder_rates: tuple[int, ...]  # product must be 160 (0.01 s per mel frame at 16 kHz)
     norm_groups: int
     defaults: dict
+    # Knobs the real configurations (real_configs.py) set; the defaults keep tiny and bench as they were.
+    unet_head_counts: tuple[int, ...] | None = None  # per level; overrides unet_heads
+    clap_heads: int = 2
+    clap_intermediate: int | None = None  # None: 2 * clap_hidden + 5
+    clap_model_vocab: int | None = None  # embedding rows; None: clap_vocab
+    t5_ff: int | None = None  # None: 2 * t5_dim + 5
+    t5_model_vocab: int | None = None  # None: t5_words + 200
+    lm_vocab: int = 64  # wte is never used: the pipeline feeds inputs_embeds
+    lm_positions: int | None = None  # None: t5_max_length + 21
+    vae_layers_per_block: int = 1
+    vocoder_kernels: tuple[int, ...] | None = None  # None: 2 * rate
+    vocoder_resblock_kernels: tuple[int, ...] = (3, 5)
+    vocoder_resblock_dilations: tuple[tuple[int, ...], ...] = ((1, 3), (1, 3))
+    clap_audio: dict | None = None  # ClapAudioConfig; None: CLAP_AUDIO[name]
+    clap_features: dict | None = None  # ClapFeatureExtractor arguments; None: CLAP_FEATURES[name]
+    source: str | None = None  # the published checkpoint whose configuration this copies
 
 
 TINY = Size(
@@ -146,15 +162,52 @@ BENCH = Size(
 
 SIZES = {"tiny": TINY, "bench": BENCH}
 
+# CLAP's audio tower for the random sizes: the structure of laion/clap-htsat-unfused (unfused Swin
+# "HTSAT", one input channel, patch 4 with stride 4, log-mel input of `num_mel_bins` bins turned into a
+# square `spec_size` image by folding time `spec_size // num_mel_bins` times), at tiny widths. The
+# feature extractor is sized to match: `max_length_s * 48000 / hop_length + 1` frames must fit in
+# `spec_size * (spec_size // num_mel_bins)`, and `feature_size == num_mel_bins`.
+_TINY_CLAP_AUDIO = dict(
+    spec_size=64,  # 64 // 16 = fold 4: 256 frames fit the 201 of 2 s
+    num_mel_bins=16,
+    window_size=4,  # divides the 16 x 16 patch grid and the 8 x 8 one after merging
+    patch_size=4,
+    patch_stride=(4, 4),
+    patch_embeds_hidden_size=16,
+    depths=[1, 1],
+    num_attention_heads=[1, 2],
+    hidden_size=32,  # patch_embeds_hidden_size * 2 ** (len(depths) - 1)
+    num_hidden_layers=1,
+    intermediate_size=37,
+    enable_fusion=False,
+    patch_embed_input_channels=1,
+    layer_norm_eps=1e-5,
+)
+# ClapFeatureExtractor arguments. "rand_trunc" is the mode of the unfused checkpoint (the "fusion"
+# default stacks 4 mels, which an unfused tower cannot take); 2 s keeps the tiny features small while
+# the tiny model's 1.28 s default stays below it, so the features are deterministic (repeat-padded).
+_TINY_CLAP_FEATURES = dict(
+    feature_size=16,
+    sampling_rate=48_000,
+    hop_length=480,
+    max_length_s=2,
+    fft_window_size=1024,
+    frequency_min=50,
+    frequency_max=14_000,
+    truncation="rand_trunc",
+    padding="repeatpad",
+)
+CLAP_AUDIO = {"tiny": _TINY_CLAP_AUDIO, "bench": _TINY_CLAP_AUDIO}
+CLAP_FEATURES = {"tiny": _TINY_CLAP_FEATURES, "bench": _TINY_CLAP_FEATURES}
+
 
 def _seeded(seed: int, k: int) -> None:
     torch.manual_seed(seed * 1000 + k)
 
 
-def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
-    """An `AudioLDM2Pipeline` with random float32 weights, in eval mode, on the CPU."""
-    _seeded(seed, 0)
-    unet = AudioLDM2UNet2DConditionModel(
+def unet_config(size: Size) -> dict:
+    """`AudioLDM2UNet2DConditionModel` arguments for `size`."""
+    return dict(
         sample_size=size.unet_sample_size,
         in_channels=size.latent_channels,
         out_channels=size.latent_channels,
@@ -164,10 +217,16 @@ def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(size.unet_channels) - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (len(size.unet_channels) - 1) + ("UpBlock2D",),
         cross_attention_dim=((None, size.lm_dim, size.t5_dim),) * len(size.unet_channels),
-        attention_head_dim=size.unet_heads,
+        attention_head_dim=size.unet_head_counts or size.unet_heads,
         flip_sin_to_cos=True,
         freq_shift=0,
     )
+
+
+def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
+    """An `AudioLDM2Pipeline` with random float32 weights, in eval mode, on the CPU."""
+    _seeded(seed, 0)
+    unet = AudioLDM2UNet2DConditionModel(**unet_config(size))
     _seeded(seed, 1)
     vae = AutoencoderKL(
         in_channels=1,
@@ -176,50 +235,19 @@ def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
         block_out_channels=list(size.vae_channels),
         down_block_types=["DownEncoderBlock2D"] * len(size.vae_channels),
         up_block_types=["UpDecoderBlock2D"] * len(size.vae_channels),
-        layers_per_block=1,
+        layers_per_block=size.vae_layers_per_block,
         norm_num_groups=size.norm_groups,
         sample_size=size.unet_sample_size * 2 ** (len(size.vae_channels) - 1),
         scaling_factor=0.4110932946205139,  # the real checkpoint's value, far from 1 on purpose
     )
     _seeded(seed, 2)
-    text_encoder = ClapModel(
-        ClapConfig(
-            text_config=dict(
-                vocab_size=size.clap_vocab,
-                hidden_size=size.clap_hidden,
-                num_hidden_layers=size.clap_layers,
-                num_attention_heads=2,
-                intermediate_size=2 * size.clap_hidden + 5,
-                max_position_embeddings=size.clap_max_length + 3,  # RoBERTa positions start at pad_id + 1
-                bos_token_id=0,
-                pad_token_id=1,
-                eos_token_id=2,
-                layer_norm_eps=1e-5,
-            ),
-            # The audio tower is only used for ranking several waveforms; keep it minimal.
-            audio_config=dict(
-                spec_size=8,
-                window_size=4,
-                num_mel_bins=8,
-                intermediate_size=37,
-                layer_norm_eps=1e-5,
-                depths=[1, 1],
-                num_attention_heads=[1, 1],
-                num_hidden_layers=1,
-                hidden_size=192,
-                patch_size=2,
-                patch_stride=2,
-                patch_embed_input_channels=4,
-            ),
-            projection_dim=size.clap_dim,
-        )
-    )
+    text_encoder = _clap(size, seed)
     _seeded(seed, 3)
     text_encoder_2 = T5EncoderModel(
         T5Config(
-            vocab_size=size.t5_words + 200,
+            vocab_size=size.t5_model_vocab or size.t5_words + 200,
             d_model=size.t5_dim,
-            d_ff=2 * size.t5_dim + 5,
+            d_ff=size.t5_ff or 2 * size.t5_dim + 5,
             d_kv=size.t5_dim // size.t5_heads,
             num_heads=size.t5_heads,
             num_layers=size.t5_layers,
@@ -233,10 +261,10 @@ def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
             n_embd=size.lm_dim,
             n_layer=size.lm_layers,
             n_head=size.lm_heads,
-            vocab_size=64,  # wte is never used: the pipeline feeds inputs_embeds
+            vocab_size=size.lm_vocab,
             bos_token_id=0,
             eos_token_id=0,
-            n_positions=size.t5_max_length + 5 + 8 + 8,
+            n_positions=size.lm_positions or size.t5_max_length + 5 + 8 + 8,
         )
     )
     language_model.config.max_new_tokens = 8
@@ -255,9 +283,9 @@ def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
             sampling_rate=16000,
             upsample_initial_channel=size.vocoder_channels,
             upsample_rates=list(size.vocoder_rates),
-            upsample_kernel_sizes=[2 * r for r in size.vocoder_rates],
-            resblock_kernel_sizes=[3, 5],
-            resblock_dilation_sizes=[[1, 3], [1, 3]],
+            upsample_kernel_sizes=list(size.vocoder_kernels or [2 * r for r in size.vocoder_rates]),
+            resblock_kernel_sizes=list(size.vocoder_resblock_kernels),
+            resblock_dilation_sizes=[list(d) for d in size.vocoder_resblock_dilations],
             normalize_before=False,
         )
     )
@@ -270,7 +298,7 @@ def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
         language_model=language_model,
         tokenizer=build_clap_tokenizer(size.clap_vocab, size.clap_max_length),
         tokenizer_2=build_t5_tokenizer(size.t5_words, size.t5_max_length),
-        feature_extractor=ClapFeatureExtractor(),
+        feature_extractor=ClapFeatureExtractor(**(size.clap_features or CLAP_FEATURES[size.name])),
         unet=unet,
         scheduler=DDIMScheduler(**REAL_SCHEDULER),
         vocoder=vocoder,
@@ -279,6 +307,60 @@ def build_pipeline(size: Size, seed: int) -> AudioLDM2Pipeline:
     for module in _torch_modules(pipe):
         module.eval()
     return pipe
+
+
+def _clap_config(size: Size, audio_config: dict) -> ClapConfig:
+    return ClapConfig(
+        text_config=dict(
+            vocab_size=size.clap_model_vocab or size.clap_vocab,
+            hidden_size=size.clap_hidden,
+            num_hidden_layers=size.clap_layers,
+            num_attention_heads=size.clap_heads,
+            intermediate_size=size.clap_intermediate or 2 * size.clap_hidden + 5,
+            max_position_embeddings=size.clap_max_length + 3,  # RoBERTa positions start at pad_id + 1
+            bos_token_id=0,
+            pad_token_id=1,
+            eos_token_id=2,
+            layer_norm_eps=1e-5,
+        ),
+        audio_config=audio_config,
+        projection_dim=size.clap_dim,
+    )
+
+
+# The audio tower the tiny and bench CLAP had before it was used for scoring (too small for any
+# feature extractor). Its weights are still drawn first, because transformers initialises the text
+# projection after the audio tower: drawing it keeps the committed tiny fixture's text weights (and
+# so clap_text.onnx and every reference that depends on it) bit-identical.
+_DRAW_ONLY_AUDIO = dict(
+    spec_size=8,
+    window_size=4,
+    num_mel_bins=8,
+    intermediate_size=37,
+    layer_norm_eps=1e-5,
+    depths=[1, 1],
+    num_attention_heads=[1, 1],
+    num_hidden_layers=1,
+    hidden_size=192,
+    patch_size=2,
+    patch_stride=2,
+    patch_embed_input_channels=4,
+)
+
+
+def _clap(size: Size, seed: int) -> ClapModel:
+    """CLAP with the text weights of the original draw and an audio tower sized for scoring."""
+    if size.clap_audio is not None:  # the real configurations: one draw
+        return ClapModel(_clap_config(size, dict(size.clap_audio)))
+    drawn = ClapModel(_clap_config(size, _DRAW_ONLY_AUDIO))  # under _seeded(seed, 2), as before
+    _seeded(seed, 7)
+    clap = ClapModel(_clap_config(size, dict(CLAP_AUDIO[size.name])))
+    clap.text_model.load_state_dict(drawn.text_model.state_dict())
+    clap.text_projection.load_state_dict(drawn.text_projection.state_dict())
+    with torch.no_grad():
+        clap.logit_scale_t.copy_(drawn.logit_scale_t)
+        clap.logit_scale_a.copy_(drawn.logit_scale_a)
+    return clap
 
 
 def _variance_preserving_init(vocoder) -> None:
@@ -303,3 +385,10 @@ def _variance_preserving_init(vocoder) -> None:
 
 def _torch_modules(pipe: AudioLDM2Pipeline) -> list[torch.nn.Module]:
     return [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+
+
+# The published configurations and their tiny-scaled copies (real_configs.py imports Size from here).
+from .real_configs import REAL_SIZES, TINY_SCALED  # noqa: E402
+
+SIZES.update(REAL_SIZES)
+SIZES.update(TINY_SCALED)

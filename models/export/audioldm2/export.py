@@ -12,7 +12,7 @@ import torch
 
 from ..folders import check_out, versions
 from ..onnx_io import EXTERNAL_DATA_THRESHOLD, describe, export_component, replace_dir
-from . import components, reference
+from . import components, reference, scoring
 
 FAMILY = "audioldm2"
 # diffusers' own defaults for AudioLDM2Pipeline.__call__ (steps, guidance); warmup is ParaStep's.
@@ -65,6 +65,7 @@ def export(
             described[comp.name] = {"file": comp.file, **describe(path)}
             size = sum(p.stat().st_size for p in build.glob(comp.file + "*"))
             log(f"  {comp.file}: {size / 1e6:.2f} MB in {timings[comp.name]:.1f} s")
+        clap_features = scoring.write(pipe, build)
         manifest = {
             "format": "parastep-model",
             "formatVersion": 1,
@@ -76,6 +77,7 @@ def export(
             "scheduler": json.loads(pipe.scheduler.to_json_string()),
             "tokenizers": tokenizers,
             "config": config_numbers(pipe),
+            "clapFeatures": clap_features,
             "defaults": {**defaults, "duration": reference.default_duration(pipe)},
             "versions": versions(),
         }

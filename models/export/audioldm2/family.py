@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import ExportError
 
-SIZES = ("tiny", "bench")
+SIZES = ("tiny", "bench", "base", "large", "music", "base-tiny", "large-tiny", "music-tiny")
 DTYPES = ("fp32", "fp16")
 
 

@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import scoring
+
 STEPS = 20
 GUIDANCE = 3.5
 
@@ -333,6 +335,148 @@ def token_fixtures(pipe) -> dict:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class WaveformsCase:
+    name: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+    waveforms: int
+    description: str
+
+
+# num_waveforms_per_prompt > 1: K latents denoised as one batch, then ranked by score_waveforms.
+WAVEFORMS_CASES = (
+    WaveformsCase(
+        "waveforms3",
+        "A hammer hitting a wooden surface",
+        "low quality, distorted",
+        seed=7,
+        waveforms=3,
+        description="num_waveforms_per_prompt=3 at the default duration: batch 3 in the UNet, ranked by CLAP",
+    ),
+)
+
+
+class _FeatureExtractorProbe:
+    """Stands in for the pipeline's feature extractor to record what `score_waveforms` gives it."""
+
+    def __init__(self, inner, calls: list):
+        self._inner = inner
+        self._calls = calls
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def __call__(self, raw_speech, *args, **kwargs):
+        out = self._inner(raw_speech, *args, **kwargs)
+        self._calls.append((np.stack([np.asarray(a) for a in raw_speech]), out.input_features))
+        return out
+
+
+def run_waveforms_case(pipe, case: WaveformsCase, out_dir: Path) -> dict:
+    """Run the pipeline with `num_waveforms_per_prompt=K`; write what the ranking saw and chose.
+
+    Layout of `reference/<case>/` besides case.json (K waveforms, S CLAP tokens of the prompt):
+    - latents_initial [K, C, frames, W]; latents_final [K, C, frames, W] (last DDIM step)
+    - waveforms_unranked [K, samples]: the vocoder's output cropped, in batch order
+    - clap_resampled [K, up * samples]: librosa.resample's output, the feature extractor's input
+    - clap_input_features [K, 1, clap_frames, clap_mel_bins]: as passed to ClapModel (float32)
+    - clap_score_input_ids, clap_score_attention_mask [1, S] (int64)
+    - clap_score_text_embeds [1, clap_dim]; clap_audio_embeds [K, clap_dim] (both L2-normalised)
+    - logits_per_text [1, K]: the scores; ranking (int64) [K]: batch indices, best first
+    - waveform [K, samples]: what the pipeline returns (ranked)
+    """
+    from diffusers.utils import is_librosa_available
+
+    if not is_librosa_available():
+        scoring._librosa()  # raises the ExportError that says to install it
+    K = case.waveforms
+    shape = (
+        K,
+        pipe.unet.config.in_channels,
+        _latent_frames(pipe, None),
+        pipe.vocoder.config.model_in_dim // pipe.vae_scale_factor,
+    )
+    dtype = pipe.unet.dtype
+    latents = torch.randn(shape, generator=torch.Generator().manual_seed(case.seed), dtype=torch.float32).to(dtype)
+    recorder = Recorder()
+    vocoder_out, clap_calls, features = [], [], []
+    hooks = [
+        pipe.vocoder.register_forward_hook(lambda m, a, out: vocoder_out.append(out)),
+        pipe.text_encoder.register_forward_hook(lambda m, a, kw, out: clap_calls.append((kw, out)), with_kwargs=True),
+    ]
+    probe = _FeatureExtractorProbe(pipe.feature_extractor, features)
+    inner = pipe.feature_extractor
+    object.__setattr__(pipe, "feature_extractor", probe)  # not a registered module change
+    try:
+        with recorder.attached(pipe), torch.no_grad():
+            audio = pipe(
+                case.prompt,
+                negative_prompt=case.negative_prompt,
+                num_inference_steps=STEPS,
+                guidance_scale=GUIDANCE,
+                num_waveforms_per_prompt=K,
+                latents=latents.clone(),
+                output_type="np",
+            ).audios
+    finally:
+        object.__setattr__(pipe, "feature_extractor", inner)
+        for h in hooks:
+            h.remove()
+    steps = _expect(recorder, "step", STEPS)
+    if len(vocoder_out) != 1 or len(clap_calls) != 1 or len(features) != 1:
+        raise RuntimeError("reference: expected one vocoder call, one CLAP scoring call and one feature extraction")
+    length = int(default_duration(pipe) * pipe.vocoder.config.sampling_rate)
+    unranked = vocoder_out[0][:, :length]
+    kwargs, out = clap_calls[0]
+    scores = out.logits_per_text
+    ranking = torch.argsort(scores, dim=1, descending=True)[0]
+    if not np.array_equal(audio, unranked[ranking].numpy()):
+        raise RuntimeError("reference: the returned audio is not the unranked waveforms in score order")
+    resampled, input_features = features[0]
+    arrays = {
+        "latents_initial": latents,
+        "latents_final": steps[-1],
+        "waveforms_unranked": unranked,
+        "clap_resampled": torch.from_numpy(resampled),
+        "clap_input_features": kwargs["input_features"],
+        "clap_score_input_ids": kwargs["input_ids"],
+        "clap_score_attention_mask": kwargs["attention_mask"],
+        "clap_score_text_embeds": out.text_embeds,
+        "clap_audio_embeds": out.audio_embeds,
+        "logits_per_text": scores,
+        "ranking": ranking,
+        "waveform": torch.from_numpy(audio),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, value in arrays.items():
+        arr = _np(value)
+        np.save(out_dir / f"{name}.npy", arr)
+        files[name] = {"dtype": str(arr.dtype), "shape": list(arr.shape)}
+    info = {
+        "name": case.name,
+        "description": case.description,
+        "prompt": case.prompt,
+        "negativePrompt": case.negative_prompt,
+        "steps": STEPS,
+        "guidance": GUIDANCE,
+        "eta": 0.0,
+        "waveforms": K,
+        "duration": default_duration(pipe),
+        "seed": case.seed,
+        "latentsFrom": "torch.randn(shape, generator=torch.Generator().manual_seed(seed)) == latents_initial",
+        "batchOrder": ["negative x K", "prompt x K"],
+        "latentFrames": shape[2],
+        "originalWaveformLength": length,
+        "ranking": [int(v) for v in ranking],
+        "files": files,
+    }
+    (out_dir / "case.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return info
+
+
 def write(pipe, ref_dir: Path) -> list[dict]:
     """All reference cases plus tokens.json under `ref_dir`."""
     from diffusers.utils import logging as diffusers_logging
@@ -344,6 +488,7 @@ def write(pipe, ref_dir: Path) -> list[dict]:
     transformers_logging.set_verbosity_error()
     try:
         infos = [run_case(pipe, case, ref_dir / case.name) for case in CASES]
+        infos += [run_waveforms_case(pipe, case, ref_dir / case.name) for case in WAVEFORMS_CASES]
         tokens = token_fixtures(pipe)
     finally:
         diffusers_logging.set_verbosity(saved[0])

@@ -31,6 +31,26 @@ class ClapText(nn.Module):
         return F.normalize(self.text_projection(pooled), dim=-1)
 
 
+class ClapAudio(nn.Module):
+    """CLAP's audio branch as `ClapModel.forward` computes `audio_embeds` for `logits_per_text`:
+    `audio_projection(audio_model(input_features).pooler_output)`, divided by its L2 norm.
+
+    `input_features` is the feature extractor's log-mel `[batch, 1, frames, mel_bins]` of an unfused
+    checkpoint (`is_longer` only matters with `enable_fusion`, and diffusers' `score_waveforms` does
+    not pass it).
+    """
+
+    def __init__(self, clap):
+        super().__init__()
+        self.audio_model = clap.audio_model
+        self.audio_projection = clap.audio_projection
+
+    def forward(self, input_features):
+        pooled = self.audio_model(input_features=input_features).pooler_output
+        embeds = self.audio_projection(pooled)
+        return embeds / embeds.norm(p=2, dim=-1, keepdim=True)
+
+
 class T5Encoder(nn.Module):
     """`T5EncoderModel(ids, mask).last_hidden_state`."""
 

@@ -198,3 +198,18 @@ def test_unet_uses_every_input(tiny):
         change(changed)
         (out,), _ = _run(tiny, "unet", changed)
         assert rel_error(out, base) > 1e-3, f"unet output does not depend on {name}"
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_clap_audio(tiny, batch):
+    """audio_embeds as ClapModel.forward computes them for logits_per_text (unfused: no is_longer)."""
+    rng = np.random.default_rng(batch)
+    dims = tiny.manifest["components"]["clap_audio"]["inputs"][0]["dims"]
+    feats = rng.standard_normal((batch, *dims[1:]), dtype=np.float32) * 10 - 40  # log-mel dB scale
+    (got,), _ = _run(tiny, "clap_audio", {"input_features": feats})
+    with torch.no_grad():
+        clap = tiny.pipe.text_encoder
+        ids = torch.tensor([[0, 5, 2]])
+        out = clap(input_ids=ids, attention_mask=torch.ones_like(ids), input_features=_t(feats))
+    np.testing.assert_allclose(np.linalg.norm(got, axis=-1), 1.0, rtol=1e-5)
+    _check("clap_audio", got, out.audio_embeds.numpy())

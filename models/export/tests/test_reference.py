@@ -19,7 +19,8 @@ from .helpers import COMMITTED, rel_error, session
 
 REF = COMMITTED / "reference"
 MANIFEST = json.loads((COMMITTED / "manifest.json").read_text("utf-8"))
-CASES = sorted(p.name for p in REF.iterdir() if p.is_dir())
+CASES = sorted(p.name for p in REF.iterdir() if p.is_dir() and p.name.startswith("case"))
+WAVEFORM_CASES = sorted(p.name for p in REF.iterdir() if p.is_dir() and p.name.startswith("waveforms"))
 
 
 class Graphs:
@@ -156,3 +157,49 @@ def test_tokens_fixture_matches_saved_tokenizers():
     # the negative-prompt rule shows both ways: padded up to, and truncated down to, the prompt's T5 length
     neg_lengths = [(len(t5(e["negativePrompt"]).input_ids), len(e["t5"]["inputIds"])) for e in tokens["cases"]]
     assert any(n < p for n, p in neg_lengths) and any(n > p for n, p in neg_lengths)
+
+
+def test_waveforms_case_covers_what_it_should():
+    assert WAVEFORM_CASES == ["waveforms3"]
+    info, a = _load("waveforms3")
+    K = info["waveforms"]
+    assert K == 3 and a["latents_initial"].shape[0] == K and a["waveform"].shape == (K, info["originalWaveformLength"])
+    gen = torch.Generator().manual_seed(info["seed"])
+    np.testing.assert_array_equal(a["latents_initial"], torch.randn(a["latents_initial"].shape, generator=gen).numpy())
+    # the ranking is a permutation that is not the batch order, with scores far apart next to 1e-4
+    assert sorted(a["ranking"].tolist()) == list(range(K)) and a["ranking"].tolist() != list(range(K))
+    gaps = np.diff(np.sort(a["logits_per_text"][0]))
+    assert gaps.min() > 1e-3
+    np.testing.assert_array_equal(a["waveform"], a["waveforms_unranked"][a["ranking"]])
+
+
+def test_waveforms_scoring(graphs):
+    """The CLAP graphs reproduce diffusers' scores from its own features; the manifest's resampler and
+    the feature extractor (transformers', from the manifest's settings) reproduce those features."""
+    from transformers import ClapFeatureExtractor
+
+    from models.export.audioldm2 import scoring
+
+    info, a = _load("waveforms3")
+    feats = MANIFEST["clapFeatures"]
+    audio = graphs("clap_audio", input_features=a["clap_input_features"])
+    assert rel_error(audio, a["clap_audio_embeds"]) <= 1e-5
+    text = graphs("clap_text", input_ids=a["clap_score_input_ids"], attention_mask=a["clap_score_attention_mask"])
+    assert rel_error(text, a["clap_score_text_embeds"]) <= 1e-5
+    scores = text @ audio.T * np.float32(feats["logitScaleText"])
+    np.testing.assert_allclose(scores, a["logits_per_text"], atol=1e-5)
+    np.testing.assert_array_equal(np.argsort(-scores[0], kind="stable"), a["ranking"])
+    res = feats["resampler"]
+    taps = np.load(COMMITTED / res["file"])
+    assert taps.shape == (res["taps"],)
+    for k in range(info["waveforms"]):
+        y = scoring.apply_resampler(a["waveforms_unranked"][k], taps, res["delay"], res["up"])
+        assert np.abs(y - a["clap_resampled"][k]).max() <= 1e-5
+    fe = ClapFeatureExtractor(
+        feature_size=feats["featureSize"], sampling_rate=feats["samplingRate"], hop_length=feats["hopLength"],
+        max_length_s=feats["maxSamples"] // feats["samplingRate"], fft_window_size=feats["fftWindowSize"],
+        frequency_min=feats["frequencyMin"], frequency_max=feats["frequencyMax"],
+        truncation=feats["truncation"], padding=feats["padding"],
+    )
+    got = fe(list(a["clap_resampled"]), sampling_rate=feats["samplingRate"], return_tensors="np").input_features
+    np.testing.assert_array_equal(got.astype(np.float32), a["clap_input_features"])

@@ -26,11 +26,22 @@ import {
 import { generationInit } from "./sampler.ts";
 
 export * from "./pipeline.ts";
+export * from "./clap_scoring.ts";
 export { type AudioLdm2Generation, generationInit, openDenoiser } from "./sampler.ts";
 
 function text(flags: FlagValues, name: string): string | undefined {
   const v = flags[name];
   return typeof v === "string" ? v : undefined;
+}
+
+/**
+ * Where `--keep-all` writes the waveform of rank `r` (1 = best): `OUT-r` before the extension
+ * (`a/x.wav` -> `a/x-1.wav`; no extension: `x-1`).
+ */
+export function rankedPath(out: string, r: number): string {
+  const slash = Math.max(out.lastIndexOf("/"), out.lastIndexOf("\\"));
+  const dot = out.lastIndexOf(".");
+  return dot > slash + 1 ? `${out.slice(0, dot)}-${r}${out.slice(dot)}` : `${out}-${r}`;
 }
 
 function number(flags: FlagValues, name: string): number | undefined {
@@ -63,6 +74,21 @@ export const audioldm2: PipelineFamily<CheckedRequest, Conditioning, Decoded> = 
       help: "Audio length (default: the model's)",
     },
     {
+      name: "waveforms",
+      type: "integer",
+      min: 1,
+      value: "K",
+      help:
+        "Waveforms generated together (batch K in the denoiser), ranked by CLAP score; the best is the output (default: 1)",
+    },
+    {
+      name: "keep-all",
+      type: "boolean",
+      help:
+        "With --waveforms K: also write all K, best first, as OUT-1.wav .. OUT-K.wav (default: off)",
+      output: true,
+    },
+    {
       name: "spectrogram",
       type: "string",
       value: "PATH",
@@ -91,12 +117,14 @@ export const audioldm2: PipelineFamily<CheckedRequest, Conditioning, Decoded> = 
     const negativePrompt = text(input.flags, "negative-prompt");
     const guidance = number(input.flags, "guidance");
     const duration = number(input.flags, "duration");
+    const waveforms = number(input.flags, "waveforms");
     return checkRequest(model, {
       prompt,
       ...(negativePrompt !== undefined ? { negativePrompt } : {}),
       ...(input.steps !== undefined ? { steps: input.steps } : {}),
       ...(guidance !== undefined ? { guidance } : {}),
       ...(duration !== undefined ? { duration } : {}),
+      ...(waveforms !== undefined ? { waveforms } : {}),
       seed: input.seed,
     });
   },
@@ -119,10 +147,20 @@ export const audioldm2: PipelineFamily<CheckedRequest, Conditioning, Decoded> = 
     return Decoder.open(env, model, options);
   },
 
-  outputs(_request, out, flags) {
+  outputs(request, out, flags) {
     const targets: OutputTarget[] = [{ path: out, label: "the output" }];
     const spectrogram = text(flags, "spectrogram");
     if (spectrogram !== undefined) targets.push({ path: spectrogram, label: "the spectrogram" });
+    if (flags["keep-all"] === true) {
+      if (request.waveforms === 1) {
+        throw new RangeError(
+          "Cannot use --keep-all without --waveforms K (K > 1): one waveform is the output",
+        );
+      }
+      for (let r = 1; r <= request.waveforms; r++) {
+        targets.push({ path: rankedPath(out, r), label: `waveform ${r}` });
+      }
+    }
     return targets;
   },
 
@@ -130,11 +168,14 @@ export const audioldm2: PipelineFamily<CheckedRequest, Conditioning, Decoded> = 
     const format = (text(flags, "wav-format") ?? "pcm16") as WavFormat;
     const [, , frames, bins] = media.mel.dims;
     return Promise.resolve(
-      targets.map((target): OutputContent =>
-        target.label === "the spectrogram"
-          ? () => encodeHeatmapPng(media.mel.data, [frames!, bins!])
-          : () => encodeWav(media.waveform, request.sampleRate, { format })
-      ),
+      targets.map((target): OutputContent => {
+        if (target.label === "the spectrogram") {
+          return () => encodeHeatmapPng(media.mel.data, [frames!, bins!]);
+        }
+        const label = target.label ?? "";
+        const rank = label.startsWith("waveform ") ? Number(label.slice(9)) : 1;
+        return () => encodeWav(media.waveforms[rank - 1]!, request.sampleRate, { format });
+      }),
     );
   },
 
@@ -143,7 +184,8 @@ export const audioldm2: PipelineFamily<CheckedRequest, Conditioning, Decoded> = 
   },
 
   describe(request) {
-    return `${request.duration} s at ${request.sampleRate / 1000} kHz`;
+    const audio = `${request.duration} s at ${request.sampleRate / 1000} kHz`;
+    return request.waveforms === 1 ? audio : `${audio}, best of ${request.waveforms} by CLAP score`;
   },
 
   quality(reference, output) {

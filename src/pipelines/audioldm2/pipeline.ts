@@ -49,11 +49,14 @@ import {
 import type { StageOptions } from "../family.ts";
 import { asInput, runFloat32, runFloat32Async } from "../precision.ts";
 import { TextTokenizer } from "../tokenize.ts";
+import { ClapScorer, hasClapScoring } from "./clap_scoring.ts";
 
 /** The longest prompt accepted, in characters (tokenizers truncate far earlier). */
 export const MAX_PROMPT_CHARS = 4096;
 /** The longest audio accepted, in seconds: memory grows with length and 60 s is well past training. */
 export const MAX_DURATION_S = 60;
+/** The most waveforms one generation may make (`num_waveforms_per_prompt`): each is one more UNet batch row. */
+export const MAX_WAVEFORMS = 16;
 /** Fewest latent frames generated: shorter audio is padded up to this by rounding. */
 const MIN_LATENT_FRAMES = 8;
 
@@ -71,7 +74,13 @@ export interface AudioRequest {
   readonly duration?: number;
   /** Seed of the initial noise ({@linkcode randn}). @default 0 */
   readonly seed?: number;
-  /** Initial latents [1, C, F, Wl] to use instead of seeded noise (for parity with diffusers). */
+  /**
+   * Waveforms K generated together (diffusers' `num_waveforms_per_prompt`): batch K in the
+   * denoiser, then ranked by CLAP text-audio similarity, best first (./clap_scoring.ts).
+   * @default 1
+   */
+  readonly waveforms?: number;
+  /** Initial latents [K, C, F, Wl] to use instead of seeded noise (for parity with diffusers). */
   readonly latents?: Float32Array<ArrayBuffer>;
 }
 
@@ -84,7 +93,9 @@ export interface CheckedRequest {
   readonly duration: number;
   readonly seed: number;
   readonly latents: Float32Array<ArrayBuffer> | undefined;
-  /** [1, C, F, Wl]. */
+  /** Waveforms K (batch K in the denoiser). */
+  readonly waveforms: number;
+  /** [K, C, F, Wl]. */
   readonly latentDims: readonly [number, number, number, number];
   /** Mel frames the VAE gives (F * vae scale factor). */
   readonly melFrames: number;
@@ -234,8 +245,15 @@ export function checkRequest(model: ModelFolder, request: AudioRequest): Checked
   if (melFrames % c.vaeScaleFactor !== 0) {
     melFrames = Math.ceil(melFrames / c.vaeScaleFactor) * c.vaeScaleFactor;
   }
+  const waveforms = numberIn("waveforms", request.waveforms ?? 1, 1, MAX_WAVEFORMS, true);
+  if (waveforms > 1 && !hasClapScoring(model)) {
+    throw new RangeError(
+      `Cannot generate ${waveforms} waveforms: ${model.dir} has no clap_audio component and clapFeatures ` +
+        "to rank them by CLAP score; re-export it with this version's exporter, or use --waveforms 1",
+    );
+  }
   const latentDims = [
-    1,
+    waveforms,
     c.latentChannels,
     melFrames / c.vaeScaleFactor,
     Math.trunc(c.melBins / c.vaeScaleFactor),
@@ -254,6 +272,7 @@ export function checkRequest(model: ModelFolder, request: AudioRequest): Checked
     duration,
     seed,
     latents: request.latents,
+    waveforms,
     latentDims,
     melFrames,
     waveformLength: Math.trunc(duration * c.sampleRate),
@@ -474,7 +493,7 @@ export class Denoiser
    * @param session the UNet
    * @param conditioning from {@linkcode encodePrompt}
    * @param table the DDIM tables for this many steps
-   * @param latentDims [1, C, F, Wl]
+   * @param latentDims [K, C, F, Wl]: K waveforms form one latent (diffusers' batch K)
    * @param signal aborting it cancels the UNet run in flight (ORT's terminate flag)
    */
   constructor(
@@ -501,11 +520,16 @@ export class Denoiser
     let values = this.#values.get(k);
     if (values === undefined) {
       const { generated, t5, t5Mask } = this.#conditioning;
-      // CFG batch order is [uncond x k; cond x k], matching the sample layout below.
+      // CFG batch order is [uncond x kK; cond x kK] (K waveforms per latent), matching the
+      // sample layout below and diffusers' repeat of the embeddings per waveform.
+      const rows = k * this.#latentDims[0]!;
       const expand = <T extends "float32" | "int64">(t: Tensor<T>) =>
         this.#cfg
-          ? concatBatch([repeatBatch(sliceBatch(t, 0, 1), k), repeatBatch(sliceBatch(t, 1, 1), k)])
-          : repeatBatch(t, k);
+          ? concatBatch([
+            repeatBatch(sliceBatch(t, 0, 1), rows),
+            repeatBatch(sliceBatch(t, 1, 1), rows),
+          ])
+          : repeatBatch(t, rows);
       const session = this.#session;
       // In the graph's precision (float16 for an fp16 export), converted once.
       const value = (name: string, t: Tensor) =>
@@ -523,20 +547,21 @@ export class Denoiser
   /** eps for a batch of latents at their own steps: [uncond(x_0..x_k); cond(x_0..x_k)]. */
   async #unet(xs: Float32Array[], is: number[]): Promise<Float32Array[]> {
     const k = xs.length;
-    const n = xs[0]!.length;
+    const n = xs[0]!.length; // K waveforms' latents: K * C * F * Wl
+    const K = this.#latentDims[0]!;
     const copies = this.#cfg ? 2 : 1;
-    const B = copies * k;
+    const B = copies * k * K;
     // [B, C, F, Wl]; a Float16Array rounds the float32 latents as it is filled.
-    const sample = allocate(this.#sampleType, B * n);
-    const timestep = new BigInt64Array(B); // [B]: each sample its own t (BatchStep)
+    const sample = allocate(this.#sampleType, copies * k * n);
+    const timestep = new BigInt64Array(B); // [B]: each latent its own t (BatchStep)
     for (let c = 0; c < copies; c++) {
       for (let j = 0; j < k; j++) {
         sample.set(xs[j]!, (c * k + j) * n);
-        timestep[c * k + j] = BigInt(this.#table.timesteps[is[j]!]!);
+        timestep.fill(BigInt(this.#table.timesteps[is[j]!]!), (c * k + j) * K, (c * k + j + 1) * K);
       }
     }
     const dims = [B, ...this.#latentDims.slice(1)];
-    const out = new Tensor(this.#outType, allocate(this.#outType, B * n), dims);
+    const out = new Tensor(this.#outType, allocate(this.#outType, copies * k * n), dims);
     await this.#session.runAsync(
       {
         sample: new Tensor(this.#sampleType, sample, dims),
@@ -592,10 +617,16 @@ export class Denoiser
 
 /** What decoding gives. */
 export interface Decoded {
-  /** The VAE's mel spectrogram [1, 1, mel_frames, mel_bins]. */
+  /** The VAE's mel spectrogram [1, 1, mel_frames, mel_bins] of the best waveform. */
   readonly mel: Tensor<"float32">;
-  /** The waveform, cropped to the requested duration. */
+  /** The best waveform (the only one when K = 1), cropped to the requested duration. */
   readonly waveform: Float32Array<ArrayBuffer>;
+  /** All K waveforms, best first (ranked by CLAP score when K > 1), cropped. */
+  readonly waveforms: readonly Float32Array<ArrayBuffer>[];
+  /** CLAP scores (`logits_per_text`) in the order of `waveforms`; empty when K = 1 (not scored). */
+  readonly scores: readonly number[];
+  /** The generated batch index of each entry of `waveforms`. */
+  readonly order: readonly number[];
 }
 
 /**
@@ -607,10 +638,26 @@ export class Decoder implements Disposable {
   readonly #vae: Session;
   readonly #vocoder: Session;
   readonly #scale: number;
+  readonly #env: Env;
+  readonly #model: ModelFolder;
+  readonly #options: StageOptions;
+  /** Opening on the first request for K > 1 waveforms; then `#scorerReady`. */
+  #scorer: Promise<ClapScorer> | null = null;
+  #scorerReady: ClapScorer | null = null;
 
-  private constructor(vae: Session, vocoder: Session, scalingFactor: number) {
+  private constructor(
+    vae: Session,
+    vocoder: Session,
+    scalingFactor: number,
+    env: Env,
+    model: ModelFolder,
+    options: StageOptions,
+  ) {
     this.#vae = vae;
     this.#vocoder = vocoder;
+    this.#env = env;
+    this.#model = model;
+    this.#options = options;
     // torch: (1 / scaling_factor) * latents, the scalar rounded to float32 first.
     this.#scale = Math.fround(1 / scalingFactor);
   }
@@ -620,33 +667,78 @@ export class Decoder implements Disposable {
     const c = audioConfig(model);
     const vae = openComponent(env, model, "vae_decoder", options.session);
     try {
-      return new Decoder(vae, openVocoder(env, model, options), c.vaeScalingFactor);
+      return new Decoder(
+        vae,
+        openVocoder(env, model, options),
+        c.vaeScalingFactor,
+        env,
+        model,
+        options,
+      );
     } catch (e) {
       vae.close();
       throw e;
     }
   }
 
-  /** Latents [1, C, F, Wl] to the mel spectrogram and the cropped waveform. */
-  decode(request: CheckedRequest, latents: Float32Array): Decoded {
+  /**
+   * Latents [K, C, F, Wl] to mel spectrograms and cropped waveforms, as diffusers: the VAE and
+   * the vocoder at batch K, then (K > 1) `score_waveforms`' CLAP ranking, best first.
+   */
+  decode(request: CheckedRequest, latents: Float32Array): Decoded | Promise<Decoded> {
     const scaled = new Float32Array(latents.length);
     for (let k = 0; k < latents.length; k++) scaled[k] = Math.fround(this.#scale * latents[k]!);
     const mel = output(
       runFloat32(this.#vae, { latent: new Tensor("float32", scaled, [...request.latentDims]) }),
       "mel",
     );
-    const [, , frames, bins] = mel.dims; // [1, 1, mel_frames, mel_bins] -> squeeze(1)
+    const [K, , frames, bins] = mel.dims; // [K, 1, mel_frames, mel_bins] -> squeeze(1)
     const wave = output(
-      runFloat32(this.#vocoder, { mel: new Tensor("float32", mel.data, [1, frames!, bins!]) }),
+      runFloat32(this.#vocoder, { mel: new Tensor("float32", mel.data, [K!, frames!, bins!]) }),
       "waveform",
     );
-    return { mel, waveform: wave.data.slice(0, request.waveformLength) };
+    const samples = wave.dims[1]!;
+    const waves = Array.from(
+      { length: K! },
+      (_, k) => wave.data.slice(k * samples, k * samples + request.waveformLength),
+    );
+    const melOf = (k: number) =>
+      new Tensor(
+        "float32",
+        mel.data.slice(k * frames! * bins!, (k + 1) * frames! * bins!),
+        [1, 1, frames!, bins!],
+      );
+    if (K === 1) return { mel, waveform: waves[0]!, waveforms: waves, scores: [], order: [0] };
+    return this.#rank(request, waves, melOf);
   }
 
-  /** Closes both sessions. */
+  async #rank(
+    request: CheckedRequest,
+    waves: Float32Array<ArrayBuffer>[],
+    melOf: (k: number) => Tensor<"float32">,
+  ): Promise<Decoded> {
+    if (this.#scorerReady === null) {
+      this.#scorer ??= ClapScorer.open(this.#env, this.#model, this.#options.session);
+      this.#scorerReady = await this.#scorer;
+    }
+    const { scores, order } = this.#scorerReady.score(request.prompt, waves);
+    return {
+      mel: melOf(order[0]!),
+      waveform: waves[order[0]!]!,
+      waveforms: order.map((k) => waves[k]!),
+      scores: order.map((k) => scores[k]!),
+      order,
+    };
+  }
+
+  /** Closes the sessions (the CLAP scorer's once it has opened). */
   [Symbol.dispose](): void {
     this.#vae.close();
     this.#vocoder.close();
+    if (this.#scorerReady) this.#scorerReady[Symbol.dispose]();
+    else void this.#scorer?.then((s) => s[Symbol.dispose](), () => {});
+    this.#scorerReady = null;
+    this.#scorer = null;
   }
 }
 
@@ -674,8 +766,27 @@ export function decode(
   latents: Float32Array,
   options: StageOptions = {},
 ): Decoded {
+  if (request.waveforms !== 1) {
+    throw new RangeError(
+      `Cannot decode ${request.waveforms} waveforms with decode(): ranking them is asynchronous; use Decoder.decode`,
+    );
+  }
   using decoder = Decoder.open(env, model, options);
-  return decoder.decode(request, latents);
+  const decoded = decoder.decode(request, latents);
+  if (decoded instanceof Promise) throw new Error("decode(): one waveform decoded asynchronously");
+  return decoded;
+}
+
+/** Opens the decoder, decodes (and ranks, for K > 1) once, closes it. */
+export async function decodeRanked(
+  env: Env,
+  model: ModelFolder,
+  request: CheckedRequest,
+  latents: Float32Array,
+  options: StageOptions = {},
+): Promise<Decoded> {
+  using decoder = Decoder.open(env, model, options);
+  return await decoder.decode(request, latents);
 }
 
 /** Opens the UNet for denoising on one device. */
