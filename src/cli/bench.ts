@@ -145,6 +145,24 @@ export async function runBench(
   }
 }
 
+/**
+ * The request a bench measures (the family's bench flags under the command's), with its steps T
+ * and warm-up W.
+ */
+export function benchRequest<R extends RequestBase, C, M>(
+  family: PipelineFamily<R, C, M>,
+  model: ReturnType<typeof resolveModel>,
+  command: BenchCommand,
+): { request: R; steps: number; warmup: number } {
+  const request = family.checkRequest(model, {
+    ...(command.steps !== undefined ? { steps: command.steps } : {}),
+    seed: command.seed,
+    flags: { ...family.benchFlags, ...command.flags },
+  });
+  const steps = request.steps;
+  return { request, steps, warmup: command.warmup ?? defaultWarmup(model, steps) };
+}
+
 async function measure<R extends RequestBase, C, M>(
   family: PipelineFamily<R, C, M>,
   model: ReturnType<typeof resolveModel>,
@@ -152,13 +170,7 @@ async function measure<R extends RequestBase, C, M>(
   outputs: OutputSet,
   signal: AbortSignal | undefined,
 ): Promise<BenchReport> {
-  const request = family.checkRequest(model, {
-    ...(command.steps !== undefined ? { steps: command.steps } : {}),
-    seed: command.seed,
-    flags: { ...family.benchFlags, ...command.flags },
-  });
-  const T = request.steps;
-  const W = command.warmup ?? defaultWarmup(model, T);
+  const { request, steps: T, warmup: W } = benchRequest(family, model, command);
   const cores = navigator.hardwareConcurrency;
   const ep = command.ep;
   // Refuse a bad plan before minutes of encoding and warm-up go into it.

@@ -10,20 +10,22 @@
 import { OutputSet, type OutputTarget } from "../io/output_set.ts";
 import { median } from "../metrics/stats.ts";
 import { resolveModel } from "../models/model.ts";
-import { checkDevices, defaultWarmup, familyOf } from "../pipelines/mod.ts";
+import { checkDevices, familyOf } from "../pipelines/mod.ts";
 import type { BenchCommand } from "./args.ts";
+import { benchRequest } from "./bench.ts";
 import type { GenReport } from "./gen.ts";
 import { checkFamilyFlags } from "./gen.ts";
 import { ProgressBar } from "./progress.ts";
 
-/** The permissions `deno task gen` grants. */
-const GEN_PERMISSIONS = [
+/** The permissions `deno task gen` grants (deno.json). */
+export const GEN_PERMISSIONS: readonly string[] = [
   "--allow-ffi",
   "--allow-read",
   "--allow-write",
   "--allow-env",
   "--allow-sys",
   "--allow-run",
+  "--allow-net",
 ];
 
 const MAIN = decodeURIComponent(new URL("../../main.ts", import.meta.url).pathname);
@@ -133,13 +135,7 @@ export async function runBenchE2e(
   const model = resolveModel(command.model);
   const family = familyOf(model);
   checkFamilyFlags(family, command.model, command.flags);
-  const request = family.checkRequest(model, {
-    ...(command.steps !== undefined ? { steps: command.steps } : {}),
-    seed: command.seed,
-    flags: { ...family.benchFlags, ...command.flags },
-  });
-  const T = request.steps;
-  const W = command.warmup ?? defaultWarmup(model, T);
+  const { steps: T, warmup: W } = benchRequest(family, model, command);
   for (const N of command.gpus) checkDevices(T, W, N);
   const targets: OutputTarget[] = [];
   if (command.json !== undefined) targets.push({ path: command.json, label: "the JSON report" });

@@ -18,7 +18,12 @@ import {
   type OpenedDenoiser,
   samplerForm,
 } from "../parastep/devices.ts";
-import { type Exchange, type RankLoss, runInProcess } from "../parastep/rounds.ts";
+import {
+  type Exchange,
+  type RankLoss,
+  runInProcess,
+  runInProcessWithLosses,
+} from "../parastep/rounds.ts";
 
 /** How the denoising loop is spread over devices. */
 export type DenoiseMode = "parastep" | "batchstep" | "sequential";
@@ -51,6 +56,11 @@ export interface EngineSpec {
    * @default {true}
    */
   readonly shareSession?: boolean;
+  /**
+   * In-process ParaStep only: run as if ranks were lost at these round starts and the rest went
+   * on at the given N (`runInProcessWithLosses`), which reproduces a re-planned multi-host run.
+   */
+  readonly replayLosses?: readonly Pick<RankLoss, "step" | "devices">[];
   /** Aborting it while the engine opens cancels the session loads; `open` rejects. */
   readonly signal?: AbortSignal;
 }
@@ -225,13 +235,17 @@ export async function denoiseInProcess(spec: EngineSpec): Promise<OpenedEngine> 
           };
         }
         const devices = spec.mode === "sequential" ? 1 : spec.devices;
-        const result = await runInProcess(
-          { steps: T, warmup: job.warmup, devices },
-          () => sampler,
-          job.x0,
-          { ...signalOption, ...onStepOption },
-        );
+        const plan = { steps: T, warmup: job.warmup, devices };
+        const losses = devices > 1 ? spec.replayLosses ?? [] : [];
+        const result = losses.length === 0
+          ? await runInProcess(plan, () => sampler, job.x0, { ...signalOption, ...onStepOption })
+          : await runInProcessWithLosses(plan, () => sampler, job.x0, losses, {
+            ...signalOption,
+            ...(job.exchange ? { exchange: job.exchange } : {}),
+          });
         return {
+          // Which ranks were lost is not known here: -1.
+          ...(losses.length > 0 ? { losses: losses.map((l) => ({ rank: -1, ...l })) } : {}),
           output: result.output,
           ep,
           modelCalls: result.modelCalls,
@@ -247,6 +261,26 @@ export async function denoiseInProcess(spec: EngineSpec): Promise<OpenedEngine> 
     },
     [Symbol.asyncDispose]() {
       return denoiser[Symbol.asyncDispose]();
+    },
+  };
+}
+
+/** A job as a `WorkerPool.run` request and its options, on `devices` ranks. */
+export function poolJob(job: DenoiseJob, devices: number): {
+  request: Parameters<WorkerPool["run"]>[0];
+  options: NonNullable<Parameters<WorkerPool["run"]>[1]>;
+} {
+  return {
+    request: {
+      plan: { steps: job.steps, warmup: job.warmup, devices },
+      payload: job.generation,
+      x0: job.x0,
+      ...(job.exchange ? { exchange: job.exchange } : {}),
+    },
+    options: {
+      ...(job.signal ? { signal: job.signal } : {}),
+      ...(job.onStep ? { onStep: job.onStep } : {}),
+      ...(job.stallTimeoutMs !== undefined ? { stallTimeoutMs: job.stallTimeoutMs } : {}),
     },
   };
 }
@@ -296,17 +330,8 @@ export async function denoiseWithWorkers(spec: EngineSpec): Promise<OpenedEngine
     loadMs: performance.now() - started,
     denoiserSessions: owner === null ? spec.devices : 1,
     async run(job) {
-      const result = await pool.run({
-        plan: { steps: job.steps, warmup: job.warmup, devices: spec.devices },
-        payload: job.generation,
-        x0: job.x0,
-        ...(job.exchange ? { exchange: job.exchange } : {}),
-      }, {
-        ...(job.signal ? { signal: job.signal } : {}),
-        ...(job.onStep ? { onStep: job.onStep } : {}),
-        ...(job.stallTimeoutMs !== undefined ? { stallTimeoutMs: job.stallTimeoutMs } : {}),
-      });
-      return workersReport(result, spec.ep);
+      const { request, options } = poolJob(job, spec.devices);
+      return workersReport(await pool.run(request, options), spec.ep);
     },
     async [Symbol.asyncDispose]() {
       const reports = await pool.close();

@@ -4,18 +4,13 @@
  * @module
  */
 
+import { GEN_PERMISSIONS } from "../../src/cli/bench_e2e.ts";
+
 /** main.ts of this checkout. */
 export const MAIN: string = new URL("../../main.ts", import.meta.url).pathname;
 
 /** The permissions the `gen` task grants. */
-export const PERMISSIONS: readonly string[] = [
-  "--allow-ffi",
-  "--allow-read",
-  "--allow-write",
-  "--allow-env",
-  "--allow-sys",
-  "--allow-run",
-];
+export const PERMISSIONS: readonly string[] = GEN_PERMISSIONS;
 
 /** Runs `parastep ...args` and returns its exit code and output. */
 export async function parastep(

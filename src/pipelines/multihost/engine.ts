@@ -39,6 +39,7 @@ import {
   denoiseInProcess,
   type EngineSpec,
   type OpenedEngine,
+  poolJob,
   workersReport,
 } from "../denoise.ts";
 
@@ -267,15 +268,9 @@ async function openNatsEngine(spec: EngineSpec, options: NatsEngineOptions): Pro
       // Sessions this process opened: one per local rank (remote ranks open theirs).
       denoiserSessions: localRanks,
       async run(job) {
-        const result = await pool.run({
-          plan: { steps: job.steps, warmup: job.warmup, devices: N },
-          payload: job.generation,
-          x0: job.x0,
-          ...(job.exchange ? { exchange: job.exchange } : {}),
-        }, {
-          ...(job.signal ? { signal: job.signal } : {}),
-          ...(job.onStep ? { onStep: job.onStep } : {}),
-          ...(job.stallTimeoutMs !== undefined ? { stallTimeoutMs: job.stallTimeoutMs } : {}),
+        const { request, options: runOptions } = poolJob(job, N);
+        const result = await pool.run(request, {
+          ...runOptions,
           ...(options.onRankLoss === undefined ? {} : { onRankLoss: options.onRankLoss }),
           nats: {
             url: options.url,
