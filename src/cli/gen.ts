@@ -401,7 +401,7 @@ export function readPromptsFile(
 
 /**
  * `gen --prompts FILE`: every line of the file generated in turn with one {@linkcode Generator}
- * (the denoisers, Workers and decoder open once), each written as `<out>/<NNNN>-<default name>`
+ * (the denoisers, Workers and decoder open once), each written as `<out>/<N>-<default name>` (N: the line number, zero-padded to the widest)
  * (the line number, then the name `gen` would give it). A line that cannot be used or written, or
  * whose generation fails, is reported with its number and skipped; the rest still run. Ctrl-C
  * keeps the finished outputs and leaves no partial file. The summary says what was written and

@@ -146,7 +146,8 @@ ${runFlags(GEN_GPUS)}
   --prompts FILE          One generation per line of FILE, with the sessions and Workers
                           opened once: a prompt, or a JSON object of this family's flags
                           plus "seed", "steps" and "out"; each written to --out (a
-                          folder, default here) as NNNN-<name> (NNNN: the line number).
+                          folder, default here) as N-<name> (N: the line number, with
+                          zeros in front so that names sort by line).
                           A bad line is reported and skipped (exit 1 at the end)
   --report PATH           Also write what the run did as JSON: the time of each stage
                           (load, encode, denoise, decode, total), devices, provider
