@@ -8,6 +8,7 @@
  */
 
 import { OutputSet, type OutputTarget } from "../io/output_set.ts";
+import { isAbsolute, joinPath } from "../io/paths.ts";
 import { median } from "../metrics/stats.ts";
 import { resolveModel } from "../models/model.ts";
 import { checkDevices, familyOf } from "../pipelines/mod.ts";
@@ -117,7 +118,7 @@ async function runGenProcess(
   }
   const report: GenReport = JSON.parse(await Deno.readTextFile(`${dir}/report.json`));
   const output = await Deno.readFile(
-    report.out.startsWith("/") ? report.out : `${dir}/${report.out}`,
+    isAbsolute(report.out) ? report.out : joinPath(dir, report.out),
   );
   return { run: { processMs, timings: report.timings }, output };
 }
