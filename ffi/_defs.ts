@@ -169,6 +169,18 @@ export const ORT_FUNCTIONS = {
     parameters: ["pointer", "buffer", "buffer"],
     result: status,
   },
+  // RunWithBinding(session, run_options, binding)
+  RunWithBinding: {
+    slot: 133,
+    since: 5,
+    parameters: ["pointer", "pointer", "pointer"],
+    result: status,
+  },
+  CreateIoBinding: { slot: 134, since: 5, parameters: ["pointer", "buffer"], result: status },
+  ReleaseIoBinding: { slot: 135, since: 5, parameters: ["pointer"], result: "void" },
+  // BindInput / BindOutput(binding, name, value): a host input is copied to its device here.
+  BindInput: { slot: 136, since: 5, parameters: ["pointer", "buffer", "pointer"], result: status },
+  BindOutput: { slot: 137, since: 5, parameters: ["pointer", "buffer", "pointer"], result: status },
   SessionOptionsAppendExecutionProvider_CUDA_V2: {
     slot: 204,
     since: 11,

@@ -67,6 +67,10 @@ export interface OrtLibrary {
   readonly runNonblocking: Deno.UnsafeFnPointer<
     { parameters: Defs["Run"]["parameters"]; result: "pointer"; nonblocking: true }
   >;
+  /** Nonblocking variant of `RunWithBinding`. */
+  readonly runWithBindingNonblocking: Deno.UnsafeFnPointer<
+    { parameters: Defs["RunWithBinding"]["parameters"]; result: "pointer"; nonblocking: true }
+  >;
   /**
    * Nonblocking variant of `CreateSession`: the model loads on a Deno worker thread while the
    * calling thread's event loop runs (messages, timers, cancellation).
@@ -269,7 +273,9 @@ function open(path: string, foundBy: OrtLibrary["foundBy"]): OrtLibrary {
     cancelDef.slot * 8,
     { parameters: cancelDef.parameters, result: cancelDef.result },
   );
-  const nonblocking = <K extends "Run" | "CreateSession" | "CreateSessionFromArray">(name: K) =>
+  const nonblocking = <
+    K extends "Run" | "RunWithBinding" | "CreateSession" | "CreateSessionFromArray",
+  >(name: K) =>
     fnAt(
       view,
       ORT_FUNCTIONS[name].slot * 8,
@@ -288,6 +294,7 @@ function open(path: string, foundBy: OrtLibrary["foundBy"]): OrtLibrary {
     api: typed,
     typeAndShape,
     runNonblocking: nonblocking("Run"),
+    runWithBindingNonblocking: nonblocking("RunWithBinding"),
     createSessionNonblocking: nonblocking("CreateSession"),
     createSessionFromArrayNonblocking: nonblocking("CreateSessionFromArray"),
     setLoadCancellationFlag,

@@ -81,6 +81,7 @@ export {
   type AsyncRunOptions,
   type AsyncSessionOptions,
   type Feeds,
+  type InputTransfers,
   type ModelSource,
   type RunOptions,
   Session,

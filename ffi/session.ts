@@ -92,6 +92,26 @@ export interface SessionOptions {
    * (`GraphCache.modelHash`), so a known model is not hashed again.
    */
   modelHash?: string;
+  /**
+   * On a GPU provider (CUDA, WebGPU), {@linkcode Session.runAsync} binds each
+   * input fed as a {@linkcode Value} through ORT's IoBinding, which copies it
+   * to the device once, and binds it again only when another `Value` comes
+   * for that input: constant inputs (a generation's conditioning) stay on the
+   * device between runs, and only `Tensor` feeds cross to it on every run.
+   * Off, every feed is copied on every run, as `Run` does. No effect on the CPU.
+   * @default {true}
+   */
+  keepValuesOnDevice?: boolean;
+}
+
+/** Inputs handed to ORT as host data by {@linkcode Session.runAsync}, counted since the open. */
+export interface InputTransfers {
+  /** Runs counted. */
+  readonly runs: number;
+  /** Inputs handed over (on a GPU: copied to the device, where a node there reads them). */
+  readonly inputs: number;
+  /** Their bytes. */
+  readonly bytes: number;
 }
 
 /**
@@ -236,6 +256,15 @@ export class Session implements Disposable {
   #quiet: Deno.PointerObject | null = null;
   #inputStaging = new Staging();
   #outputStaging = new Staging();
+  /** See {@linkcode SessionOptions.keepValuesOnDevice}. */
+  readonly #keepValues: boolean;
+  /** The IoBinding of the runs that keep values on the device, made on first use. */
+  #binding: Deno.PointerObject | null = null;
+  /** Per input name, the `Value` bound there (null: a per-run tensor). */
+  #bound = new Map<string, Value | null>();
+  /** Whether a run through {@linkcode Session.#binding} is in flight (one at a time). */
+  #bindingBusy = false;
+  #transfers = { runs: 0, inputs: 0, bytes: 0 };
   /** The lock runs and the release take (WebGPU's, see lock.ts), or null. */
   readonly #lock: ProcessLock | null;
   /** The graph's inputs, in graph order. */
@@ -258,8 +287,10 @@ export class Session implements Disposable {
     lock: ProcessLock | null,
     cacheStatus: "hit" | "written" | "off" = "off",
     owned = true,
+    keepValuesOnDevice = true,
   ) {
     this.#ptr = ptr;
+    this.#keepValues = keepValuesOnDevice && ep !== "cpu";
     this.#lock = lock;
     this.#env = env;
     this.owned = owned;
@@ -388,7 +419,16 @@ export class Session implements Disposable {
           continue;
         }
         plan.next();
-        return new Session(ptr, env, ep, [...before, { ep, ok: true }], lock, attempt.status);
+        return new Session(
+          ptr,
+          env,
+          ep,
+          [...before, { ep, ok: true }],
+          lock,
+          attempt.status,
+          true,
+          options.keepValuesOnDevice ?? true,
+        );
       }
       throw new Error("unreachable: an open plan yields at least one attempt");
     } finally {
@@ -428,7 +468,16 @@ export class Session implements Disposable {
           continue;
         }
         plan.next();
-        return new Session(ptr, env, ep, [...before, { ep, ok: true }], lock, attempt.status);
+        return new Session(
+          ptr,
+          env,
+          ep,
+          [...before, { ep, ok: true }],
+          lock,
+          attempt.status,
+          true,
+          options.keepValuesOnDevice ?? true,
+        );
       }
       throw new Error("unreachable: an open plan yields at least one attempt");
     } finally {
@@ -553,7 +602,7 @@ export class Session implements Disposable {
     options: AsyncRunOptions,
     guess: boolean,
   ): Promise<{ outputs?: Record<string, Tensor>; error?: unknown; guessed: boolean }> {
-    const { api, runNonblocking } = ortLibrary();
+    const { api, runNonblocking, runWithBindingNonblocking } = ortLibrary();
     this.pointer;
     options.signal?.throwIfAborted();
     const lock = this.#lock;
@@ -584,14 +633,29 @@ export class Session implements Disposable {
       lock?.release();
       throw e;
     }
+    let bound: boolean;
+    try {
+      bound = this.#bind(feeds, call);
+    } catch (e) {
+      api.ReleaseRunOptions.call(runOptions);
+      this.#cleanup(call);
+      lock?.release();
+      throw e;
+    }
+    this.#transfers.runs++;
+    if (!bound) { for (const feed of Object.values(feeds)) this.#count(feed); }
     const terminate = () => api.RunOptionsSetTerminate.call(runOptions);
     options.signal?.addEventListener("abort", terminate);
     this.#inflight.add(runOptions);
+    if (bound) this.#bindingBusy = true;
     try {
       let status: Deno.PointerValue;
       try {
-        status = await runNonblocking.call(session, runOptions, ...runArguments(call));
+        status = bound
+          ? await runWithBindingNonblocking.call(session, runOptions, this.#binding!)
+          : await runNonblocking.call(session, runOptions, ...runArguments(call));
       } finally {
+        if (bound) this.#bindingBusy = false;
         lock?.release();
       }
       const error = statusError(status, "Run");
@@ -613,6 +677,57 @@ export class Session implements Disposable {
       if (this.#inflight.size === 0) this.#idle?.resolve();
       this.#releaseIfDone();
     }
+  }
+
+  /** Inputs handed to ORT as host data by `runAsync` so far (see `keepValuesOnDevice`). */
+  get inputTransfers(): InputTransfers {
+    return { ...this.#transfers };
+  }
+
+  /**
+   * Binds what this run must hand over, for a run through the IoBinding: the inputs (each `Value`
+   * only when it is not bound already; ORT copies a host input to its device here) and the
+   * preallocated outputs. Returns false, binding nothing, when the run cannot go that way (no
+   * Value among the feeds, an output ORT must allocate, or another bound run in flight).
+   */
+  #bind(feeds: Feeds, call: PreparedRun): boolean {
+    if (!this.#keepValues || this.#bindingBusy) return false;
+    const names = Object.keys(feeds);
+    if (!names.some((n) => feeds[n] instanceof Value)) return false;
+    if (call.outValues.some((v) => v === 0n)) return false;
+    const { api } = ortLibrary();
+    if (this.#binding === null) {
+      const out = pointerOut();
+      check(api.CreateIoBinding.call(this.pointer, out), "CreateIoBinding");
+      this.#binding = readPointer(out, "CreateIoBinding");
+    }
+    const binding = this.#binding;
+    const name = (n: string) => this.#names.get(n)?.c ?? cString(n);
+    names.forEach((n, k) => {
+      const feed = feeds[n]!;
+      if (feed instanceof Value && this.#bound.get(n) === feed) return;
+      this.#bound.delete(n); // until bound: a failed bind must not look bound
+      const ptr = Deno.UnsafePointer.create(call.inValues[k]!);
+      check(api.BindInput.call(binding, name(n), ptr), "BindInput", () => `Binding input '${n}'`);
+      this.#bound.set(n, feed instanceof Value ? feed : null);
+      this.#count(feed);
+    });
+    call.outputNames.forEach((n, k) => {
+      const ptr = Deno.UnsafePointer.create(call.outValues[k]!);
+      check(
+        api.BindOutput.call(binding, name(n), ptr),
+        "BindOutput",
+        () => `Binding output '${n}'`,
+      );
+    });
+    return true;
+  }
+
+  #count(feed: Tensor | Value): void {
+    this.#transfers.inputs++;
+    this.#transfers.bytes += feed instanceof Value
+      ? feed.tensor?.data.byteLength ?? 0
+      : feed.data.byteLength;
   }
 
   #quietRunOptions(): Deno.PointerObject {
@@ -658,12 +773,17 @@ export class Session implements Disposable {
     const { api } = ortLibrary();
     if (this.#quiet) api.ReleaseRunOptions.call(this.#quiet);
     this.#quiet = null;
+    const binding = this.#binding;
+    this.#binding = null;
+    this.#bound.clear();
     this.#inputStaging.release();
     this.#outputStaging.release();
     const ptr = this.#ptr;
     this.#ptr = null;
     const lock = this.#lock;
     const release = () => {
+      // The binding holds device copies of the session's inputs: it goes before the session.
+      if (binding !== null) api.ReleaseIoBinding.call(binding);
       if (this.owned) api.ReleaseSession.call(ptr);
       this.#env.release();
     };

@@ -11,7 +11,15 @@
 import assert from "node:assert/strict";
 import { Env, probeProvider } from "../../ffi/mod.ts";
 import { resolveModel } from "../../src/models/model.ts";
-import { audioldm2, checkRequest } from "../../src/pipelines/audioldm2/mod.ts";
+import {
+  audioldm2,
+  checkRequest,
+  Denoiser,
+  encodePrompt,
+  openUnet,
+  prepareLatents,
+} from "../../src/pipelines/audioldm2/mod.ts";
+import { ddim } from "../../src/schedulers/ddim.ts";
 import {
   type DenoiseEngine,
   denoiseInProcess,
@@ -167,4 +175,39 @@ Deno.test("gen --gpus 2 with --ep auto prints one line and no native warnings", 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test({
+  name: "WebGPU: the conditioning goes to the device once per generation, with the same output",
+  ignore,
+  async fn() {
+    using env = Env.create();
+    const { conditioning } = await encodePrompt(env, model, request, {});
+    const table = ddim(model.manifest.scheduler, request.steps);
+    const x0 = prepareLatents(request);
+    const calls = async (keepValuesOnDevice: boolean) => {
+      using unet = openUnet(env, model, {
+        executionProvider: "webgpu",
+        intraOpThreads: 1,
+        keepValuesOnDevice,
+      });
+      using denoiser = new Denoiser(unet, conditioning, table, request.latentDims);
+      const eps: Float32Array[] = [];
+      for (let i = 0; i < 3; i++) eps.push(await denoiser.model(x0, i));
+      // A batch of two latents (BatchStep) binds conditioning of another size, once.
+      eps.push(...await denoiser.modelBatch([x0, x0], [3, 4]));
+      eps.push(await denoiser.model(x0, 5));
+      return { eps, transfers: unet.inputTransfers };
+    };
+    const bound = await calls(true);
+    const fed = await calls(false);
+    assert.deepEqual(bound.eps, fed.eps);
+    // Per UNet call: sample and timestep; the three conditioning inputs once per batch size
+    // (1 latent, then 2), and again when the batch size returns to 1 (one binding per name).
+    assert.deepEqual(fed.transfers.runs, 5);
+    assert.deepEqual(fed.transfers.inputs, 5 * 5);
+    assert.deepEqual(bound.transfers.runs, 5);
+    assert.deepEqual(bound.transfers.inputs, 5 * 2 + 3 * 3);
+    assert.ok(bound.transfers.bytes < fed.transfers.bytes);
+  },
 });
