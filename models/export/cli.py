@@ -10,9 +10,13 @@ one `error: ...` line on stderr and exit code 2; anything else is a bug and keep
 from __future__ import annotations
 
 import argparse
+import glob
+import hashlib
 import importlib
+import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,7 +60,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "svd: tiny, bench; cogvideox: tiny, tiny-5b, bench)",
     )
     p.add_argument("--out", type=Path, help="model folder to write (default for --size bench: .cache/models/<family>-bench)")
-    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="float type (bf16: cogvideox only)")
+    p.add_argument(
+        "--dtype",
+        metavar="TYPE[,fp16]",
+        help="float type of the graphs: fp32, fp16 or bf16 (cogvideox only); 'fp32,fp16' also writes every graph "
+        "in fp16 under fp16/ as the folder's fp16 variant, which parastep runs on CUDA by default "
+        "(default: fp32,fp16 with --from, fp32 otherwise)",
+    )
     p.add_argument("--seed", type=int, default=0, help="weight seed for --tiny / --size (default 0)")
     p.add_argument(
         "--reference",
@@ -74,8 +84,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     fam = family(args.family)
     if args.size is not None and args.size not in fam.SIZES:
         raise ExportError(f"--size {args.size}: unknown for {args.family} (known: {', '.join(fam.SIZES)})")
-    if args.dtype not in fam.DTYPES:
-        raise ExportError(f"--dtype {args.dtype}: not available for {args.family} (available: {', '.join(fam.DTYPES)})")
+    args.dtypes = _dtypes(args, fam)
+    args.dtype = args.dtypes[0]
     fam.check_args(args)
     if args.out is None:
         if args.size != "bench":
@@ -86,14 +96,87 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _dtypes(args: argparse.Namespace, fam) -> list[str]:
+    """`--dtype` as a list: the folder's own float type, then at most one variant (fp16)."""
+    if args.dtype is None:
+        return ["fp32", "fp16"] if args.source is not None and "fp16" in fam.DTYPES else ["fp32"]
+    dtypes = args.dtype.split(",")
+    for dtype in dtypes:
+        if dtype not in fam.DTYPES:
+            raise ExportError(f"--dtype {dtype}: not available for {args.family} (available: {', '.join(fam.DTYPES)})")
+    if len(dtypes) > 1 and dtypes != ["fp32", "fp16"]:
+        raise ExportError(f"--dtype {args.dtype}: give one float type, or fp32,fp16 (an fp32 folder with an fp16 variant)")
+    return dtypes
+
+
+# What a variant never restates: its type and graphs are given apart (src/models/manifest.ts agrees).
+_VARIANT_FIXED = ("format", "formatVersion", "name", "family", "dtype", "components", "variants")
+
+
+def _same_graph(a: Path, b: Path, file_a: str, file_b: str) -> bool:
+    """Whether `a/file_a` and `b/file_b` hold the same bytes, external data included."""
+
+    def digest(path: Path) -> list[str]:
+        files = [path, path.with_name(path.name + ".data")]
+        return [hashlib.sha256(f.read_bytes()).hexdigest() if f.exists() else "" for f in files]
+
+    return digest(a / file_a) == digest(b / file_b)
+
+
 def load_pipeline(args: argparse.Namespace, log=print):
     """The float32 pipeline to export, with the manifest's `source` and `defaults` entries."""
     return family(args.family).load_pipeline(args, log)
 
 
 def export_pipeline(pipe, args: argparse.Namespace, source: dict, defaults: dict, log=print) -> dict:
-    """Write `args.out` for a loaded pipeline, with the options in `args`."""
-    return family(args.family).export_pipeline(pipe, args, source, defaults, log)
+    """Write `args.out` for a loaded pipeline, with the options in `args` (`args.dtypes`: see `--dtype`)."""
+    fam = family(args.family)
+    dtypes = getattr(args, "dtypes", [args.dtype])
+    if len(dtypes) == 1:
+        return fam.export_pipeline(pipe, args, source, defaults, log)
+    return _export_with_variants(fam, pipe, args, dtypes, source, defaults, log)
+
+
+def _export_with_variants(fam, pipe, args, dtypes: list[str], source: dict, defaults: dict, log) -> dict:
+    """The folder in `dtypes[0]`, plus each other float type's graphs (and reference/) under `<dtype>/`.
+
+    Each type is a whole export of its own (the first converts nothing, the later ones convert the
+    pipeline in place, so the float32 one goes first); the later ones keep only their graphs and
+    the top-level fields whose values differ (e.g. AudioLDM2's CLAP logit scale, read from fp16
+    weights), named in the manifest's `variants`. The folder is built beside `args.out` and moved into place at the
+    end, so a failed export leaves any previous folder untouched.
+    """
+    from .folders import check_out
+    from .onnx_io import replace_dir
+
+    out = Path(args.out)
+    check_out(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        exports = {}
+        for dtype in dtypes:
+            one = argparse.Namespace(**{**vars(args), "dtype": dtype, "dtypes": [dtype], "out": Path(tmp) / dtype / out.name})
+            log(f"  exporting the {dtype} graphs")
+            exports[dtype] = (one.out, fam.export_pipeline(pipe, one, source, defaults, log))
+        build, manifest = exports[dtypes[0]]
+        manifest["variants"] = {}
+        for dtype in dtypes[1:]:
+            folder, variant = exports[dtype]
+            (build / dtype).mkdir()
+            replaced = {}
+            for name, spec in variant["components"].items():
+                if _same_graph(folder, build, spec["file"], manifest["components"][name]["file"]):
+                    continue  # a graph the conversion left as it was (e.g. a text encoder kept in fp32)
+                for path in folder.glob(glob.escape(spec["file"]) + "*"):  # the graph and its .data
+                    os.replace(path, build / dtype / path.name)
+                replaced[name] = {**spec, "file": f"{dtype}/{spec['file']}"}
+            if (folder / "reference").is_dir():
+                os.replace(folder / "reference", build / dtype / "reference")
+            fields = {k: v for k, v in variant.items() if k not in _VARIANT_FIXED and manifest.get(k) != v}
+            manifest["variants"][dtype] = {"components": replaced, **({"fields": fields} if fields else {})}
+        (build / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        replace_dir(build, out)
+    return manifest
 
 
 def run(args: argparse.Namespace, log=print) -> dict:

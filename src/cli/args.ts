@@ -7,6 +7,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { FlagSpec, FlagValue, FlagValues } from "../pipelines/family.ts";
 import { familyFlags } from "../pipelines/mod.ts";
+import { DTYPE_REQUESTS, type DtypeRequest } from "../models/model.ts";
 
 /** Execution providers the CLI accepts. */
 export type EpChoice = "cpu" | "cuda" | "webgpu" | "auto";
@@ -70,6 +71,8 @@ export interface RunFlags {
   readonly steps: number | undefined;
   readonly seed: number;
   readonly ep: EpChoice;
+  /** The float type of the graphs (`--dtype`): `auto` is fp16 on CUDA when the folder has it. */
+  readonly dtype: DtypeRequest;
   readonly warmup: number | undefined;
   readonly stride: number | undefined;
   /** Absent: `gen` uses "gather", `bench` measures both. */
@@ -283,6 +286,7 @@ const RUN_OPTIONS = {
   steps: { type: "string" },
   seed: { type: "string" },
   ep: { type: "string" },
+  dtype: { type: "string" },
   gpus: { type: "string" },
   devices: { type: "string" },
   warmup: { type: "string" },
@@ -386,6 +390,7 @@ function runFlags(v: Values, verbose: boolean, specs: readonly FlagSpec[]): RunF
     steps: v.integer("steps", 1),
     seed: v.integer("seed") ?? 0,
     ep: v.choice("ep", ["cpu", "cuda", "webgpu", "auto"] as const, "auto"),
+    dtype: v.choice("dtype", DTYPE_REQUESTS, "auto"),
     warmup: v.integer("warmup", 1),
     stride: v.integer("stride", 1),
     exchange: v.string("exchange") === undefined

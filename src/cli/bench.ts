@@ -15,7 +15,7 @@
 import { Env } from "../../ffi/mod.ts";
 import { type OutputContent, OutputSet, type OutputTarget } from "../io/output_set.ts";
 import { median } from "../metrics/stats.ts";
-import { checkComponentGraphs, resolveModel } from "../models/model.ts";
+import { checkComponentGraphs, type ModelFolder, resolveModelFor } from "../models/model.ts";
 import { criticalPathCalls, type Exchange, EXCHANGES } from "../parastep/rounds.ts";
 import {
   checkCapacity,
@@ -129,7 +129,7 @@ export async function runBench(
   command: BenchCommand,
   options: { signal?: AbortSignal } = {},
 ): Promise<BenchReport> {
-  const model = resolveModel(command.model);
+  const model = resolveModelFor(command.model, command);
   const family = familyOf(model);
   checkFamilyFlags(family, command.model, command.flags);
   const targets: OutputTarget[] = [];
@@ -151,7 +151,7 @@ export async function runBench(
  */
 export function benchRequest<R extends RequestBase, C, M>(
   family: PipelineFamily<R, C, M>,
-  model: ReturnType<typeof resolveModel>,
+  model: ModelFolder,
   command: BenchCommand,
 ): { request: R; steps: number; warmup: number } {
   const request = family.checkRequest(model, {
@@ -165,7 +165,7 @@ export function benchRequest<R extends RequestBase, C, M>(
 
 async function measure<R extends RequestBase, C, M>(
   family: PipelineFamily<R, C, M>,
-  model: ReturnType<typeof resolveModel>,
+  model: ModelFolder,
   command: BenchCommand,
   outputs: OutputSet,
   signal: AbortSignal | undefined,

@@ -10,7 +10,7 @@
 import { OutputSet, type OutputTarget } from "../io/output_set.ts";
 import { isAbsolute, joinPath } from "../io/paths.ts";
 import { median } from "../metrics/stats.ts";
-import { resolveModel } from "../models/model.ts";
+import { resolveModelFor } from "../models/model.ts";
 import { checkDevices, familyOf } from "../pipelines/mod.ts";
 import type { BenchCommand } from "./args.ts";
 import { benchRequest } from "./bench.ts";
@@ -66,7 +66,7 @@ export interface E2eReport {
 /** The `gen` arguments that repeat `command`'s request. */
 function genArgs(command: BenchCommand, modelDir: string, devices: number): string[] {
   const args = ["gen", "--model", modelDir, "--gpus", String(devices), "--ep", command.ep];
-  args.push("--seed", String(command.seed));
+  args.push("--dtype", command.dtype, "--seed", String(command.seed));
   if (command.steps !== undefined) args.push("--steps", String(command.steps));
   if (command.warmup !== undefined) args.push("--warmup", String(command.warmup));
   if (command.exchange !== undefined) args.push("--exchange", command.exchange);
@@ -133,7 +133,7 @@ export async function runBenchE2e(
   options: { signal?: AbortSignal } = {},
 ): Promise<E2eReport> {
   const { signal } = options;
-  const model = resolveModel(command.model);
+  const model = resolveModelFor(command.model, command);
   const family = familyOf(model);
   checkFamilyFlags(family, command.model, command.flags);
   const { steps: T, warmup: W } = benchRequest(family, model, command);

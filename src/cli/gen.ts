@@ -6,7 +6,7 @@
 
 import { OutputPathError, OutputSet, type OutputTarget } from "../io/output_set.ts";
 import { isAbsolute, joinPath } from "../io/paths.ts";
-import { type ModelFolder, resolveModel } from "../models/model.ts";
+import { type ModelFolder, resolveModelFor } from "../models/model.ts";
 import {
   checkRunPlan,
   type DenoiseEngine,
@@ -165,6 +165,8 @@ export interface GenReport {
   readonly exchange: string | null;
   /** The provider the denoiser ran on. */
   readonly ep: string;
+  /** The float type of the graphs that ran (`--dtype`, resolved). */
+  readonly dtype: string;
   readonly graphCache: boolean;
   readonly criticalPathCalls: number;
   readonly bytesExchanged: number;
@@ -174,6 +176,7 @@ export interface GenReport {
 
 function reportJson<R extends RequestBase, M>(
   command: GenCommand,
+  model: ModelFolder,
   out: string,
   family: PipelineFamily<R, unknown, M>,
   result: Generation<R, M>,
@@ -191,6 +194,7 @@ function reportJson<R extends RequestBase, M>(
     warmup: denoise.warmup,
     exchange: denoise.exchange,
     ep: denoise.ep,
+    dtype: model.manifest.dtype,
     graphCache: command.graphCache,
     criticalPathCalls: denoise.criticalPathCalls,
     bytesExchanged: denoise.bytesExchanged,
@@ -255,7 +259,7 @@ export async function runGen(
   command: GenCommand,
   options: RunGenOptions = {},
 ): Promise<GenSummary> {
-  const model = resolveModel(command.model);
+  const model = resolveModelFor(command.model, command);
   const family = familyOf(model);
   checkFamilyFlags(family, command.model, command.flags);
   const engine = (options.chooseEngine ?? chooseEngine)(command);
@@ -285,7 +289,7 @@ export async function runGen(
     targets,
     command.flags,
     options.signal,
-    report === undefined ? undefined : (r) => reportJson(command, out, family, r),
+    report === undefined ? undefined : (r) => reportJson(command, model, out, family, r),
   );
   return { out, line: summaryLine(family, out, result), exitCode: 0 };
 }

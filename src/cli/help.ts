@@ -53,6 +53,9 @@ function runFlags(gpus: string): string {
   --seed K                Seed of the initial noise, 0 to 2^53-1 (default: 0)
   --ep cpu|cuda|webgpu|auto
                           Execution provider; auto tries cuda, webgpu, cpu (default: auto)
+  --dtype auto|fp32|fp16  Float type of the graphs, for a folder exported with several
+                          (--dtype fp32,fp16); auto is fp16 on CUDA when the folder holds
+                          it, else the folder's own type (default: auto)
 ${gpus}
   --warmup W              Sequential warm-up steps before the parallel rounds (default:
                           the model's, 5 for AudioLDM2)

@@ -7,6 +7,7 @@
  */
 
 import { createHash } from "node:crypto";
+import type { ModelDtype } from "./manifest.ts";
 import { type ModelFolder, resolveModel } from "./model.ts";
 
 /** The JSON of `value` with every object's keys sorted (the hash's canonical form). */
@@ -41,7 +42,8 @@ export const MODEL_NAME = /^[A-Za-z0-9._-]+$/;
 /**
  * The model folder `name` under `modelsDir`, refusing (one line) a name that is not a plain
  * folder name, a folder whose real path leaves `modelsDir` (a symlink out), and a component file
- * of `components` whose real path leaves the folder.
+ * of `components` whose real path leaves the folder. With `dtype`, the components are those of
+ * the model in that float type (`resolveModel`).
  *
  * @throws {RangeError} For a name or folder that would leave `modelsDir`.
  * @throws {ModelNotFoundError} When there is no such folder.
@@ -50,6 +52,7 @@ export function servedModel(
   modelsDir: string,
   name: string,
   components: readonly string[] = [],
+  dtype?: ModelDtype,
 ): ModelFolder {
   if (!MODEL_NAME.test(name) || name === "." || name === "..") {
     throw new RangeError(
@@ -70,7 +73,7 @@ export function servedModel(
       `Cannot serve model ${name} as its folder leads outside the models directory ${root}`,
     );
   }
-  const model = resolveModel(`${root}/${name}`);
+  const model = resolveModel(`${root}/${name}`, dtype);
   for (const component of components) {
     const spec = model.manifest.components[component];
     if (spec === undefined) {

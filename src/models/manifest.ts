@@ -50,7 +50,8 @@ export type ConfigValue = number | readonly number[];
 /** The float types a model folder may be exported in. */
 export type ModelDtype = "fp32" | "fp16" | "bf16";
 
-const MODEL_DTYPES: readonly ModelDtype[] = ["fp32", "fp16", "bf16"];
+/** Every {@linkcode ModelDtype}. */
+export const MODEL_DTYPES: readonly ModelDtype[] = ["fp32", "fp16", "bf16"];
 
 /** The largest fixed dimension a manifest may declare: ORT's tensors index with int32 here. */
 const MAX_DIM = 2 ** 31 - 1;
@@ -58,6 +59,25 @@ const MAX_DIM = 2 ** 31 - 1;
 export const MAX_TOKENIZER_LENGTH = 65_536;
 /** The most steps a model's defaults may ask for. */
 const MAX_DEFAULT_STEPS = 10_000;
+
+/** The model in another float type, inside a folder of several (see `Manifest.variants`). */
+export interface Variant {
+  /** The components whose graphs differ in this type, as the JSON has them (checked). */
+  readonly components: Readonly<Record<string, unknown>>;
+  /** Top-level manifest fields whose values differ in this type. */
+  readonly fields: Readonly<Record<string, unknown>>;
+}
+
+/** The top-level fields a variant's `fields` may not replace (its type and graphs have their own). */
+const VARIANT_FIXED = [
+  "format",
+  "formatVersion",
+  "name",
+  "family",
+  "dtype",
+  "components",
+  "variants",
+];
 
 /** A validated `manifest.json`. */
 export interface Manifest {
@@ -68,6 +88,13 @@ export interface Manifest {
   /** The float type of the denoiser's float inputs and outputs. */
   readonly dtype: ModelDtype;
   readonly components: Readonly<Record<string, ComponentSpec>>;
+  /**
+   * The same model in other float types (e.g. a real model exported with `--dtype fp32,fp16`):
+   * each names, for every component it replaces, the graph in that type, and in `fields` the
+   * top-level fields whose values differ in that type (e.g. a constant read from fp16 weights).
+   * Empty for a folder of one type. {@linkcode withDtype} gives the manifest of one of them.
+   */
+  readonly variants: Readonly<Partial<Record<ModelDtype, Variant>>>;
   /** diffusers' `scheduler_config.json`, checked by the scheduler that reads it. */
   readonly scheduler: Readonly<Record<string, unknown>>;
   readonly tokenizers: Readonly<Record<string, TokenizerSpec>>;
@@ -131,6 +158,22 @@ class Reader {
       this.fail(path, "a path inside the model folder (relative, without '..')", s);
     }
     return s;
+  }
+
+  components(v: unknown, path: string): Record<string, ComponentSpec> {
+    const components: Record<string, ComponentSpec> = {};
+    for (const [name, c] of Object.entries(this.object(v, path))) {
+      const p = `${path}.${name}`;
+      const co = this.object(c, p);
+      components[name] = {
+        file: this.relativePath(co.file, `${p}.file`),
+        inputs: this.array(co.inputs, `${p}.inputs`).map((v, k) => this.io(v, `${p}.inputs[${k}]`)),
+        outputs: this.array(co.outputs, `${p}.outputs`).map((v, k) =>
+          this.io(v, `${p}.outputs[${k}]`)
+        ),
+      };
+    }
+    return components;
   }
 
   io(v: unknown, path: string): IoSpec {
@@ -210,14 +253,29 @@ export function parseManifest(raw: unknown, file: string): Manifest {
       o.dtype,
     );
   }
-  const components: Record<string, ComponentSpec> = {};
-  for (const [name, c] of Object.entries(r.object(o.components, "components"))) {
-    const p = `components.${name}`;
-    const co = r.object(c, p);
-    components[name] = {
-      file: r.relativePath(co.file, `${p}.file`),
-      inputs: r.array(co.inputs, `${p}.inputs`).map((v, k) => r.io(v, `${p}.inputs[${k}]`)),
-      outputs: r.array(co.outputs, `${p}.outputs`).map((v, k) => r.io(v, `${p}.outputs[${k}]`)),
+  const components = r.components(o.components, "components");
+  const variants: Partial<Record<ModelDtype, Variant>> = {};
+  for (const [dtype, v] of Object.entries(r.object(o.variants ?? {}, "variants"))) {
+    const p = `variants.${dtype}`;
+    if (!MODEL_DTYPES.includes(dtype as ModelDtype) || dtype === o.dtype) {
+      r.fail(p, `named by a float type other than the folder's "${o.dtype}"`, dtype);
+    }
+    const vo = r.object(v, p);
+    const replaced = r.components(vo.components, `${p}.components`);
+    for (const name of Object.keys(replaced)) {
+      if (!(name in components)) {
+        r.fail(`${p}.components.${name}`, "a component of 'components'", name);
+      }
+    }
+    const fields = r.object(vo.fields ?? {}, `${p}.fields`);
+    for (const name of Object.keys(fields)) {
+      if (VARIANT_FIXED.includes(name)) {
+        r.fail(`${p}.fields.${name}`, "absent (a variant's type and graphs are given apart)", name);
+      }
+    }
+    variants[dtype as ModelDtype] = {
+      components: vo.components as Record<string, unknown>,
+      fields,
     };
   }
   const tokenizers: Record<string, TokenizerSpec> = {};
@@ -260,6 +318,7 @@ export function parseManifest(raw: unknown, file: string): Manifest {
     family: r.string(o.family, "family"),
     dtype: o.dtype as ModelDtype,
     components,
+    variants,
     scheduler: r.object(o.scheduler, "scheduler"),
     tokenizers,
     config,
@@ -267,6 +326,38 @@ export function parseManifest(raw: unknown, file: string): Manifest {
     versions: r.object(o.versions ?? {}, "versions") as Record<string, string | number>,
     raw: o,
   };
+}
+
+/** The float types a folder holds its model in: its own `dtype` first, then its variants'. */
+export function manifestDtypes(manifest: Manifest): ModelDtype[] {
+  return [manifest.dtype, ...(Object.keys(manifest.variants) as ModelDtype[])];
+}
+
+/**
+ * The manifest of the model in `dtype`: the folder's own when that is its `dtype`, else its
+ * variant's components in place of the ones they replace (and `dtype` set), with no variants.
+ *
+ * @throws {ManifestError} when the folder holds no such variant, naming the ones it holds
+ */
+export function withDtype(manifest: Manifest, dtype: ModelDtype, file: string): Manifest {
+  if (dtype === manifest.dtype) return manifest;
+  const variant = manifest.variants[dtype];
+  if (variant === undefined) {
+    throw new ManifestError(
+      file,
+      `the model has no ${dtype} graphs (it holds ${manifestDtypes(manifest).join(", ")}); ` +
+        `use --dtype ${manifest.dtype}, or re-export it with --dtype ${
+          dtype === "bf16" ? "bf16" : "fp32,fp16"
+        }`,
+    );
+  }
+  const { variants: _, ...raw } = manifest.raw;
+  return parseManifest({
+    ...raw,
+    ...variant.fields,
+    dtype,
+    components: { ...(raw.components as Record<string, unknown>), ...variant.components },
+  }, file);
 }
 
 /**

@@ -6,13 +6,23 @@
 
 import {
   type AsyncSessionOptions,
+  autoCandidate,
   type Env,
+  type ExecutionProvider,
   GraphCache,
   type ModelSource,
   Session,
   type SessionOptions,
 } from "../../ffi/mod.ts";
-import { checkComponent, type Manifest, ManifestError, parseManifest } from "./manifest.ts";
+import {
+  checkComponent,
+  type Manifest,
+  manifestDtypes,
+  ManifestError,
+  type ModelDtype,
+  parseManifest,
+  withDtype,
+} from "./manifest.ts";
 import { isFile } from "../io/paths.ts";
 import { OnnxFormatError, readGraphIo } from "./onnx_graph.ts";
 import { modelsDir } from "./registry.ts";
@@ -92,12 +102,13 @@ const KNOWN_CHECKPOINTS: Readonly<Record<string, string>> = {
 /**
  * Finds the folder `model` names: a path to a folder holding `manifest.json`,
  * else a folder of that name under {@linkcode modelsDir}; then reads and
- * validates its manifest.
+ * validates its manifest. With `dtype`, the manifest is that of the model in that float type
+ * ({@linkcode withDtype}): the folder's own, or one of its variants.
  *
  * @throws {ModelNotFoundError} when neither exists
- * @throws {ManifestError} when the manifest is unreadable or invalid
+ * @throws {ManifestError} when the manifest is unreadable or invalid, or has no `dtype` graphs
  */
-export function resolveModel(model: string): ModelFolder {
+export function resolveModel(model: string, dtype?: ModelDtype): ModelFolder {
   const path = model.replace(/\/+$/, "") || model;
   // A path (absolute, or with a folder in it) names one place; a bare name may live in any.
   const candidates = path.includes("/")
@@ -112,7 +123,57 @@ export function resolveModel(model: string): ModelFolder {
   } catch (e) {
     throw new ManifestError(manifestFile, `cannot be read as JSON: ${(e as Error).message}`);
   }
-  return { dir, manifestFile, manifest: parseManifest(raw, manifestFile) };
+  const manifest = parseManifest(raw, manifestFile);
+  return {
+    dir,
+    manifestFile,
+    manifest: dtype === undefined ? manifest : withDtype(manifest, dtype, manifestFile),
+  };
+}
+
+/** What `--dtype` may say: a float type, or `auto` ({@linkcode chooseDtype}). */
+export type DtypeRequest = ModelDtype | "auto";
+
+/** The values `--dtype` accepts. */
+export const DTYPE_REQUESTS: readonly DtypeRequest[] = ["auto", "fp32", "fp16", "bf16"];
+
+/**
+ * The float type a run on `ep` uses: the one asked for, or for `auto` float16 on CUDA when the
+ * folder holds float16 graphs (a real model exported with `--dtype fp32,fp16`; on a GPU with
+ * tensor cores float16 halves the memory and the time of a step, as diffusers' users run it),
+ * else the folder's own `dtype`. The CPU and WebGPU stay with the folder's own type under
+ * `auto`: the CPU has no fast float16 kernels, and ORT 1.30's WebGPU float16 ConvTranspose is
+ * wrong past ~2100 samples (see the README).
+ *
+ * @throws {ManifestError} when the type asked for is not in the folder, naming those it holds
+ */
+export function chooseDtype(
+  model: ModelFolder,
+  requested: DtypeRequest,
+  ep: ExecutionProvider | "auto",
+): ModelDtype {
+  const held = manifestDtypes(model.manifest);
+  if (requested !== "auto") {
+    withDtype(model.manifest, requested, model.manifestFile); // throws, naming what it holds
+    return requested;
+  }
+  const provider = ep === "auto" ? autoCandidate() : ep;
+  return provider === "cuda" && held.includes("fp16") ? "fp16" : model.manifest.dtype;
+}
+
+/**
+ * The folder `model` names ({@linkcode resolveModel}) with the manifest of the float type a run
+ * on `ep` uses ({@linkcode chooseDtype}).
+ *
+ * @throws as {@linkcode resolveModel} and {@linkcode chooseDtype}
+ */
+export function resolveModelFor(
+  model: string,
+  run: { readonly dtype: DtypeRequest; readonly ep: ExecutionProvider | "auto" },
+): ModelFolder {
+  const folder = resolveModel(model);
+  const dtype = chooseDtype(folder, run.dtype, run.ep);
+  return { ...folder, manifest: withDtype(folder.manifest, dtype, folder.manifestFile) };
 }
 
 /**

@@ -22,7 +22,7 @@ export interface ModelEntry {
   readonly path: string;
   /** The pipeline family from the manifest, e.g. `audioldm2`. */
   readonly family: string;
-  /** The float type of the weights. */
+  /** The float type of the weights, then those of its variants: e.g. `fp32+fp16`. */
   readonly dtype: string;
   /** Total size of the folder's files in bytes. */
   readonly bytes: number;
@@ -54,7 +54,7 @@ export function listModels(dir: string = modelsDir()): ModelEntry[] {
   for (const entry of entries) {
     if (!entry.isDirectory) continue;
     const path = `${dir}/${entry.name}`;
-    let manifest: { family?: unknown; dtype?: unknown };
+    let manifest: { family?: unknown; dtype?: unknown; variants?: unknown };
     try {
       manifest = JSON.parse(Deno.readTextFileSync(`${path}/manifest.json`));
     } catch {
@@ -64,7 +64,12 @@ export function listModels(dir: string = modelsDir()): ModelEntry[] {
       name: entry.name,
       path,
       family: typeof manifest.family === "string" ? manifest.family : "unknown",
-      dtype: typeof manifest.dtype === "string" ? manifest.dtype : "unknown",
+      dtype: [
+        typeof manifest.dtype === "string" ? manifest.dtype : "unknown",
+        ...(typeof manifest.variants === "object" && manifest.variants !== null
+          ? Object.keys(manifest.variants)
+          : []),
+      ].join("+"),
       bytes: folderBytes(path),
     });
   }

@@ -7,6 +7,7 @@
  */
 
 import { Env, Session } from "../../ffi/mod.ts";
+import type { ModelDtype } from "../models/manifest.ts";
 import { type ModelFolder, openComponentAsync, resolveModel } from "../models/model.ts";
 import type {
   BoundSampler,
@@ -21,6 +22,8 @@ export interface DenoiserOpen {
   readonly modelDir: string;
   /** The component holding the denoiser, e.g. `"unet"`. */
   readonly component: string;
+  /** The float type of the graphs to open (the folder's own, or one of its variants). */
+  readonly dtype: ModelDtype;
 }
 
 /**
@@ -36,7 +39,7 @@ export async function openDenoiserGraph(
   context: OpenSamplerContext | undefined,
   bind: (session: Session, model: ModelFolder, generation: unknown) => BoundSampler,
 ): Promise<OpenedDenoiser> {
-  const model = resolveModel(open.modelDir);
+  const model = resolveModel(open.modelDir, open.dtype);
   const env = Env.create();
   try {
     const session = device.borrow !== undefined

@@ -50,6 +50,7 @@ Deno.test("parseCommand reads gen with defaults and every flag", () => {
   assert.equal(gen.gpus, 1);
   assert.equal(gen.mode, "parastep");
   assert.equal(gen.ep, "auto");
+  assert.equal(gen.dtype, "auto");
   assert.equal(gen.seed, 0);
   assert.equal(gen.steps, undefined);
   assert.equal(gen.exchange, undefined); // generate() then uses "gather"
@@ -86,6 +87,8 @@ Deno.test("parseCommand reads gen with defaults and every flag", () => {
     "float32",
     "--threads",
     "2",
+    "--dtype",
+    "fp16",
     "--stall-timeout",
     "90",
     "--in-process",
@@ -99,6 +102,7 @@ Deno.test("parseCommand reads gen with defaults and every flag", () => {
     steps: 50,
     seed: 9,
     ep: "cuda",
+    dtype: "fp16",
     gpus: 4,
     mode: "parastep",
     warmup: 3,
@@ -191,6 +195,10 @@ Deno.test("bad flag values are one-line usage errors without the usage text", ()
   refuses(
     ["gen", "-p", "x", "--ep", "tpu"],
     /--ep: 'tpu' \(choose one of cpu, cuda, webgpu, auto\)/,
+  );
+  refuses(
+    ["gen", "-p", "x", "--dtype", "float16"],
+    /--dtype: 'float16' \(choose one of auto, fp32, fp16, bf16\)/,
   );
   refuses(["gen", "-p", "x", "--mode", "fast"], /--mode: 'fast'/);
   refuses(

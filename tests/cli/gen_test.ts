@@ -400,6 +400,7 @@ Deno.test("gen --report writes the run's stage timings beside the output; --no-g
     assert.equal(report.steps, 6);
     assert.equal(report.graphCache, true);
     assert.equal(report.devices, 1);
+    assert.equal(report.dtype, "fp32");
     const t = report.timings;
     for (const stage of ["encodeMs", "loadMs", "denoiseMs", "decodeMs", "totalMs"]) {
       assert.ok(t[stage] > 0, `${stage} = ${t[stage]}`);

@@ -9,9 +9,11 @@
  * of the size that separates diffusers' own float16 and float32 pipelines on this model (final
  * latents 3.2e-3 to 3.6e-3, waveform 3.2e-3 to 7.3e-3 relative).
  *
- * The model folder is not committed (3.8 MB with its reference): the tests run where
+ * The model folders are not committed (3.8 MB with its reference): the tests run where
  * `.cache/models/audioldm2-tiny-fp16` exists (CI exports it) or `$PARASTEP_FP16_MODEL` names one,
- * and print why they skip otherwise.
+ * and print why they skip otherwise. The same tests run on the fp16 variant of a folder exported
+ * with both types (`--dtype fp32,fp16`, `.cache/models/audioldm2-tiny-dual`, reference under
+ * `fp16/reference/`), chosen with `--dtype fp16`, where that folder exists.
  *
  * @module
  */
@@ -19,7 +21,7 @@
 import assert from "node:assert/strict";
 import { Env, type ExecutionProvider, probeProvider } from "../../ffi/mod.ts";
 import { expectDtype, readNpy } from "../../src/io/npy.ts";
-import { resolveModel } from "../../src/models/model.ts";
+import { type ModelFolder, resolveModel, resolveModelFor } from "../../src/models/model.ts";
 import { runInProcess } from "../../src/parastep/rounds.ts";
 import {
   audioldm2,
@@ -32,6 +34,7 @@ import {
 } from "../../src/pipelines/audioldm2/mod.ts";
 import { denoiseInProcess, denoiseOnce, denoiseWithWorkers } from "../../src/pipelines/mod.ts";
 import { ddim } from "../../src/schedulers/ddim.ts";
+import { parastep } from "../support/cli.ts";
 import { relativeError } from "../support/compare.ts";
 
 /**
@@ -43,22 +46,49 @@ import { relativeError } from "../support/compare.ts";
  */
 const TOLERANCE = 2e-2;
 
-const DIR = Deno.env.get("PARASTEP_FP16_MODEL") ??
-  new URL("../../.cache/models/audioldm2-tiny-fp16", import.meta.url).pathname;
-const EXPORT = "python -m models.export audioldm2 --tiny --dtype fp16 " +
-  "--out .cache/models/audioldm2-tiny-fp16";
+/** An fp16 model to test: the folder, how it is opened in fp16, and where its reference is. */
+interface Fp16Folder {
+  readonly label: string;
+  readonly dir: string;
+  /** The folder in fp16. */
+  open(): ModelFolder;
+  /** Its reference/, relative to the folder. */
+  readonly reference: string;
+  readonly export: string;
+}
 
-function missing(): string | undefined {
+const cacheDir = (name: string) =>
+  decodeURIComponent(new URL(`../../.cache/models/${name}`, import.meta.url).pathname);
+const FP16_DIR = Deno.env.get("PARASTEP_FP16_MODEL") ?? cacheDir("audioldm2-tiny-fp16");
+const DUAL_DIR = cacheDir("audioldm2-tiny-dual");
+const FOLDERS: readonly Fp16Folder[] = [{
+  label: "fp16",
+  dir: FP16_DIR,
+  open: () => resolveModel(FP16_DIR),
+  reference: "reference",
+  export: "python -m models.export audioldm2 --tiny --dtype fp16 " +
+    "--out .cache/models/audioldm2-tiny-fp16",
+}, {
+  label: "fp16 variant",
+  dir: DUAL_DIR,
+  open: () => resolveModelFor(DUAL_DIR, { dtype: "fp16", ep: "cpu" }),
+  reference: "fp16/reference",
+  export: "python -m models.export audioldm2 --tiny --dtype fp32,fp16 " +
+    "--out .cache/models/audioldm2-tiny-dual",
+}];
+
+function missing(folder: Fp16Folder): string | undefined {
   try {
-    Deno.statSync(`${DIR}/reference/case1/case.json`);
+    Deno.statSync(`${folder.dir}/${folder.reference}/case1/case.json`);
     return undefined;
   } catch {
-    return `no fp16 model with a reference at ${DIR} (make it with: ${EXPORT})`;
+    return `no ${folder.label} model with a reference at ${folder.dir} (make it with: ${folder.export})`;
   }
 }
 
-const absent = missing();
-if (absent !== undefined) console.log(`fp16 tests skipped: ${absent}`);
+const absentFolders = FOLDERS.map(missing);
+for (const why of absentFolders) if (why !== undefined) console.log(`fp16 tests skipped: ${why}`);
+const absent = absentFolders[0];
 const webgpu = (() => {
   using _env = Env.create();
   return probeProvider("webgpu");
@@ -72,7 +102,7 @@ Deno.test({
   name: "the fp16 model is there where PARASTEP_REQUIRE_FP16=1 says it must be",
   ignore: Deno.env.get("PARASTEP_REQUIRE_FP16") !== "1",
   fn() {
-    assert.equal(absent, undefined);
+    assert.deepEqual(absentFolders, FOLDERS.map(() => undefined));
   },
 });
 
@@ -84,20 +114,23 @@ interface CaseInfo {
   duration: number;
 }
 
-for (const ep of ["cpu", "webgpu"] as const satisfies readonly ExecutionProvider[]) {
-  for (const caseName of ["case1", "case2"]) {
-    Deno.test({
-      name: `AudioLDM2 fp16 ${caseName} on ${ep} matches diffusers in float16 stage by stage`,
-      ignore: absent !== undefined || (ep === "webgpu" && !webgpu.ok),
-      fn: () => parity(ep, caseName),
-    });
+FOLDERS.forEach((folder, k) => {
+  for (const ep of ["cpu", "webgpu"] as const satisfies readonly ExecutionProvider[]) {
+    for (const caseName of ["case1", "case2"]) {
+      Deno.test({
+        name: `AudioLDM2 ${folder.label} ${caseName} on ${ep} matches diffusers in float16 ` +
+          `stage by stage`,
+        ignore: absentFolders[k] !== undefined || (ep === "webgpu" && !webgpu.ok),
+        fn: () => parity(folder, ep, caseName),
+      });
+    }
   }
-}
+});
 
-async function parity(ep: ExecutionProvider, caseName: string): Promise<void> {
-  const model = resolveModel(DIR);
+async function parity(folder: Fp16Folder, ep: ExecutionProvider, caseName: string): Promise<void> {
+  const model = folder.open();
   assert.equal(model.manifest.dtype, "fp16");
-  const dir = `${DIR}/reference/${caseName}`;
+  const dir = `${folder.dir}/${folder.reference}/${caseName}`;
   const info: CaseInfo = JSON.parse(await Deno.readTextFile(`${dir}/case.json`));
   const f32 = async (file: string) => expectDtype(await readNpy(`${dir}/${file}.npy`), "float32");
   const errors: string[] = [];
@@ -156,14 +189,14 @@ async function parity(ep: ExecutionProvider, caseName: string): Promise<void> {
   const decoded = decode(env, model, request, result.output, { session });
   close("mel", TOLERANCE, decoded.mel.data, (await f32("mel")).data);
   close("waveform", TOLERANCE, decoded.waveform, (await f32("waveform")).data);
-  console.log(`fp16 ${caseName} on ${ep} relative errors: ${errors.join(", ")}`);
+  console.log(`${folder.label} ${caseName} on ${ep} relative errors: ${errors.join(", ")}`);
 }
 
 Deno.test({
   name: "AudioLDM2 fp16: ParaStep on 2 Workers gives the in-process engine's output bit for bit",
   ignore: absent !== undefined,
   async fn() {
-    const model = resolveModel(DIR);
+    const model = resolveModel(FP16_DIR);
     const request = checkRequest(model, { prompt: "dog barking", seed: 3, steps: 8 });
     using env = Env.create();
     const conditioning = await audioldm2.encode(env, model, request, {});
@@ -186,5 +219,35 @@ Deno.test({
     const inProcess = await denoiseOnce(denoiseInProcess, spec, job);
     assert.deepEqual(workers.output, inProcess.output);
     assert.ok(workers.output.every(Number.isFinite));
+  },
+});
+
+Deno.test({
+  name: "gen on a folder of both types: --dtype fp16 is the fp16 folder's output, auto on the " +
+    "CPU is --dtype fp32's",
+  ignore: absentFolders.some((why) => why !== undefined),
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    try {
+      const gen = async (model: string, name: string, ...flags: string[]) => {
+        const out = `${dir}/${name}.wav`;
+        const args = ["gen", "--model", model, "--prompt", "dog barking", "--steps", "8"];
+        const run = await parastep([...args, "--gpus", "2", "--ep", "cpu", ...flags, "--out", out]);
+        assert.equal(run.code, 0, run.stderr);
+        return await Deno.readFile(out);
+      };
+      const fp16 = await gen(FP16_DIR, "fp16");
+      const report = `${dir}/variant.json`;
+      assert.deepEqual(await gen(DUAL_DIR, "variant", "--dtype", "fp16", "--report", report), fp16);
+      assert.equal(JSON.parse(await Deno.readTextFile(report)).dtype, "fp16");
+      const fp32 = await gen(DUAL_DIR, "fp32", "--dtype", "fp32");
+      assert.deepEqual(await gen(DUAL_DIR, "auto"), fp32);
+      assert.notDeepEqual(fp32, fp16);
+      const refused = await parastep(["gen", "--model", FP16_DIR, "--dtype", "fp32", "-p", "x"]);
+      assert.equal(refused.code, 2);
+      assert.match(refused.stderr, /the model has no fp32 graphs \(it holds fp16\)/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   },
 });

@@ -10,6 +10,8 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from models.export.onnx_io import describe
+
 from .helpers import COMMITTED, rel_error, run_cli, session
 
 
@@ -99,6 +101,14 @@ def test_checkpoint_directory(tmp_path):
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text("utf-8"))
     assert manifest["source"]["from"] == str(ckpt) and manifest["dtype"] == "fp32"
+    # --from writes the fp16 variant by default: every graph in fp16 under fp16/, its reference too
+    variant = manifest["variants"]["fp16"]["components"]
+    assert sorted(variant) == sorted(manifest["components"])
+    for name, entry in variant.items():
+        assert entry["file"] == "fp16/" + manifest["components"][name]["file"]
+        assert {"inputs": entry["inputs"], "outputs": entry["outputs"]} == describe(out / entry["file"])
+        assert all(io["dtype"] in ("float16", "int64") for io in entry["inputs"] + entry["outputs"]), entry
+    assert (out / "fp16" / "reference" / "case1" / "latents_final.npy").is_file()
     assert manifest["defaults"]["steps"] == 200 and manifest["defaults"]["guidance"] == 3.5
     committed = json.loads((COMMITTED / "manifest.json").read_text("utf-8"))
     assert manifest["components"] == committed["components"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
+import pytest
 import torch
 
 from models.export import cli
 from models.export.audioldm2 import components, configs
+from models.export.errors import ExportError
 from models.export.onnx_io import describe, export_component
 
 from .helpers import rel_error, session
@@ -63,3 +66,20 @@ def test_external_data(tmp_path):
     with torch.no_grad():
         want = unet.module(*unet.example).numpy()
     assert rel_error(got, want) <= 1e-4
+
+
+def test_dtype_lists():
+    """`--dtype`: one float type, or fp32,fp16; --from defaults to both, random sizes to fp32."""
+    parse = lambda *a: cli.parse(["audioldm2", "--tiny", "--out", "x", *a])  # noqa: E731
+    assert parse().dtypes == ["fp32"] and parse().dtype == "fp32"
+    assert parse("--dtype", "fp16").dtypes == ["fp16"]
+    both = parse("--dtype", "fp32,fp16")
+    assert both.dtypes == ["fp32", "fp16"] and both.dtype == "fp32"
+    for bad, message in (
+        ("fp16,fp32", "give one float type, or fp32,fp16"),
+        ("fp32,fp16,fp16", "give one float type, or fp32,fp16"),
+        ("bf16", "--dtype bf16: not available for audioldm2"),
+        ("fp32,", "--dtype : not available for audioldm2"),
+    ):
+        with pytest.raises(ExportError, match=re.escape(message)):
+            parse("--dtype", bad)

@@ -23,7 +23,7 @@ import type { FromWorker, ToWorker } from "../worker.ts";
 import { NATS_PREFIX } from "./transport.ts";
 
 /** The version of this control protocol; a host refuses a coordinator of another. */
-export const CONTROL_VERSION = 1;
+export const CONTROL_VERSION = 2;
 
 /** A model as a host serves it. */
 export interface ServedModel {
@@ -75,6 +75,8 @@ export interface ModelIdentity {
   readonly family: string;
   /** The denoiser component in the manifest, e.g. `unet`. */
   readonly component: string;
+  /** The float type of the graphs to open (`fp32`, `fp16`...): the folder's own, or a variant. */
+  readonly dtype: string;
 }
 
 /** Coordinator -> host: reserve devices for a session (a request; the reply is {@link OpenReply}). */

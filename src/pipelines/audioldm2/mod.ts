@@ -134,7 +134,7 @@ export const audioldm2: PipelineFamily<CheckedRequest, Conditioning, Decoded> = 
   },
 
   denoiserInit(model) {
-    return { modelDir: model.dir, component: "unet" };
+    return { modelDir: model.dir, component: "unet", dtype: model.manifest.dtype };
   },
 
   generationInit(_model, request, conditioning) {

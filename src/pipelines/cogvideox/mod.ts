@@ -146,7 +146,11 @@ export const cogvideox: PipelineFamily<CheckedRequest, Conditioning, Decoded> = 
   },
 
   denoiserInit(model, request) {
-    return { modelDir: model.dir, component: request.shape.transformer };
+    return {
+      modelDir: model.dir,
+      component: request.shape.transformer,
+      dtype: model.manifest.dtype,
+    };
   },
 
   generationInit(_model, request, conditioning) {

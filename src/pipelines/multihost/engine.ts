@@ -209,6 +209,7 @@ async function openNatsEngine(spec: EngineSpec, options: NatsEngineOptions): Pro
         hash: manifestHash(model.manifestFile),
         family: model.manifest.family,
         component: open.component,
+        dtype: open.dtype,
       };
       const found = await discoverHosts(connection, {
         prefix,

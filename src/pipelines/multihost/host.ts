@@ -14,6 +14,7 @@
 
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { manifestHash, servedModel } from "../../models/hash.ts";
+import { MODEL_DTYPES, type ModelDtype } from "../../models/manifest.ts";
 import { listModels } from "../../models/registry.ts";
 import { assignDevices, type DeviceEp } from "../../parastep/devices.ts";
 import { createHeartbeats, readHeartbeat } from "../../parastep/heartbeat.ts";
@@ -82,6 +83,7 @@ interface Session {
   readonly modelDir: string;
   readonly module: string;
   readonly component: string;
+  readonly dtype: ModelDtype;
   readonly heartbeats: SharedArrayBuffer;
   readonly rankTimeoutMs: number;
   lastAlive: number;
@@ -219,10 +221,19 @@ export class ServeHost {
     const { model } = request;
     const family = FAMILIES[model.family];
     if (family === undefined) return refuse(`it runs no model family '${model.family}'`);
+    if (!MODEL_DTYPES.includes(model.dtype as ModelDtype)) {
+      return refuse(`it knows no float type ${JSON.stringify(model.dtype)}`);
+    }
+    const dtype = model.dtype as ModelDtype;
     let modelDir: string;
     let hash: string;
     try {
-      const folder = servedModel(this.#options.modelsDir, model.name, [model.component]);
+      const folder = servedModel(
+        this.#options.modelsDir,
+        model.name,
+        [model.component],
+        dtype,
+      );
       if (folder.manifest.family !== model.family) {
         return refuse(
           `model ${model.name} is of family ${folder.manifest.family}, not ${model.family}`,
@@ -272,6 +283,7 @@ export class ServeHost {
       modelDir,
       module: family.samplerModule.href,
       component: model.component,
+      dtype,
       heartbeats: createHeartbeats(request.devices),
       rankTimeoutMs: request.rankTimeoutMs,
       lastAlive: performance.now(),
@@ -352,7 +364,11 @@ export class ServeHost {
             type: "init",
             rank,
             module: session.module,
-            open: { modelDir: session.modelDir, component: session.component },
+            open: {
+              modelDir: session.modelDir,
+              component: session.component,
+              dtype: session.dtype,
+            },
             device: { ...assigned, deviceId: state.device },
             progressIntervalMs: message.progressIntervalMs,
           } satisfies ToWorker,

@@ -151,7 +151,7 @@ export const svd: PipelineFamily<CheckedRequest, Conditioning, Decoded> = {
   },
 
   denoiserInit(model) {
-    return { modelDir: model.dir, component: "unet" };
+    return { modelDir: model.dir, component: "unet", dtype: model.manifest.dtype };
   },
 
   generationInit(_model, request, conditioning) {
