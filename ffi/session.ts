@@ -419,22 +419,28 @@ export class Session implements Disposable {
           continue;
         }
         plan.next();
-        return new Session(
-          ptr,
-          env,
-          ep,
-          [...before, { ep, ok: true }],
-          lock,
-          attempt.status,
-          true,
-          options.keepValuesOnDevice ?? true,
-        );
+        return Session.#opened(ptr, env, ep, before, lock, attempt.status, options);
       }
       throw new Error("unreachable: an open plan yields at least one attempt");
     } finally {
       lock?.release();
       env.release();
     }
+  }
+
+  /** The session ORT opened on `ep`, after the providers tried `before` it. */
+  static #opened(
+    ptr: Deno.PointerObject,
+    env: Env,
+    ep: ExecutionProvider,
+    before: ProviderAttempt[],
+    lock: ProcessLock | null,
+    status: "hit" | "written" | "off",
+    options: SessionOptions,
+  ): Session {
+    const attempts = [...before, { ep, ok: true }];
+    const keep = options.keepValuesOnDevice ?? true;
+    return new Session(ptr, env, ep, attempts, lock, status, true, keep);
   }
 
   static #createOn(
@@ -468,16 +474,7 @@ export class Session implements Disposable {
           continue;
         }
         plan.next();
-        return new Session(
-          ptr,
-          env,
-          ep,
-          [...before, { ep, ok: true }],
-          lock,
-          attempt.status,
-          true,
-          options.keepValuesOnDevice ?? true,
-        );
+        return Session.#opened(ptr, env, ep, before, lock, attempt.status, options);
       }
       throw new Error("unreachable: an open plan yields at least one attempt");
     } finally {
