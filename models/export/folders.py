@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from .errors import ExportError
 
@@ -17,6 +18,20 @@ def check_out(out: Path) -> None:
     manifest = out / "manifest.json"
     if any(out.iterdir()) and not manifest.is_file():
         raise ExportError(f"--out {out}: a non-empty folder without manifest.json; refusing to replace it")
+
+
+def save_arrays(out_dir: Path, arrays: dict, to_numpy: Callable) -> dict:
+    """Write each of `arrays` as `out_dir/<name>.npy` (converted by the family's `to_numpy`); return the
+    case.json `files` entry of each: its dtype and shape."""
+    import numpy as np
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, value in arrays.items():
+        arr = to_numpy(value)
+        np.save(out_dir / f"{name}.npy", arr)
+        files[name] = {"dtype": str(arr.dtype), "shape": list(arr.shape)}
+    return files
 
 
 def versions() -> dict:

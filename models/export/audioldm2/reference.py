@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..folders import save_arrays
 from . import scoring
 
 STEPS = 20
@@ -175,17 +176,6 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.numpy().astype(np.int64 if not t.is_floating_point() else np.float32)
 
 
-def _save_arrays(out_dir: Path, arrays: dict) -> dict:
-    """Writes each array as `out_dir/<name>.npy`; returns the info.json `files` entry of each."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name, value in arrays.items():
-        arr = _np(value)
-        np.save(out_dir / f"{name}.npy", arr)
-        files[name] = {"dtype": str(arr.dtype), "shape": list(arr.shape)}
-    return files
-
-
 def _expect(recorder: Recorder, key: str, count: int) -> list:
     got = recorder.calls[key]
     if len(got) != count:
@@ -260,7 +250,7 @@ def run_case(pipe, case: Case, out_dir: Path) -> dict:
     rtol = 1e-6 if dtype == torch.float32 else 2e-3  # fp16: the scaling rounds twice
     if not torch.allclose((vae_in * pipe.vae.config.scaling_factor).float(), steps[-1].float(), rtol=rtol, atol=0):
         raise RuntimeError("reference: the VAE input is not the last step's latents / scaling_factor")
-    files = _save_arrays(out_dir, arrays)
+    files = save_arrays(out_dir, arrays, _np)
     duration = case.duration if case.duration is not None else default_duration(pipe)
     info = {
         "name": case.name,
@@ -455,7 +445,7 @@ def run_waveforms_case(pipe, case: WaveformsCase, out_dir: Path) -> dict:
         "ranking": ranking,
         "waveform": torch.from_numpy(audio),
     }
-    files = _save_arrays(out_dir, arrays)
+    files = save_arrays(out_dir, arrays, _np)
     info = {
         "name": case.name,
         "description": case.description,

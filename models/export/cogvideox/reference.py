@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from ..audioldm2.reference import TOKEN_TEXTS
+from ..folders import save_arrays
 from . import components
 
 
@@ -332,12 +333,7 @@ def run_case(pipe, case: Case, out_dir: Path) -> dict:
     elif not torch.equal(video, steps[-1][0]):
         raise RuntimeError("reference: the latent output is not the last step's latents")
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name, value in arrays.items():
-        arr = _np(value)
-        np.save(out_dir / f"{name}.npy", arr)
-        files[name] = {"dtype": str(arr.dtype), "shape": list(arr.shape)}
+    files = save_arrays(out_dir, arrays, _np)
     info = {
         "name": case.name,
         "description": case.description,

@@ -56,6 +56,8 @@ import PIL.Image
 import torch
 from diffusers.pipelines.stable_video_diffusion import pipeline_stable_video_diffusion as svd_module
 
+from ..folders import save_arrays
+
 
 @dataclasses.dataclass(frozen=True)
 class Case:
@@ -219,6 +221,11 @@ def _check(condition: bool, what: str) -> None:
         raise RuntimeError(f"reference: {what}")
 
 
+def _float32(value) -> np.ndarray:
+    """A reference array as saved: numpy arrays as they are, tensors in float32."""
+    return value if isinstance(value, np.ndarray) else value.detach().cpu().to(torch.float32).numpy()
+
+
 def run_case(pipe, case: Case, out_dir: Path) -> dict:
     """Run the pipeline on `case`, write its arrays, image.png and case.json; return the case.json dict."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -303,11 +310,10 @@ def run_case(pipe, case: Case, out_dir: Path) -> dict:
         "frames_decoded": frames_decoded,
         "frames_uint8": frames_uint8,
     }
-    files = {"image.png": {"width": image.width, "height": image.height, "mode": image.mode}}
-    for name, value in arrays.items():
-        arr = value if isinstance(value, np.ndarray) else value.detach().cpu().to(torch.float32).numpy()
-        np.save(out_dir / f"{name}.npy", arr)
-        files[name] = {"dtype": str(arr.dtype), "shape": list(arr.shape)}
+    files = {
+        "image.png": {"width": image.width, "height": image.height, "mode": image.mode},
+        **save_arrays(out_dir, arrays, _float32),
+    }
     info = {
         "name": case.name,
         "description": case.description,
