@@ -333,24 +333,29 @@ export function manifestDtypes(manifest: Manifest): ModelDtype[] {
   return [manifest.dtype, ...(Object.keys(manifest.variants) as ModelDtype[])];
 }
 
+/** The refusal of a float type the folder does not hold, naming those it holds. */
+export function missingDtype(manifest: Manifest, dtype: ModelDtype, file: string): ManifestError {
+  return new ManifestError(
+    file,
+    `the model has no ${dtype} graphs (it holds ${manifestDtypes(manifest).join(", ")}); ` +
+      `use --dtype ${manifest.dtype}, or re-export it with --dtype ${
+        dtype === "bf16" ? "bf16" : "fp32,fp16"
+      }`,
+  );
+}
+
 /**
- * The manifest of the model in `dtype`: the folder's own when that is its `dtype`, else its
- * variant's components in place of the ones they replace (and `dtype` set), with no variants.
+ * The manifest of the model in `dtype`: the folder's own when that is its `dtype`, else the
+ * folder's with the variant's fields and components in place of the ones they replace (and
+ * `dtype` set), without variants, validated as any manifest.
  *
- * @throws {ManifestError} when the folder holds no such variant, naming the ones it holds
+ * @throws {ManifestError} when the folder holds no such variant ({@linkcode missingDtype}), or
+ *   when the manifest it gives is invalid
  */
 export function withDtype(manifest: Manifest, dtype: ModelDtype, file: string): Manifest {
   if (dtype === manifest.dtype) return manifest;
   const variant = manifest.variants[dtype];
-  if (variant === undefined) {
-    throw new ManifestError(
-      file,
-      `the model has no ${dtype} graphs (it holds ${manifestDtypes(manifest).join(", ")}); ` +
-        `use --dtype ${manifest.dtype}, or re-export it with --dtype ${
-          dtype === "bf16" ? "bf16" : "fp32,fp16"
-        }`,
-    );
-  }
+  if (variant === undefined) throw missingDtype(manifest, dtype, file);
   const { variants: _, ...raw } = manifest.raw;
   return parseManifest({
     ...raw,

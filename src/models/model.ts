@@ -19,6 +19,7 @@ import {
   type Manifest,
   manifestDtypes,
   ManifestError,
+  missingDtype,
   type ModelDtype,
   parseManifest,
   withDtype,
@@ -154,7 +155,9 @@ export function chooseDtype(
 ): ModelDtype {
   const held = manifestDtypes(model.manifest);
   if (requested !== "auto") {
-    withDtype(model.manifest, requested, model.manifestFile); // throws, naming what it holds
+    if (!held.includes(requested)) {
+      throw missingDtype(model.manifest, requested, model.manifestFile);
+    }
     return requested;
   }
   const provider = ep === "auto" ? autoCandidate() : ep;
